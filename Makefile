@@ -1,0 +1,36 @@
+# Two commands for a fresh machine: `make run` trains the default scheme,
+# `make test` runs the suite. Both create .venv and install the package first.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+WORKDIR ?= runs/default
+CONFIG ?= configs/default.py
+PYTEST_WORKERS ?= 2
+
+.PHONY: install run test smoke bench clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/python -m alternating.main --config=$(CONFIG) --workdir=$(WORKDIR)
+
+smoke: install
+	$(BIN)/python -m alternating.main --config=$(CONFIG):smoke --workdir=runs/smoke
+
+test: install
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) tests
+
+bench: install
+	$(BIN)/python benchmarks/step_overhead.py
+
+clean:
+	rm -rf runs build *.egg-info .pytest_cache

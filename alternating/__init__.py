@@ -1,0 +1,17 @@
+"""alternating: training schemes that switch between phases, in JAX.
+
+A scheme is a set of :class:`Phase` objects (each a loss, a data stream, the
+parameters it may change and its own optimizer state) plus a schedule that
+picks the phase of every step. See the README for a tour.
+"""
+
+from alternating.loop import EvalSet, NonFiniteError, train
+from alternating.phase import Phase, make_optimizer
+from alternating.state import TrainState
+from alternating.train import train_and_evaluate
+from alternating import schedules
+
+__version__ = "0.1.0"
+
+__all__ = ["EvalSet", "NonFiniteError", "Phase", "TrainState", "make_optimizer", "schedules",
+           "train", "train_and_evaluate", "__version__"]

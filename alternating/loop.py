@@ -1,0 +1,410 @@
+"""The training loop: the only code with side effects.
+
+Order of one iteration (host executor):
+
+1. ``phase = schedule.next_phase(step)``
+2. ``batch = next(streams[phase.stream])``, placed on the batch sharding
+3. ``state, metrics = steps[phase](state, batch)``: jitted once per phase,
+   the state's buffers donated
+4. periodic actions, after the step: schedule feedback (every
+   ``schedule.feedback_every`` steps), logging (one ``device_get`` for all the
+   metrics since the last log, non-finite check), evaluation, checkpoint,
+   progress bar.
+
+Metrics stay on the device between logs, so ordinary steps never wait for the
+device: Python dispatches step ``t+1`` while step ``t`` computes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import time
+import zlib
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alternating import checkpoint as ckpt_lib
+from alternating import data as data_lib
+from alternating import losses, metrics as metrics_lib, parallel, partition, phase as phase_lib
+from alternating import plots
+from alternating.schedules import Schedule, make_schedule
+from alternating.state import TrainState, init_state, param_count, tree_bytes
+
+log = logging.getLogger("alternating")
+
+
+class NonFiniteError(FloatingPointError):
+    """A logged training metric became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class EvalSet:
+    """An evaluation set: a data spec plus the loss whose value and aux are reported.
+
+    Attributes:
+      data: a data spec (``dataset``, ``split``, ``transforms``); its
+        ``batch_size`` is ignored in favour of ``batch_size`` here.
+      phase: evaluate with this phase's loss (the usual case), or
+      loss: a loss spec (callable, name or ``module:function``) with
+        ``loss_kwargs``.
+      batch_size: evaluation batch size (the last batch is padded and masked).
+    """
+
+    data: Mapping[str, Any]
+    phase: str | None = None
+    loss: Any = None
+    loss_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    batch_size: int = 256
+
+
+def _stream_seed(seed: int, name: str) -> int:
+    # Stable across processes and Python runs (unlike hash()).
+    return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**31)
+
+
+class _Records:
+    """Per-step metrics kept on the device until a log or feedback needs them."""
+
+    def __init__(self):
+        self.items: list[tuple[int, str, Any]] = []  # (step, phase, metrics)
+        self.fetched = 0
+
+    def add(self, step: int, phase: str, metrics: Any) -> None:
+        self.items.append((step, phase, metrics))
+
+    def fetch(self) -> list[tuple[int, str, dict[str, float]]]:
+        """One ``device_get`` for every record not fetched yet; returns the new ones."""
+        todo = self.items[self.fetched:]
+        host = jax.device_get([m for _, _, m in todo])
+        for i, ((s, p, _), m) in enumerate(zip(todo, host)):
+            self.items[self.fetched + i] = (s, p, {k: float(v) for k, v in m.items()})
+        self.fetched = len(self.items)
+        return self.items[len(self.items) - len(todo):]
+
+    def pop_all(self) -> list[tuple[int, str, dict[str, float]]]:
+        self.fetch()
+        items, self.items, self.fetched = self.items, [], 0
+        return items
+
+
+def _resolve_init(init: Any) -> Callable[[jax.Array], Any]:
+    if hasattr(init, "init") and callable(init.init):
+        return init.init
+    if callable(init):
+        return init
+    return lambda rng: init
+
+
+def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str, Any],
+          init: Any, workdir: str, total_steps: int, model: Any = None, seed: int = 0,
+          evals: Mapping[str, EvalSet | Mapping[str, Any]] | None = None,
+          log_every_steps: int = 100, eval_every_steps: int = 0,
+          checkpoint_every_steps: int = 0, max_checkpoints_to_keep: int = 3,
+          ema_decay: float = 0.0, data_dir: str | None = None, mesh: Any = None,
+          config: Any = None, progress: bool = True, plot: bool = True,
+          print_fn: Callable[[str], None] | None = print) -> TrainState:
+    """Trains a scheme and returns the final TrainState.
+
+    Args:
+      phases: the phases; their names must be unique.
+      schedule: a :class:`~alternating.schedules.Schedule` or a spec
+        ``{'name': ..., **kwargs}``.
+      data: ``{stream name: data spec or Stream}``; each phase reads
+        ``phase.data`` (default: its name).
+      init: a config model (with ``.init``), ``init(rng) -> params``, or params.
+      workdir: output directory (metrics, TensorBoard, checkpoints, results).
+      total_steps: global steps to run (all phases together).
+      model: the model given to named loss factories.
+      seed: run seed (initialization, data order, random schedules).
+      evals: ``{set name: EvalSet or dict}``, evaluated every
+        ``eval_every_steps`` (0: only at the end) and at the end.
+      log_every_steps: interval of metric logging and the non-finite check.
+      checkpoint_every_steps: interval of checkpoints (0: only at the end).
+      ema_decay: > 0 keeps an EMA of the params in ``extras['ema']``, also evaluated.
+      data_dir: where embedded datasets are prepared (default ``TFDS_DATA_DIR``).
+      mesh: a ``jax.sharding.Mesh`` with a ``data`` axis (default: all devices).
+      config: the config to save with checkpoints (any JSON-able dict).
+      progress: show a progress bar.
+      plot: write ``curves.png`` at the end.
+      print_fn: where the start-up and final tables go (``None``: nowhere).
+
+    Returns:
+      The final TrainState (replicated over the mesh).
+
+    Raises:
+      ValueError: bad phases, streams, schedule, partitions or batch sizes, all
+        before anything is compiled.
+      NonFiniteError: a logged metric became NaN/inf (names step and phase).
+    """
+    t_start = time.time()
+    say = print_fn or (lambda s: None)
+    workdir = os.fspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    if total_steps < 1:
+        raise ValueError(f"total_steps={total_steps}; it must be >= 1.")
+    for field, value in (("log_every_steps", log_every_steps), ("eval_every_steps", eval_every_steps),
+                         ("checkpoint_every_steps", checkpoint_every_steps)):
+        if value < 0:
+            raise ValueError(f"{field}={value}; it must be >= 0 (0 disables the periodic action).")
+    names = [p.name for p in phases]
+    if len(set(names)) != len(names) or not names:
+        raise ValueError(f"phase names must be unique and non-empty, got {names}.")
+    mesh = mesh or parallel.make_mesh()
+    pidx, pcount = jax.process_index(), jax.process_count()
+
+    # --- Everything that can be wrong with the input is checked before compiling.
+    schedule = make_schedule(schedule, names, seed=seed)
+    for p in phases:
+        for s in p.streams:
+            if s not in data:
+                raise ValueError(f"phase {p.name!r} reads data stream {s!r}, which is not "
+                                 f"defined; streams: {sorted(data)}.")
+    streams = {}
+    for name in sorted({s for p in phases for s in p.streams}):
+        spec = data[name]
+        if isinstance(spec, data_lib.Stream):
+            stream = spec
+        else:
+            spec = dict(spec.to_dict() if hasattr(spec, "to_dict") else spec)
+            if "batch_size" in spec:
+                parallel.check_batch_size(int(spec["batch_size"]), mesh, f"data stream {name!r}")
+            stream = data_lib.make_stream(spec, seed=_stream_seed(seed, name), data_dir=data_dir,
+                                          process_index=pidx, process_count=pcount)
+        parallel.check_batch_size(stream.batch_size, mesh, f"data stream {name!r}")
+        streams[name] = stream
+
+    root = jax.random.PRNGKey(seed)
+    init_rng, state_rng = jax.random.split(root)
+    init_fn = _resolve_init(init)
+    abstract_params = jax.eval_shape(init_fn, init_rng)
+    expected = schedule.expected_steps(total_steps)
+    bound = [phase_lib.bind(p, i, params=abstract_params, model=model,
+                            expected_steps=max(expected.get(p.name, 1), 1))
+             for i, p in enumerate(phases)]
+    eval_sets = _build_evals(evals or {}, bound, model, mesh, data_dir, pidx, pcount)
+
+    say(f"alternating: {len(phases)} phases {names}, schedule {schedule.config()}, "
+        f"{total_steps} steps, {mesh.shape[parallel.DATA]} device(s) x {pcount} process(es)")
+    say(partition.table(abstract_params, {b.name: b.trainable for b in bound}))
+
+    # --- State: built by a jitted init so that it is a global, replicated array
+    # on every process (multi-host safe).
+    rep = parallel.replicated(mesh)
+
+    def make_state(init_rng, state_rng):
+        return init_state(init_fn(init_rng), bound, state_rng, ema_decay=ema_decay)
+
+    state = jax.jit(make_state, out_shardings=rep)(init_rng, state_rng)
+
+    checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=max_checkpoints_to_keep)
+    start_step = 0
+    latest = checkpointer.latest_step()
+    if latest is not None:
+        restored = checkpointer.restore(latest, ckpt_lib.abstract_like(state))
+        state = restored["state"]
+        schedule.load_state_dict(restored["schedule"])
+        for name, st in restored["data"].items():
+            if name in streams:
+                streams[name].set_state(st)
+        start_step = int(latest)
+        say(f"resumed from {checkpointer.directory} at step {start_step}")
+
+    counter = parallel.TraceCounter()
+    steps = {b.name: parallel.jit_step(phase_lib.make_step(b, ema_decay=ema_decay), mesh,
+                                       counter=counter, name=b.name) for b in bound}
+    by_name = {b.name: b for b in bound}
+
+    writer = metrics_lib.MetricWriter(workdir, process_index=pidx)
+    timeline = metrics_lib.TimelineRecorder()
+    records = _Records()
+    bar = metrics_lib.Progress(total_steps, initial_step=start_step,
+                               disable=not progress or pidx != 0)
+    meta = {"config": _jsonable_config(config), "version": _version()}
+    final_eval: dict[str, dict[str, float]] = {}
+    feedback_every = schedule.feedback_every or 0
+
+    def checkpoint(step, force=False):
+        checkpointer.save(step, state, schedule=schedule.state_dict(),
+                          data={n: s.get_state() for n, s in streams.items()}, meta=meta,
+                          force=force)
+
+    try:
+        step = start_step
+        while step < total_steps:
+            # 1. which phase
+            name = schedule.next_phase(step)
+            b = by_name[name]
+            # 2. its batch
+            if b.multi_stream:
+                batch = {s: parallel.shard_batch(next(streams[s]), mesh) for s in b.streams}
+            else:
+                batch = parallel.shard_batch(next(streams[b.streams[0]]), mesh)
+            # 3. the step
+            state, m = steps[name](state, batch)
+            records.add(step, name, m)
+            timeline.record(step, name)
+            step += 1
+            # 4. periodic actions
+            if feedback_every and step % feedback_every == 0:
+                for s, p, hm in records.fetch():
+                    schedule.observe(s, p, hm)
+            if (log_every_steps and step % log_every_steps == 0) or step == total_steps:
+                _log(records.pop_all(), step, writer, bar)
+                timeline.flush(writer)
+            if (eval_every_steps and step % eval_every_steps == 0) or step == total_steps:
+                final_eval = _evaluate(eval_sets, state, step, writer)
+            if (checkpoint_every_steps and step % checkpoint_every_steps == 0) or step == total_steps:
+                checkpoint(step, force=step == total_steps)
+            bar.update(step, name)
+    finally:
+        bar.close()
+        checkpointer.close()
+        timeline.close(writer) if hasattr(timeline, "close") else timeline.flush(writer)
+        writer.close()
+
+    wall = time.time() - t_start
+    results = {
+        "final_eval": final_eval,
+        "steps": int(jax.device_get(state.step)),
+        "steps_per_phase": {k: int(v) for k, v in jax.device_get(state.phase_steps).items()},
+        "compiles": dict(counter.counts),
+        "wall_time_s": round(wall, 3),
+        "seed": seed,
+        "total_steps": total_steps,
+        "num_devices": int(mesh.size),
+        "num_processes": pcount,
+        "num_params": param_count(state.params),
+        "trained_params_per_phase": {
+            b.name: int(sum(np.prod(np.shape(v)) for p, v in
+                            partition.flatten(state.params).items() if b.trainable[p]))
+            for b in bound},
+        "opt_state_bytes_per_phase": {k: tree_bytes(v) for k, v in state.opt_state.items()},
+        "schedule": schedule.config(),
+    }
+    if pidx == 0:
+        metrics_lib.write_results(os.path.join(workdir, "results.json"), results)
+        if final_eval:
+            say(metrics_lib.format_table(final_eval, title=f"final evaluation (step {step})"))
+        if plot:
+            path = plots.plot_run(workdir)
+            say(f"wrote {path}")
+        say(f"done in {wall:.1f}s; outputs in {workdir}")
+    return state
+
+
+def _log(items, step, writer, bar) -> None:
+    if not items:
+        return
+    bad = metrics_lib.first_nonfinite(items)
+    if bad is not None:
+        s, p, metric = bad
+        raise NonFiniteError(f"non-finite {metric} at step {s} in phase {p!r}; stopping. "
+                             "Lower the learning rate or clip gradients (optimizer.grad_clip_norm).")
+    for phase, scalars in metrics_lib.aggregate(items).items():
+        writer.write_train(step, phase, scalars)
+        if "loss" in scalars:
+            bar.set_loss(phase, scalars["loss"])
+    writer.flush()
+
+
+@dataclasses.dataclass
+class _BoundEval:
+    name: str
+    fn: Callable
+    batches: list
+    use_ema: bool = False
+
+
+def _build_evals(evals, bound, model, mesh, data_dir, pidx, pcount) -> list[_BoundEval]:
+    out = []
+    by_name = {b.name: b for b in bound}
+    cache: dict[int, Callable] = {}
+    for set_name in sorted(evals):
+        spec = evals[set_name]
+        if not isinstance(spec, EvalSet):
+            spec = dict(spec.to_dict() if hasattr(spec, "to_dict") else spec)
+            valid = [f.name for f in dataclasses.fields(EvalSet)]
+            unknown = sorted(set(spec) - set(valid))
+            if unknown:
+                raise ValueError(f"eval set {set_name!r}: unknown keys {unknown}; valid: {valid}.")
+            spec = EvalSet(**spec)
+        if spec.phase is not None:
+            if spec.phase not in by_name:
+                raise ValueError(f"eval set {set_name!r} names phase {spec.phase!r}; the phases "
+                                 f"are {sorted(by_name)}.")
+            loss_fn = by_name[spec.phase].loss_fn
+        elif spec.loss is not None:
+            loss_fn = losses.resolve_loss(spec.loss, model, spec.loss_kwargs,
+                                          where=f"eval set {set_name!r} loss")
+        else:
+            raise ValueError(f"eval set {set_name!r}: give either phase=<phase name> or loss=...")
+        parallel.check_batch_size(spec.batch_size, mesh, f"eval set {set_name!r}")
+        data_spec = {k: v for k, v in dict(spec.data).items() if k != "batch_size"}
+        # Placed on the devices once: the same batches are evaluated every time.
+        batches = [parallel.shard_batch(b, mesh) for b in data_lib.eval_batches(
+            data_spec, batch_size=spec.batch_size, data_dir=data_dir,
+            process_index=pidx, process_count=pcount)]
+        key = id(loss_fn)
+        if key not in cache:
+            cache[key] = _make_eval_fn(loss_fn, mesh)
+        out.append(_BoundEval(set_name, cache[key], batches))
+    return out
+
+
+def _make_eval_fn(loss_fn, mesh):
+    def fn(params, extras, batch):
+        loss, aux = loss_fn(params, batch, jax.random.PRNGKey(0), extras)
+        n = batch["mask"].sum()
+        sums = {"loss": loss * n, **{k: jnp.asarray(v, jnp.float32) * n for k, v in aux.items()}}
+        return sums, n
+
+    rep = parallel.replicated(mesh)
+    return jax.jit(fn, in_shardings=(rep, rep, parallel.batch_sharding(mesh)), out_shardings=rep)
+
+
+def _evaluate(eval_sets, state, step, writer) -> dict[str, dict[str, float]]:
+    results = {}
+    variants = [("", state.params)]
+    if "ema" in state.extras:
+        variants.append(("_ema", state.extras["ema"]))
+    pending = []
+    for ev in eval_sets:
+        for suffix, params in variants:
+            total, count = None, 0.0
+            for batch in ev.batches:
+                sums, n = ev.fn(params, state.extras, batch)
+                total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+                count = count + n
+            pending.append((ev.name + suffix, total, count))
+    host = jax.device_get([(t, c) for _, t, c in pending])
+    for (name, _, _), (total, count) in zip(pending, host):
+        results[name] = {k: float(v) / max(float(count), 1.0) for k, v in total.items()}
+        writer.write_eval(step, name, results[name])
+    writer.flush()
+    return results
+
+
+def _jsonable_config(config: Any) -> Any:
+    if config is None:
+        return {}
+    if hasattr(config, "to_json_best_effort"):
+        return json.loads(config.to_json_best_effort())
+    try:
+        return json.loads(json.dumps(config, default=str))
+    except (TypeError, ValueError):
+        return {"repr": repr(config)}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("alternating")
+    except Exception:  # not installed (running from a checkout)
+        return "unknown"

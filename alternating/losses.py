@@ -1,0 +1,158 @@
+"""Loss registry.
+
+A phase's loss, once bound, has one signature::
+
+    loss(params, batch, rng, extras) -> (scalar loss, {name: scalar aux})
+
+In Python you may pass that function directly to :class:`~alternating.Phase`.
+In a config, a loss is named: either a registered name (``'classification'``)
+or ``'package.module:function'``. A named loss is a *factory*
+``factory(model, **loss_kwargs) -> loss`` so that it can close over the
+config's model.
+
+Batches may carry a float ``mask`` (1 for real examples, 0 for padding, as in
+evaluation); the built-in losses return masked means so evaluation can pad
+the last batch without biasing the result.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+
+LossFn = Callable[[Any, Mapping[str, jax.Array], jax.Array, Mapping[str, Any]],
+                  tuple[jax.Array, Mapping[str, jax.Array]]]
+
+LOSSES: dict[str, Callable[..., LossFn]] = {}
+
+
+def register_loss(name: str):
+    """Decorator registering a loss factory ``factory(model, **kwargs) -> loss``."""
+    def deco(factory):
+        if name in LOSSES:
+            raise ValueError(f"loss {name!r} is already registered.")
+        LOSSES[name] = factory
+        return factory
+    return deco
+
+
+def masked_mean(values: jax.Array, batch: Mapping[str, jax.Array]) -> jax.Array:
+    """Mean over the batch, ignoring padded examples when ``batch['mask']`` exists."""
+    mask = batch.get("mask")
+    if mask is None:
+        return values.mean()
+    return (values * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+@register_loss("classification")
+def classification(model, *, x: str = "x", y: str = "y", **apply_kwargs) -> LossFn:
+    """Softmax cross-entropy with integer labels; aux: ``accuracy``.
+
+    Args:
+      model: a :class:`~alternating.models.Model`.
+      x, y: batch keys of the inputs and integer labels.
+      **apply_kwargs: passed to ``model.apply`` (e.g. ``stem='images'``).
+    """
+    def loss(params, batch, rng, extras):
+        del rng, extras
+        logits = model.apply(params, batch[x], **apply_kwargs)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch[y])
+        acc = (jnp.argmax(logits, -1) == batch[y]).astype(jnp.float32)
+        return masked_mean(ce, batch), {"accuracy": masked_mean(acc, batch)}
+    return loss
+
+
+@register_loss("binary")
+def binary(model, *, x: str = "x", y: str = "y", **apply_kwargs) -> LossFn:
+    """Sigmoid cross-entropy with 0/1 labels on a 1-unit output; aux: ``accuracy``."""
+    def loss(params, batch, rng, extras):
+        del rng, extras
+        logits = model.apply(params, batch[x], **apply_kwargs)[..., 0]
+        labels = batch[y].astype(jnp.float32)
+        bce = optax.sigmoid_binary_cross_entropy(logits, labels)
+        acc = ((logits > 0) == (labels > 0.5)).astype(jnp.float32)
+        return masked_mean(bce, batch), {"accuracy": masked_mean(acc, batch)}
+    return loss
+
+
+@register_loss("regression")
+def regression(model, *, x: str = "x", y: str = "y", **apply_kwargs) -> LossFn:
+    """Mean squared error against float targets; aux: ``mae``."""
+    def loss(params, batch, rng, extras):
+        del rng, extras
+        pred = model.apply(params, batch[x], **apply_kwargs)
+        target = batch[y].astype(jnp.float32).reshape(pred.shape)
+        err = (pred - target).reshape(pred.shape[0], -1)
+        mse = (err ** 2).mean(-1)
+        return masked_mean(mse, batch), {"mae": masked_mean(jnp.abs(err).mean(-1), batch)}
+    return loss
+
+
+@register_loss("sum")
+def sum_of(model, *, parts: Mapping[str, Mapping[str, Any]]) -> LossFn:
+    """Sum of named losses, each on its own sub-batch ``batch[part]``.
+
+    For a phase that reads several streams at once (``data=[a, b]``), e.g. a
+    mixed batch of two modalities in one optimizer step. ``parts`` maps a
+    stream name to ``{'loss': name, **loss_kwargs}``; aux values are reported
+    as ``<part>_<name>`` along with each part's loss.
+    """
+    fns = {}
+    for part, spec in parts.items():
+        spec = dict(spec)
+        fns[part] = resolve_loss(spec.pop("loss", "classification"), model, spec,
+                                 where=f"loss 'sum' part {part!r}")
+
+    def loss(params, batch, rng, extras):
+        total, aux = 0.0, {}
+        for i, (part, fn) in enumerate(fns.items()):
+            value, part_aux = fn(params, batch[part], jax.random.fold_in(rng, i), extras)
+            total = total + value
+            aux[f"{part}_loss"] = value
+            aux.update({f"{part}_{k}": v for k, v in part_aux.items()})
+        return total, aux
+    return loss
+
+
+def resolve_loss(spec: Any, model: Any = None, kwargs: Mapping[str, Any] | None = None,
+                 where: str = "loss") -> LossFn:
+    """Turns a loss spec into a bound loss function.
+
+    Args:
+      spec: a callable ``loss(params, batch, rng, extras)`` (returned as is), a
+        registered name, or ``'module:function'`` naming a factory.
+      model: the config's model, given to factories.
+      kwargs: keyword arguments for the factory.
+      where: the config field, for error messages.
+
+    Raises:
+      ValueError: unknown name or unimportable ``module:function``.
+    """
+    kwargs = dict(kwargs or {})
+    if callable(spec):
+        if kwargs:
+            raise ValueError(f"{where}: loss_kwargs {sorted(kwargs)} given with a Python "
+                             "callable loss; bind them yourself (functools.partial).")
+        return spec
+    if not isinstance(spec, str):
+        raise ValueError(f"{where}: expected a loss name, 'module:function' or a callable, "
+                         f"got {spec!r}.")
+    if ":" in spec:
+        module_name, _, fn_name = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), fn_name)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"{where}: cannot import {spec!r}: {e}.") from e
+    elif spec in LOSSES:
+        factory = LOSSES[spec]
+    else:
+        raise ValueError(f"{where}={spec!r} is not a registered loss; valid names: "
+                         f"{sorted(LOSSES)}, or 'module:function'.")
+    try:
+        return factory(model, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"{where} ({spec}): bad loss_kwargs {sorted(kwargs)}: {e}.") from e

@@ -1,0 +1,99 @@
+"""Small Flax models used by the configs, built by name from config data.
+
+Every config model is wrapped in :class:`Model`, which knows how to build its
+own parameters (it declares its input shapes), so a config never needs example
+inputs. Parameter paths are regex-friendly (``stem_images/...``,
+``trunk/...``, ``head_classes/...``) because partitions select them by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from alternating.models.nets import CNN1D, CNN2D, MLP, MultiStem
+
+__all__ = ["Model", "MLP", "CNN1D", "CNN2D", "MultiStem", "get_model", "MODELS"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A Flax module plus the inputs it is initialized with.
+
+    Attributes:
+      module: the Flax linen module.
+      init_inputs: ``{name: shape}`` of one example for each input the module
+        takes at initialization (a single-input model has one entry, ``x``).
+      init_method: method of ``module`` called at init with those inputs as
+        keyword arguments (``None``: ``__call__``).
+    """
+
+    module: Any
+    init_inputs: Mapping[str, tuple[int, ...]]
+    init_method: str | None = None
+
+    def init(self, rng: jax.Array) -> dict:
+        """Returns freshly initialized parameters (no batch statistics)."""
+        inputs = {k: jnp.zeros((1, *s), jnp.float32) for k, s in self.init_inputs.items()}
+        method = getattr(type(self.module), self.init_method) if self.init_method else None
+        variables = self.module.init(rng, **inputs, method=method)
+        return dict(variables["params"])
+
+    def apply(self, params: Any, x: jax.Array, **kwargs) -> jax.Array:
+        """Applies the module to one input batch."""
+        return self.module.apply({"params": params}, x, **kwargs)
+
+
+def _mlp(*, features, input_shape) -> Model:
+    return Model(MLP(features=tuple(features)), {"x": tuple(input_shape)})
+
+
+def _cnn2d(*, num_classes, input_shape, channels=(16, 32), width=128) -> Model:
+    return Model(CNN2D(num_classes=num_classes, channels=tuple(channels), width=width),
+                 {"x": tuple(input_shape)})
+
+
+def _cnn1d(*, num_classes, input_shape, channels=(32, 32, 32), width=128) -> Model:
+    return Model(CNN1D(num_classes=num_classes, channels=tuple(channels), width=width),
+                 {"x": tuple(input_shape)})
+
+
+def _multistem(*, stems, trunk, heads, modality_embedding=True) -> Model:
+    stems = {k: dict(v) for k, v in stems.items()}
+    for name, spec in stems.items():
+        if "input_shape" not in spec:
+            raise ValueError(f"model.stems.{name}: missing 'input_shape' (e.g. (8, 8, 1)).")
+    module = MultiStem(
+        stems={k: {kk: (tuple(vv) if isinstance(vv, (list, tuple)) else vv)
+                   for kk, vv in v.items() if kk != "input_shape"} for k, v in stems.items()},
+        trunk=tuple(trunk), heads=dict(heads), modality_embedding=bool(modality_embedding))
+    return Model(module, {f"x_{k}": tuple(v["input_shape"]) for k, v in stems.items()},
+                 init_method="init_all")
+
+
+MODELS: dict[str, Callable[..., Model]] = {
+    "mlp": _mlp,
+    "cnn2d": _cnn2d,
+    "cnn1d": _cnn1d,
+    "multistem": _multistem,
+}
+
+
+def get_model(spec: Mapping[str, Any]) -> Model:
+    """Builds a model from ``{'name': ..., **kwargs}`` (a dict or ConfigDict).
+
+    Raises:
+      ValueError: unknown model name or bad keyword arguments, naming the
+        valid choices.
+    """
+    spec = dict(spec.to_dict() if hasattr(spec, "to_dict") else spec)
+    name = spec.pop("name", None)
+    if name not in MODELS:
+        raise ValueError(f"config.model.name={name!r} is not a model; valid names: {sorted(MODELS)}.")
+    try:
+        return MODELS[name](**spec)
+    except TypeError as e:
+        raise ValueError(f"config.model ({name}): {e}.") from e

@@ -1,0 +1,122 @@
+"""Flax linen modules: MLP, 2-D CNN, 1-D CNN and a multi-stem network."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class MLP(nn.Module):
+    """Flatten, then Dense layers with ReLU between them (none after the last)."""
+
+    features: Sequence[int]
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.reshape((x.shape[0], -1))
+        for i, f in enumerate(self.features):
+            x = nn.Dense(f)(x)
+            if i < len(self.features) - 1:
+                x = nn.relu(x)
+        return x
+
+
+class CNN2D(nn.Module):
+    """Small 2-D CNN for 8x8 (or larger) images, NHWC; ``num_classes=0`` returns features."""
+
+    num_classes: int = 10
+    channels: Sequence[int] = (16, 32)
+    width: int = 128
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for c in self.channels:
+            x = nn.relu(nn.Conv(c, (3, 3))(x))
+        x = x.reshape((x.shape[0], -1))
+        x = nn.relu(nn.Dense(self.width)(x))
+        return nn.Dense(self.num_classes)(x) if self.num_classes else x
+
+
+class CNN1D(nn.Module):
+    """Small 1-D CNN for (length, channels) signals; ``num_classes=0`` returns features."""
+
+    num_classes: int = 10
+    channels: Sequence[int] = (32, 32, 32)
+    width: int = 128
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if x.ndim == 2:
+            x = x[..., None]
+        for i, c in enumerate(self.channels):
+            x = nn.relu(nn.Conv(c, (5,), strides=(2,) if i else (1,))(x))
+        x = x.reshape((x.shape[0], -1))
+        x = nn.relu(nn.Dense(self.width)(x))
+        return nn.Dense(self.num_classes)(x) if self.num_classes else x
+
+
+_STEMS = {"mlp": MLP, "cnn2d": CNN2D, "cnn1d": CNN1D}
+
+
+def _make_stem(kind: str, width: int, spec: Mapping[str, Any], name: str) -> nn.Module:
+    if kind not in _STEMS:
+        raise ValueError(f"stem {name!r}: kind={kind!r}; valid kinds: {sorted(_STEMS)}.")
+    if kind == "mlp":
+        return MLP(features=tuple(spec.get("features", ())) + (width,), name=name)
+    return _STEMS[kind](num_classes=0, width=width, name=name,
+                        **{k: v for k, v in spec.items() if k in ("channels",)})
+
+
+class MultiStem(nn.Module):
+    """One input stem per modality/task, a shared trunk, one head per output.
+
+    Parameter paths: ``stem_<name>/...``, ``embed_<name>`` (the per-modality
+    embedding added to the stem output; partitions usually freeze it),
+    ``trunk/...`` and ``head_<name>/...``.
+
+    Attributes:
+      stems: ``{name: {'kind': 'mlp'|'cnn2d'|'cnn1d', ...}}``.
+      trunk: widths of the shared Dense layers; the first is the stem width.
+      heads: ``{name: output size}``.
+      modality_embedding: add a per-stem embedding to the stem features.
+    """
+
+    stems: Mapping[str, Mapping[str, Any]]
+    trunk: Sequence[int]
+    heads: Mapping[str, int]
+    modality_embedding: bool = True
+
+    def setup(self):
+        width = self.trunk[0]
+        self.stem = {k: _make_stem(v.get("kind", "mlp"), width, v, f"stem_{k}")
+                     for k, v in self.stems.items()}
+        if self.modality_embedding:
+            # A fixed random code per modality; small scale so it conditions the
+            # trunk without dominating the stem features.
+            self.embed = {k: self.param(f"embed_{k}", nn.initializers.normal(1.0), (width,))
+                          for k in self.stems}
+        self.trunk_layers = [nn.Dense(w, name=f"trunk_{i}") for i, w in enumerate(self.trunk)]
+        self.head = {k: nn.Dense(n, name=f"head_{k}") for k, n in self.heads.items()}
+
+    def __call__(self, x: jax.Array, *, stem: str, head: str) -> jax.Array:
+        if stem not in self.stems:
+            raise ValueError(f"stem={stem!r}; valid stems: {sorted(self.stems)}.")
+        if head not in self.heads:
+            raise ValueError(f"head={head!r}; valid heads: {sorted(self.heads)}.")
+        h = self.stem[stem](x)
+        if self.modality_embedding:
+            h = h + self.embed[stem]
+        for layer in self.trunk_layers:
+            h = nn.relu(layer(nn.relu(h)))
+        return self.head[head](h)
+
+    def init_all(self, **xs: jax.Array) -> jax.Array:
+        """Touches every stem and head once so that all parameters exist."""
+        out = []
+        for name in self.stems:
+            for head in self.heads:
+                out.append(self(xs[f"x_{name}"], stem=name, head=head).sum())
+        return jnp.stack(out).sum()

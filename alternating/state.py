@@ -1,0 +1,78 @@
+"""TrainState: one pytree whose structure never changes during a run.
+
+Fields: ``step`` (global step, int32), ``params``, ``opt_state`` (``{phase:
+optimizer state over that phase's own parameters only}``), ``phase_steps``
+(``{phase: int32}``: how many steps each phase has taken, which is also its
+learning-rate schedule position), ``rng`` (the run's base key; per-step keys are
+``fold_in``-ed from it, so it never changes) and ``extras`` (EMA/teacher
+parameters, statistics, dual variables...).
+
+Counters are int32 arrays, never Python ints: a Python int in the state would
+be baked into the compiled step and force a retrace every step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from alternating import partition
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Mapping[str, Any]
+    phase_steps: Mapping[str, jax.Array]
+    rng: jax.Array
+    extras: Mapping[str, Any]
+
+
+def init_state(params: Any, phases: Sequence[Any], rng: jax.Array, *,
+               ema_decay: float = 0.0, extras: Mapping[str, Any] | None = None) -> TrainState:
+    """Builds the initial TrainState.
+
+    Args:
+      params: initial model parameters.
+      phases: bound phases (each with ``name``, ``tx`` and ``trainable``).
+      rng: the run's base key (a raw ``uint32[2]`` key, which Orbax saves as is).
+      ema_decay: when > 0, ``extras['ema']`` holds an exponential moving
+        average of the parameters, updated after every step.
+      extras: further user extras, copied in as given.
+    """
+    opt_state = {}
+    for ph in phases:
+        own, _ = partition.split(params, ph.trainable)
+        opt_state[ph.name] = ph.tx.init(own)
+    all_extras = dict(extras or {})
+    if ema_decay > 0:
+        # A copy, not an alias: buffers are donated to the step, and an aliased
+        # EMA would be invalidated along with the params it was taken from.
+        all_extras["ema"] = jax.tree.map(jnp.copy, params)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=opt_state,
+        phase_steps={ph.name: jnp.zeros((), jnp.int32) for ph in phases},
+        rng=rng,
+        extras=all_extras,
+    )
+
+
+def ema_update(ema: Any, params: Any, decay: float) -> Any:
+    """``decay * ema + (1 - decay) * params``, leaf by leaf, keeping dtypes."""
+    return jax.tree.map(lambda e, p: (decay * e + (1.0 - decay) * p).astype(e.dtype), ema, params)
+
+
+def param_count(tree: Any) -> int:
+    """Number of scalars in a pytree of arrays."""
+    return sum(int(x.size) for x in jax.tree.leaves(tree) if hasattr(x, "size"))
+
+
+def tree_bytes(tree: Any) -> int:
+    """Bytes held by the arrays of a pytree (for optimizer-state accounting)."""
+    return sum(int(x.size) * x.dtype.itemsize for x in jax.tree.leaves(tree) if hasattr(x, "dtype"))

@@ -1,0 +1,100 @@
+"""From a config to a run: ``train_and_evaluate(config, workdir) -> TrainState``.
+
+A config (ml_collections, see ``configs/default.py``) is data: the model, the
+data streams, the phases (loss name, stream, partition rules, optimizer), the
+schedule and the evaluation sets. This module turns it into objects and hands
+them to :func:`alternating.loop.train`. Every name is resolved and checked here
+or in the module that owns it before anything is compiled.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from alternating import loop, models
+from alternating.phase import Phase
+from alternating.state import TrainState
+
+TOP_LEVEL = {
+    "seed": "run seed (initialization, data order, random schedules)",
+    "total_steps": "global steps, all phases together",
+    "log_every_steps": "metric logging interval",
+    "eval_every_steps": "evaluation interval (0: only at the end)",
+    "checkpoint_every_steps": "checkpoint interval (0: only at the end)",
+    "max_checkpoints_to_keep": "checkpoints kept on disk",
+    "data_dir": "where embedded datasets are prepared (None: TFDS_DATA_DIR or ~/tensorflow_datasets)",
+    "ema_decay": "> 0 keeps and evaluates an EMA of the parameters",
+    "model": "{name, **kwargs}",
+    "data": "{stream: {dataset, split, batch_size, transforms}}",
+    "phases": "{phase: {loss, loss_kwargs, data, params, optimizer}}",
+    "schedule": "{name, **kwargs}",
+    "eval": "{set: {data, phase | loss, batch_size}}",
+}
+REQUIRED = ("total_steps", "model", "data", "phases")
+PHASE_KEYS = ("loss", "loss_kwargs", "data", "params", "optimizer")
+
+
+def _plain(x: Any) -> Any:
+    return x.to_dict() if hasattr(x, "to_dict") else x
+
+
+def validate(config: Mapping[str, Any]) -> None:
+    """Checks the config's shape, naming the field at fault and the valid choices."""
+    keys = set(config.keys())
+    unknown = sorted(keys - set(TOP_LEVEL))
+    if unknown:
+        raise ValueError(f"config: unknown field(s) {unknown}; valid fields: {sorted(TOP_LEVEL)}.")
+    missing = [k for k in REQUIRED if k not in keys or config[k] is None]
+    if missing:
+        raise ValueError(f"config: missing field(s) {missing}.")
+    if not config["phases"]:
+        raise ValueError("config.phases is empty; define at least one phase.")
+    for name, spec in config["phases"].items():
+        bad = sorted(set(spec.keys()) - set(PHASE_KEYS))
+        if bad:
+            raise ValueError(f"config.phases.{name}: unknown field(s) {bad}; valid: {list(PHASE_KEYS)}.")
+        if "loss" not in spec:
+            raise ValueError(f"config.phases.{name}: missing 'loss'.")
+
+
+def phases_from_config(config: Mapping[str, Any]) -> list[Phase]:
+    """Builds :class:`Phase` objects from ``config.phases`` (in key order)."""
+    out = []
+    for name, spec in config["phases"].items():
+        spec = _plain(spec)
+        rules = spec.get("params")
+        out.append(Phase(
+            name=name, loss=spec["loss"], data=spec.get("data"),
+            params=[tuple(r) for r in rules] if rules is not None else None,
+            optimizer=spec.get("optimizer"), loss_kwargs=dict(spec.get("loss_kwargs") or {})))
+    return out
+
+
+def train_and_evaluate(config: Mapping[str, Any], workdir: str, **overrides) -> TrainState:
+    """Trains the scheme a config describes and returns the final TrainState.
+
+    Args:
+      config: an ``ml_collections.ConfigDict`` (or plain dict) with the fields in
+        ``TOP_LEVEL``.
+      workdir: output directory.
+      **overrides: passed to :func:`alternating.loop.train` (e.g.
+        ``progress=False``, ``mesh=...``).
+    """
+    validate(config)
+    model = models.get_model(config["model"])
+    get = lambda k, d: config[k] if k in config.keys() and config[k] is not None else d
+    evals = {k: _plain(v) for k, v in get("eval", {}).items()}
+    return loop.train(
+        phases=phases_from_config(config),
+        schedule=_plain(get("schedule", None)),
+        data={k: _plain(v) for k, v in config["data"].items()},
+        init=model, model=model, workdir=workdir,
+        total_steps=int(config["total_steps"]), seed=int(get("seed", 0)),
+        evals=evals,
+        log_every_steps=int(get("log_every_steps", 100)),
+        eval_every_steps=int(get("eval_every_steps", 0)),
+        checkpoint_every_steps=int(get("checkpoint_every_steps", 0)),
+        max_checkpoints_to_keep=int(get("max_checkpoints_to_keep", 3)),
+        ema_decay=float(get("ema_decay", 0.0)),
+        data_dir=get("data_dir", None),
+        config=config, **overrides)
