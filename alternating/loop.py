@@ -266,7 +266,7 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     finally:
         bar.close()
         checkpointer.close()
-        timeline.close(writer) if hasattr(timeline, "close") else timeline.flush(writer)
+        timeline.close(writer)
         writer.close()
 
     wall = time.time() - t_start

@@ -5,7 +5,7 @@ are locked, so a misspelt field is an error rather than a silently ignored
 flag.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from alternating.train import train_and_evaluate
@@ -19,6 +19,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        # Orbax and TFDS log every save and read at INFO; keep the console for
+        # the progress bar and the results unless asked (--verbosity=0).
+        logging.set_verbosity(logging.WARNING)
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -1,0 +1,650 @@
+"""Host-side metrics: per-phase aggregation, writers, progress bar, tables.
+
+Everything here runs on the host, between device steps, on values that the
+loop has already fetched (`jax.device_get`) at a log step. Nothing imports jax:
+metric values may be Python numbers, numpy scalars or 0-d arrays, and are
+converted with `float()`.
+
+Files written into a run's workdir (by process 0 only):
+
+* `metrics.jsonl`: one JSON object per line, appended and flushed on every
+  write. Training rows are
+  `{"step": int, "split": "train", "phase": str, <metric>: number, ..., "time": float}`
+  and evaluation rows are
+  `{"step": int, "split": "eval", "set": str, <metric>: number, ..., "time": float}`
+  where `time` is Unix time in seconds.
+* `timeline.jsonl`: `{"start": int, "end": int, "phase": str}` per line, the
+  half-open step range `[start, end)` that one phase ran without interruption.
+* `tensorboard/`: TensorBoard event files (tensorboardX; no TensorFlow), tags
+  `train/{phase}/{metric}` and `eval/{set}/{metric}`.
+
+Non-finite values are written as the bare tokens `NaN`, `Infinity` and
+`-Infinity` (Python's `json` default, `allow_nan=True`). That is not strict
+JSON, but a diverged loss must reach the log rather than crash the writer;
+`read_jsonl` and Python's `json` read the tokens back as floats.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import numbers
+import os
+import sys
+import tempfile
+import time
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+Record = tuple[int, str, Mapping[str, Any]]
+Segment = tuple[int, int, str]
+
+# Keys that every JSONL row owns; a metric of the same name would overwrite them.
+_RESERVED_KEYS = frozenset({"step", "split", "phase", "set", "time"})
+
+
+# ---------------------------------------------------------------------------
+# Aggregation.
+
+
+def is_counter(name: str) -> bool:
+    """Whether `aggregate` reports the last value of metric `name`, not its mean.
+
+    Counters are monotone (or piecewise constant) quantities whose mean over a
+    log interval is meaningless: step counts (names ending in `_steps`, and
+    `phase_step`) and the learning rate `lr` (the value now is what matters).
+    """
+    return name == "lr" or name == "phase_step" or name.endswith("_steps")
+
+
+def _to_float(value: Any, name: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"Metric {name!r} has value {value!r} of type {type(value).__name__}, "
+            "which is not a scalar; reduce it to a scalar in the step "
+            "(e.g. jnp.mean) before returning it as a metric.") from e
+
+
+def aggregate(records: Sequence[Record]) -> dict[str, dict[str, float]]:
+    """Reduces the per-step metrics since the last log step, phase by phase.
+
+    The rule: every metric is the mean over the records of its phase that
+    contain it, except counters (see `is_counter`: `*_steps`, `phase_step`,
+    `lr`), which take the value of the phase's last record that contains them.
+    Each phase also gets `steps`, the number of its records. A NaN or inf
+    value propagates into the mean, so divergence is never averaged away.
+
+    Args:
+      records: `(step, phase, metrics)` tuples in step order, where `metrics`
+        maps names to scalars (Python numbers, numpy scalars, 0-d arrays).
+
+    Returns:
+      `{phase: {metric: value, ..., "steps": count}}`, phases in order of
+      first appearance.
+
+    Raises:
+      ValueError: if a metric is named `steps` (reserved for the count).
+      TypeError: if a metric value is not a scalar.
+    """
+    values: dict[str, dict[str, list[float]]] = {}
+    counts: collections.Counter[str] = collections.Counter()
+    for _, phase, metrics in records:
+        counts[phase] += 1
+        per_phase = values.setdefault(phase, {})
+        for name, value in metrics.items():
+            per_phase.setdefault(name, []).append(_to_float(value, name))
+    out: dict[str, dict[str, float]] = {}
+    for phase, per_phase in values.items():
+        if "steps" in per_phase:
+            raise ValueError(
+                f"Phase {phase!r} returned a metric named 'steps', which "
+                "aggregate() reserves for the number of steps the phase ran; "
+                "rename it (e.g. 'num_steps').")
+        reduced = {}
+        for name, vals in per_phase.items():
+            # fsum: exact means, so the same records always give the same log.
+            reduced[name] = vals[-1] if is_counter(name) else math.fsum(vals) / len(vals)
+        reduced["steps"] = counts[phase]
+        out[phase] = reduced
+    return out
+
+
+def first_nonfinite(records: Iterable[Record]) -> tuple[int, str, str] | None:
+    """Finds the first record holding a NaN or infinite metric.
+
+    Within a record `loss` is checked first, so a diverged loss is named in
+    preference to the gradient norm it caused.
+
+    Args:
+      records: `(step, phase, metrics)` tuples, as for `aggregate`.
+
+    Returns:
+      `(step, phase, metric_name)` of the first non-finite value, or None if
+      every value is finite.
+    """
+    for step, phase, metrics in records:
+        if "loss" in metrics and not math.isfinite(_to_float(metrics["loss"], "loss")):
+            return step, phase, "loss"
+        for name, value in metrics.items():
+            if not math.isfinite(_to_float(value, name)):
+                return step, phase, name
+    return None
+
+
+# ---------------------------------------------------------------------------
+# JSON helpers.
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and small arrays reach the writers from device_get.
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if hasattr(obj, "__float__"):  # e.g. a 0-d jax.Array; no jax import needed.
+        return float(obj)
+    raise TypeError(
+        f"Cannot write {obj!r} (type {type(obj).__name__}) to JSON; "
+        "convert it to a number, string, list or dict first.")
+
+
+def _scalar(value: Any, name: str) -> int | float:
+    # Keep integers integral (step counters read better as 7 than 7.0).
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (numbers.Integral, np.integer)):
+        return int(value)
+    return _to_float(value, name)
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Reads a JSONL file written by `MetricWriter` (NaN/Infinity included).
+
+    A truncated final line (the process died mid-write) is skipped; a
+    malformed line anywhere else is an error.
+
+    Args:
+      path: the file, e.g. `WORKDIR/metrics.jsonl`.
+
+    Returns:
+      The rows, in file order.
+
+    Raises:
+      ValueError: naming the line number of a malformed line.
+    """
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    rows = []
+    last = len(lines) - 1
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == last:  # No trailing newline: a write that never finished.
+                break
+            raise ValueError(f"{os.fspath(path)}:{i + 1}: not a JSON object: {e}") from e
+    return rows
+
+
+def write_results(path: str | os.PathLike[str], results: Mapping[str, Any]) -> None:
+    """Writes `results` as JSON atomically: readers see the old file or the new one.
+
+    The JSON is written to a temporary file in the same directory, synced, and
+    moved over `path` with `os.replace` (atomic on POSIX and Windows). Keys are
+    sorted; NaN and infinities are written as `NaN`/`Infinity`; numpy values
+    are converted to Python numbers and lists.
+
+    Args:
+      path: destination file; its directory is created if missing.
+      results: a JSON-serialisable mapping.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(results, f, sort_keys=True, indent=2, default=_json_default)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+# ---------------------------------------------------------------------------
+# Writers.
+
+
+class _JsonlFile:
+    """An append-mode JSONL file, flushed after every row."""
+
+    def __init__(self, path: str):
+        # A crash mid-write can leave a partial last line; start a fresh line
+        # so the next row is not glued onto it (read_jsonl skips the fragment
+        # only when it is last).
+        needs_newline = False
+        if os.path.exists(path) and os.path.getsize(path) > 0:
+            with open(path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                needs_newline = f.read(1) != b"\n"
+        self._f = open(path, "a", encoding="utf-8")
+        if needs_newline:
+            self._f.write("\n")
+
+    def write(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        self._f.writelines(json.dumps(row, default=_json_default) + "\n" for row in rows)
+        # Flush to the OS on every write: a killed process then loses nothing.
+        # No fsync: that costs milliseconds and only matters on power loss.
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class MetricWriter:
+    """Writes training and evaluation scalars to JSONL and TensorBoard.
+
+    Only the process with `process_index == 0` writes; on every other process
+    each method is a no-op and no file or directory is created, so every host
+    can run the same code. Pass `jax.process_index()` from the caller.
+
+    Files are opened in append mode, so a resumed run continues the same
+    `metrics.jsonl`; rows from steps the resumed run redoes then appear twice,
+    the later ones being current (`plots.plot_run` keeps the later ones).
+
+    Usage:
+
+      with MetricWriter(workdir, process_index=jax.process_index()) as w:
+        for phase, scalars in aggregate(records).items():
+          w.write_train(step, phase, scalars)
+
+    Args:
+      workdir: the run directory; created if missing.
+      tensorboard: write TensorBoard event files under `workdir/tensorboard/`.
+      jsonl: write `workdir/metrics.jsonl`.
+      process_index: this process's index; only 0 writes.
+    """
+
+    def __init__(self, workdir: str | os.PathLike[str], *, tensorboard: bool = True,
+                 jsonl: bool = True, process_index: int = 0):
+        self.workdir = os.fspath(workdir)
+        self.active = process_index == 0
+        self._jsonl: _JsonlFile | None = None
+        self._timeline: _JsonlFile | None = None
+        self._tb = None
+        self._closed = False
+        if not self.active:
+            return
+        os.makedirs(self.workdir, exist_ok=True)
+        if jsonl:
+            self._jsonl = _JsonlFile(os.path.join(self.workdir, "metrics.jsonl"))
+        if tensorboard:
+            # Imported here so that processes that never write pay nothing.
+            import tensorboardX  # pylint: disable=g-import-not-at-top
+            self._tb = tensorboardX.SummaryWriter(
+                logdir=os.path.join(self.workdir, "tensorboard"))
+
+    def _write(self, step: int, kind: str, key: str, name: str,
+               scalars: Mapping[str, Any]) -> None:
+        if self._closed:
+            raise RuntimeError("MetricWriter is closed; create a new one to write more.")
+        clash = _RESERVED_KEYS.intersection(scalars)
+        if clash:
+            raise ValueError(
+                f"Metric names {sorted(clash)} of {kind} {key} {name!r} clash with "
+                f"the JSONL row keys {sorted(_RESERVED_KEYS)}; rename the metrics.")
+        step = int(step)
+        values = {k: _scalar(v, k) for k, v in scalars.items()}
+        if self._jsonl is not None:
+            row = {"step": step, "split": kind, key: name, **values, "time": time.time()}
+            self._jsonl.write([row])
+        if self._tb is not None:
+            for k, v in values.items():
+                self._tb.add_scalar(f"{kind}/{name}/{k}", v, step)
+
+    def write_train(self, step: int, phase: str, scalars: Mapping[str, Any]) -> None:
+        """Writes one phase's (aggregated) training scalars at `step`.
+
+        Args:
+          step: the global step.
+          phase: the phase name (TensorBoard tags `train/{phase}/{name}`).
+          scalars: metric name to scalar, e.g. one entry of `aggregate(...)`.
+
+        Raises:
+          ValueError: if a metric is named step, split, phase, set or time.
+        """
+        if self.active:
+            self._write(step, "train", "phase", phase, scalars)
+
+    def write_eval(self, step: int, set_name: str, scalars: Mapping[str, Any]) -> None:
+        """Writes the evaluation scalars of one evaluation set at `step`.
+
+        Args:
+          step: the global step.
+          set_name: the evaluation set (TensorBoard tags `eval/{set_name}/{name}`).
+          scalars: metric name to scalar.
+
+        Raises:
+          ValueError: if a metric is named step, split, phase, set or time.
+        """
+        if self.active:
+            self._write(step, "eval", "set", set_name, scalars)
+
+    def write_timeline(self, segments: Iterable[Segment]) -> None:
+        """Appends `(start, end, phase)` segments to `workdir/timeline.jsonl`.
+
+        Args:
+          segments: half-open step ranges `[start, end)` run by one phase,
+            usually from `TimelineRecorder.flush`.
+        """
+        if not self.active:
+            return
+        if self._closed:
+            raise RuntimeError("MetricWriter is closed; create a new one to write more.")
+        rows = [{"start": int(s), "end": int(e), "phase": p} for s, e, p in segments]
+        if not rows:
+            return
+        if self._timeline is None:  # Lazily: runs without a recorder get no file.
+            self._timeline = _JsonlFile(os.path.join(self.workdir, "timeline.jsonl"))
+        self._timeline.write(rows)
+
+    def flush(self) -> None:
+        """Pushes TensorBoard events to disk (JSONL rows are flushed on write)."""
+        if self._tb is not None and not self._closed:
+            self._tb.flush()
+
+    def close(self) -> None:
+        """Flushes and closes every file. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for f in (self._jsonl, self._timeline):
+            if f is not None:
+                f.close()
+        if self._tb is not None:
+            self._tb.close()
+
+    def __enter__(self) -> MetricWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class TimelineRecorder:
+    """Records which phase ran at each step as run-length segments.
+
+    `record` is called every step, so it does the least possible work: extend
+    the open segment, or close it and open a new one. `flush` hands only the
+    closed segments to the writer; the open one may still grow, and writing it
+    early would either split it into two rows or write it twice. `close`
+    writes it.
+
+    Attributes:
+      closed: finished `(start, end, phase)` segments not yet flushed.
+    """
+
+    __slots__ = ("closed", "_start", "_end", "_phase")
+
+    def __init__(self):
+        self.closed: list[Segment] = []
+        self._start = 0
+        self._end = 0
+        self._phase: str | None = None
+
+    def record(self, step: int, phase: str) -> None:
+        """Notes that `phase` ran step `step`. O(1), about a microsecond."""
+        if step == self._end and phase == self._phase:
+            self._end = step + 1
+            return
+        # A different phase, or a gap/jump in steps (e.g. after a restore).
+        if self._phase is not None:
+            self.closed.append((self._start, self._end, self._phase))
+        self._start = step
+        self._end = step + 1
+        self._phase = phase
+
+    @property
+    def segments(self) -> list[Segment]:
+        """The unflushed segments, the open one included (for inspection)."""
+        if self._phase is None:
+            return list(self.closed)
+        return self.closed + [(self._start, self._end, self._phase)]
+
+    def flush(self, writer: MetricWriter) -> None:
+        """Writes the closed segments and forgets them; keeps the open one."""
+        if self.closed:
+            writer.write_timeline(self.closed)
+            self.closed = []
+
+    def close(self, writer: MetricWriter) -> None:
+        """Closes the open segment and writes everything left."""
+        if self._phase is not None:
+            self.closed.append((self._start, self._end, self._phase))
+            self._phase = None
+        self.flush(writer)
+
+
+# ---------------------------------------------------------------------------
+# Console.
+
+
+class Progress:
+    """A progress bar: step/total, rate, ETA, current phase and last losses.
+
+    On a terminal it is a tqdm bar on stderr (redrawn at most every 0.5 s).
+    When stderr is not a terminal (CI logs, `make ... | tee`) it prints a plain
+    line every 10% instead, since carriage-return redraws turn into one
+    enormous line in a log file.
+
+    `update` is called every step and costs one comparison on most steps
+    (~0.1 us): the bar and its postfix are touched only every ~0.1 s, at a
+    step stride re-estimated from the measured rate. tqdm's `set_postfix`
+    costs tens of microseconds, far more than a fused step.
+
+    Args:
+      total_steps: the step count at which training ends.
+      initial_step: steps already done (e.g. restored from a checkpoint).
+      disable: True turns the bar off (pass `jax.process_index() != 0` so that
+        only one host prints). None, the default, means enabled, unlike tqdm's
+        own None (off when not a TTY): users read progress in CI logs too.
+      file: the stream to write to; defaults to `sys.stderr`.
+    """
+
+    _TICK_SECONDS = 0.1
+    _LOG_FRACTION = 0.1
+
+    def __init__(self, total_steps: int, *, initial_step: int = 0,
+                 disable: bool | None = None, file: Any = None):
+        self.total = int(total_steps)
+        self.disabled = bool(disable)
+        self._silent = self.disabled
+        self._file = sys.stderr if file is None else file
+        self._done = int(initial_step)  # Steps completed, as shown.
+        self._phase = ""
+        self._losses: dict[str, float] = {}
+        self._bar = None
+        self._start_time = time.monotonic()
+        self._start_done = self._done
+        self._last_line_done = self._done
+        self._last_tick_time = self._start_time
+        self._last_tick_done = self._done
+        # Next step index at which update() does any work.
+        self._next = self._done
+        self._next_log = self._done
+        self._last = self._done
+        if self.disabled:
+            self._next = sys.maxsize
+            return
+        isatty = getattr(self._file, "isatty", None)
+        self._tty = bool(isatty and isatty())
+        if self._tty:
+            import tqdm  # pylint: disable=g-import-not-at-top
+            self._bar = tqdm.tqdm(
+                total=self.total, initial=self._done, file=self._file, unit="step",
+                mininterval=0.5, dynamic_ncols=True, smoothing=0.1, leave=True)
+        else:
+            self._log_stride = max(1, math.ceil(self.total * self._LOG_FRACTION))
+            self._next_log = (self._done // self._log_stride + 1) * self._log_stride
+            self._next = self._next_log
+
+    def update(self, step: int, phase: str) -> None:
+        """Notes that a step of `phase` finished, making `step` steps done. Cheap.
+
+        Args:
+          step: steps completed so far, counting the one just run (the global
+            step after it, `state.step`); the bar shows `step / total_steps`.
+          phase: the phase that ran it.
+        """
+        self._last = step  # For close(): the steps after the last tick count too.
+        if step >= self._next:
+            self._tick(step, phase)
+
+    def set_loss(self, phase: str, loss: Any) -> None:
+        """Shows `loss` as the last logged loss of `phase` (call at log steps)."""
+        if self.disabled:
+            return
+        self._losses[phase] = float(loss)
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._postfix(), refresh=False)
+
+    def write(self, text: str) -> None:
+        """Prints a line (e.g. an evaluation table) without garbling the bar.
+
+        Prints nothing when the bar was created with `disable=True`, so other
+        hosts stay quiet.
+        """
+        if self._silent:
+            return
+        if self._bar is not None and not self.disabled:
+            self._bar.write(text, file=self._file)
+        else:
+            self._file.write(text + "\n")
+            self._file.flush()
+
+    def _postfix(self) -> str:
+        losses = " ".join(f"{p}={v:.4g}" for p, v in self._losses.items())
+        if self._phase and losses:
+            return f"phase={self._phase} loss: {losses}"
+        return f"phase={self._phase}" if self._phase else (f"loss: {losses}" if losses else "")
+
+    def _tick(self, step: int, phase: str) -> None:
+        self._phase = phase
+        done = step
+        now = time.monotonic()
+        if self._bar is not None:
+            if done > self._done:
+                self._bar.set_postfix_str(self._postfix(), refresh=False)
+                self._bar.update(done - self._done)
+            self._done = done
+            # Re-estimate the stride so the next tick comes ~0.1 s from now.
+            dt = now - self._last_tick_time
+            dn = done - self._last_tick_done
+            stride = max(1, int(dn * self._TICK_SECONDS / dt)) if dt > 0 else 1
+            stride = min(stride, 2 * max(dn, 1))  # Grow gradually after slow steps.
+            self._last_tick_time, self._last_tick_done = now, done
+            self._next = step + stride
+        else:
+            self._done = done
+            if done >= self._next_log:
+                self._print_line(now)
+                self._next_log = (done // self._log_stride + 1) * self._log_stride
+            self._next = self._next_log
+
+    def _print_line(self, now: float) -> None:
+        from tqdm import tqdm as _tqdm  # pylint: disable=g-import-not-at-top
+        elapsed = now - self._start_time
+        ran = self._done - self._start_done
+        rate = ran / elapsed if elapsed > 0 else 0.0
+        pct = 100.0 * self._done / self.total if self.total else 100.0
+        eta = (self.total - self._done) / rate if rate > 0 else 0.0
+        line = (f"step {self._done}/{self.total} ({pct:.0f}%) "
+                f"elapsed {_tqdm.format_interval(elapsed)} "
+                f"eta {_tqdm.format_interval(eta)} {rate:.1f} steps/s")
+        postfix = self._postfix()
+        self._file.write(f"{line} | {postfix}\n" if postfix else line + "\n")
+        self._last_line_done = self._done
+        self._file.flush()
+
+    def close(self) -> None:
+        """Finishes the bar (or prints the final line). Safe to call twice."""
+        if self.disabled:
+            return
+        if self._last > self._done:
+            self._next_log = sys.maxsize  # close() prints the final line itself.
+            self._tick(self._last, self._phase)
+        self.disabled = True
+        self._next = sys.maxsize
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._postfix(), refresh=False)
+            self._bar.close()
+        elif self._done > self._last_line_done:
+            self._print_line(time.monotonic())  # The last 10% line was not printed.
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _format_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (numbers.Integral, np.integer)):
+        return str(int(value))
+    try:
+        return f"{float(value):.4g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def format_table(rows: Mapping[str, Mapping[str, Any]], title: str | None = None) -> str:
+    """Formats metrics as a plain-text table: one row per set, one column per metric.
+
+    Columns are the metric names in order of first appearance; a set lacking a
+    metric shows `-`. Floats use 4 significant digits, integers print whole.
+
+    Args:
+      rows: `{set_name: {metric: value}}`, e.g. final evaluation metrics.
+      title: an optional line printed above the table.
+
+    Returns:
+      The table, lines joined by newlines, no trailing newline.
+    """
+    columns: list[str] = []
+    for metrics in rows.values():
+        for name in metrics:
+            if name not in columns:
+                columns.append(name)
+    header = ["set", *columns]
+    body = [[str(set_name), *(_format_value(m.get(c)) for c in columns)]
+            for set_name, m in rows.items()]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        # Names left-aligned, numbers right-aligned so their digits line up.
+        first = cells[0].ljust(widths[0])
+        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:]))
+        return "  ".join([first, *rest]).rstrip()
+
+    lines = [] if title is None else [title]
+    lines.append(line(header))
+    lines.append("  ".join("-" * w for w in widths))
+    lines.extend(line(r) for r in body)
+    return "\n".join(lines)
