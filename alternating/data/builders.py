@@ -1,0 +1,261 @@
+"""TFDS builders for the embedded datasets, and `prepare` to find or build them.
+
+Two datasets ship with the library because their sources are already installed
+(no network access at run time, ever):
+
+* `digits`: scikit-learn's handwritten digits (`sklearn.datasets.load_digits`),
+  1,797 8x8 grey images with values 0..16. Features: `image` float32 (8, 8, 1)
+  scaled to [0, 1], `label` ClassLabel(10). Splits: a stratified 80/20 split
+  with `sklearn.model_selection.train_test_split(..., test_size=360,
+  stratify=labels, random_state=0)`, giving `train` 1,437 and `test` 360.
+* `mnist1d`: MNIST-1D (Greydanus, 2020) generated from the templates in the
+  `mnist1d` package with its default arguments (`make_dataset(
+  get_dataset_args())`: 5,000 signals of 40 samples, seed 42, first 4,000 for
+  `train`, last 1,000 for `test`). Features: `signal` float32 (40, 1), `label`
+  ClassLabel(10). The package's download path is never used.
+
+Both are written as ArrayRecord files, so they are read with
+`tfds.data_source` and need no TensorFlow. Any other name is looked up in the
+TFDS catalogue and must already be prepared in the data directory.
+"""
+
+import contextlib
+import os
+import random
+from typing import Optional
+
+from etils import epath
+import numpy as np
+import tensorflow_datasets as tfds
+
+try:  # POSIX only; elsewhere preparation relies on TFDS's atomic rename alone.
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+__all__ = [
+    'EMBEDDED_DATASETS',
+    'Digits',
+    'Mnist1d',
+    'builder',
+    'not_found_error',
+    'prepare',
+    'resolve_data_dir',
+]
+
+_FILE_FORMAT = 'array_record'
+_DIGITS_TEST_SIZE = 360
+_DIGITS_SPLIT_SEED = 0
+# TFDS derives `code_path` (where it looks for a download checksums file) from
+# the module's package resources, and that lookup imports the optional
+# `importlib_resources` package for builders outside TFDS. There are no
+# downloads to check, so point it at this file and skip the lookup.
+_CODE_PATH = epath.Path(__file__)
+
+
+class Digits(tfds.core.GeneratorBasedBuilder):
+    """scikit-learn's 8x8 handwritten digits as a TFDS dataset."""
+
+    name = 'digits'
+    VERSION = tfds.core.Version('1.0.0')
+    RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+    code_path = _CODE_PATH
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=(
+                "scikit-learn's handwritten digits (UCI optdigits test set): "
+                '8x8 images scaled to [0, 1]; stratified 80/20 split, seed 0.'
+            ),
+            features=tfds.features.FeaturesDict({
+                'image': tfds.features.Tensor(shape=(8, 8, 1), dtype=np.float32),
+                'label': tfds.features.ClassLabel(num_classes=10),
+            }),
+            supervised_keys=('image', 'label'),
+            homepage='https://archive.ics.uci.edu/dataset/80',
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # The data ships with scikit-learn.
+        from sklearn import datasets, model_selection
+
+        digits = datasets.load_digits()
+        indices = np.arange(len(digits.target))
+        train, test = model_selection.train_test_split(
+            indices,
+            test_size=_DIGITS_TEST_SIZE,
+            stratify=digits.target,
+            random_state=_DIGITS_SPLIT_SEED,
+        )
+        images = (digits.images / 16.0).astype(np.float32)[..., None]
+        labels = digits.target.astype(np.int64)
+        return {
+            'train': self._generate_examples(images, labels, np.sort(train)),
+            'test': self._generate_examples(images, labels, np.sort(test)),
+        }
+
+    def _generate_examples(self, images, labels, indices):
+        # The index into the original 1,797 images is a stable, unique key.
+        for i in indices:
+            yield int(i), {'image': images[i], 'label': int(labels[i])}
+
+
+class Mnist1d(tfds.core.GeneratorBasedBuilder):
+    """MNIST-1D generated from the `mnist1d` package's templates."""
+
+    name = 'mnist1d'
+    VERSION = tfds.core.Version('1.0.0')
+    RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+    code_path = _CODE_PATH
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=(
+                'MNIST-1D: 40-sample 1-D signals of the 10 digit templates, '
+                'generated with the default arguments (seed 42).'
+            ),
+            features=tfds.features.FeaturesDict({
+                'signal': tfds.features.Tensor(shape=(40, 1), dtype=np.float32),
+                'label': tfds.features.ClassLabel(num_classes=10),
+            }),
+            supervised_keys=('signal', 'label'),
+            homepage='https://github.com/greydanus/mnist1d',
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # Generated locally; never the package's download URL.
+        from mnist1d import data as mnist1d_data
+
+        # make_dataset reseeds the global `random` and `np.random` generators;
+        # restore them so that building data does not change the caller's RNG.
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
+            data = mnist1d_data.make_dataset(mnist1d_data.get_dataset_args())
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+        return {
+            'train': self._generate_examples(data['x'], data['y']),
+            'test': self._generate_examples(data['x_test'], data['y_test']),
+        }
+
+    def _generate_examples(self, signals, labels):
+        signals = np.asarray(signals, np.float32)[..., None]
+        for i, (signal, label) in enumerate(zip(signals, labels)):
+            yield i, {'signal': signal, 'label': int(label)}
+
+
+EMBEDDED_DATASETS = {'digits': Digits, 'mnist1d': Mnist1d}
+
+
+def resolve_data_dir(data_dir: Optional[str] = None) -> str:
+    """Returns the data directory: argument > `$TFDS_DATA_DIR` > TFDS default.
+
+    The environment is read at call time (not import time), so a process or a
+    test may change `TFDS_DATA_DIR` after importing the library.
+    """
+    if data_dir:
+        return os.fspath(data_dir)
+    return os.environ.get('TFDS_DATA_DIR') or os.path.expanduser(
+        os.path.join('~', 'tensorflow_datasets')
+    )
+
+
+@contextlib.contextmanager
+def _file_lock(path: str):
+    """Holds an exclusive advisory lock on `path` (no-op without fcntl)."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    with open(path, 'a') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def builder(name: str, data_dir: Optional[str] = None) -> tfds.core.DatasetBuilder:
+    """Returns the TFDS builder for `name`, building embedded data on first use.
+
+    A catalogue builder is returned whether or not its data is prepared; its
+    `as_data_source` fails if it is not (see `prepare` to check up front).
+
+    Args:
+        name: `digits`, `mnist1d`, or the name (optionally `name:version` or
+            `name/config`) of a TFDS catalogue dataset.
+        data_dir: directory holding TFDS datasets; see `resolve_data_dir`.
+
+    Returns:
+        A builder whose `as_data_source(split)` reads the data.
+
+    Raises:
+        ValueError: if the name is neither embedded nor in the TFDS catalogue.
+    """
+    data_dir = resolve_data_dir(data_dir)
+    if name in EMBEDDED_DATASETS:
+        return _prepare_embedded(name, data_dir)
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        # TFDS's own message lists the whole catalogue; ours says what to do.
+        raise not_found_error(name, data_dir, 'is unknown') from None
+
+
+def not_found_error(name: str, data_dir: str, reason: str) -> ValueError:
+    """Returns the error for a dataset that cannot be read from `data_dir`."""
+    return ValueError(
+        f'Dataset {name!r} {reason} in data_dir {data_dir!r}. The embedded '
+        f'datasets, built on first use, are: {sorted(EMBEDDED_DATASETS)}. Any '
+        'other name must be a TFDS catalogue dataset already prepared in the '
+        'data directory in the array_record format (e.g. `tfds build NAME '
+        '--data_dir=DIR --file_format=array_record` on a machine with network '
+        'access); this library never downloads at run time.'
+    )
+
+
+def _prepare_embedded(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+    b = EMBEDDED_DATASETS[name](data_dir=data_dir, file_format=_FILE_FORMAT)
+    if b.is_prepared():
+        return b
+    os.makedirs(data_dir, exist_ok=True)
+    # TFDS writes into an `incomplete.*` directory and renames it, so a reader
+    # never sees partial data; the lock only saves a second process the work
+    # of building the same data again.
+    with _file_lock(os.path.join(data_dir, f'.{name}.prepare.lock')):
+        b = EMBEDDED_DATASETS[name](data_dir=data_dir, file_format=_FILE_FORMAT)
+        if not b.is_prepared():
+            b.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(
+                    download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
+                )
+            )
+            b = EMBEDDED_DATASETS[name](data_dir=data_dir, file_format=_FILE_FORMAT)
+    return b
+
+
+def prepare(name: str, data_dir: Optional[str] = None) -> str:
+    """Makes `name` readable from a data directory and returns that directory.
+
+    Embedded datasets (`digits`, `mnist1d`) are built on first use; this is
+    safe when several processes race. Catalogue datasets must be prepared.
+
+    Args:
+        name: dataset name; see `builder`.
+        data_dir: explicit data directory; else `$TFDS_DATA_DIR`; else
+            `~/tensorflow_datasets`.
+
+    Returns:
+        The data directory to pass to `tfds.data_source(name, data_dir=...)`.
+
+    Raises:
+        ValueError: if the name is unknown or a catalogue dataset is not
+            prepared.
+    """
+    data_dir = resolve_data_dir(data_dir)
+    b = builder(name, data_dir)
+    if not b.is_prepared():
+        raise not_found_error(name, data_dir, 'is not prepared')
+    return data_dir
