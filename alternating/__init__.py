@@ -8,7 +8,7 @@ picks the phase of every step. See the README for a tour.
 from alternating.loop import EvalSet, NonFiniteError, train
 from alternating.phase import Phase, make_optimizer
 from alternating.state import TrainState
-from alternating.train import train_and_evaluate
+from alternating.experiment import train_and_evaluate
 from alternating import schedules
 
 __version__ = "0.1.0"

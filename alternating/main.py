@@ -8,7 +8,7 @@ flag.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from alternating.train import train_and_evaluate
+from alternating.experiment import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]).",
                                           lock_config=True)

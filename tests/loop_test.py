@@ -1,0 +1,161 @@
+"""End-to-end: the loop on the `:smoke` configs, data parallelism, errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import alternating
+from alternating import metrics, parallel, partition
+from alternating.models import MLP
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from configs import agd, default  # noqa: E402
+
+
+def _results(workdir):
+    with open(os.path.join(workdir, "results.json")) as f:
+        return json.load(f)
+
+
+@pytest.mark.slow
+def test_default_smoke_end_to_end(tmp_path):
+    cfg = default.get_config("smoke")
+    state = alternating.train_and_evaluate(cfg, str(tmp_path), progress=False, print_fn=None)
+    res = _results(tmp_path)
+    assert res["compiles"] == {"images": 1, "signals": 1}
+    assert res["steps_per_phase"] == {"images": 30, "signals": 30}
+    assert int(state.step) == 60
+    assert set(res["final_eval"]) == {"images_test", "signals_test"}
+    for m in res["final_eval"].values():
+        assert 0.0 <= m["accuracy"] <= 1.0 and np.isfinite(m["loss"])
+    rows = metrics.read_jsonl(tmp_path / "metrics.jsonl")
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert {r["phase"] for r in train_rows} == {"images", "signals"}
+    assert sorted({r["step"] for r in train_rows}) == [10, 20, 30, 40, 50, 60]
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
+    assert os.listdir(tmp_path / "checkpoints") == ["60"]
+    # The frozen modality embeddings never moved; the images stem did.
+    init = default.get_config("smoke")
+    from alternating.models import get_model
+    p0 = get_model(init.model).init(jax.random.split(jax.random.PRNGKey(0))[0])
+    np.testing.assert_array_equal(state.params["embed_images"], p0["embed_images"])
+    np.testing.assert_array_equal(state.params["embed_signals"], p0["embed_signals"])
+    assert not np.array_equal(state.params["stem_images"]["Dense_0"]["kernel"],
+                              p0["stem_images"]["Dense_0"]["kernel"])
+    # Each phase's optimizer state covers only its own leaves.
+    mu_images = partition.flatten(state.opt_state["images"][0].mu)
+    assert not any(p.startswith(("stem_signals", "embed_")) for p in mu_images)
+
+
+@pytest.mark.slow
+def test_agd_smoke_one_compile_per_phase_over_many_switches(tmp_path):
+    cfg = agd.get_config("smoke")
+    alternating.train_and_evaluate(cfg, str(tmp_path), progress=False, print_fn=None, plot=False)
+    res = _results(tmp_path)
+    # 30 steps round-robin over 3 tasks: 30 switches, still one compile each.
+    assert res["compiles"] == {"digits": 1, "mnist1d": 1, "parity": 1}
+    assert res["steps_per_phase"] == {"digits": 10, "mnist1d": 10, "parity": 10}
+    assert set(res["final_eval"]) == {"digits_test", "mnist1d_test", "parity_test"}
+
+
+@pytest.mark.slow
+def test_mixed_arm_reads_two_streams_in_one_step(tmp_path):
+    cfg = default.get_config("smoke,mixed,no_embed")
+    alternating.train_and_evaluate(cfg, str(tmp_path), progress=False, print_fn=None, plot=False)
+    res = _results(tmp_path)
+    assert res["compiles"] == {"mixed": 1} and res["steps_per_phase"] == {"mixed": 30}
+    row = [r for r in metrics.read_jsonl(tmp_path / "metrics.jsonl") if r["split"] == "train"][-1]
+    assert {"images_loss", "signals_loss", "images_accuracy"} <= set(row)
+    assert row["loss"] == pytest.approx(row["images_loss"] + row["signals_loss"], rel=1e-4)
+
+
+MODEL = MLP(features=(16, 10))
+
+
+def _loss(params, batch, rng, extras):
+    logits = MODEL.apply({"params": params}, batch["x"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean(), {}
+
+
+def _tiny_run(workdir, mesh=None, total_steps=12, phases=None, **kw):
+    phases = phases or [
+        alternating.Phase("a", loss=_loss, data="digits", params=[("Dense_0/.*", True), (".*", None)],
+                          optimizer={"name": "adam", "lr": 1e-2}),
+        alternating.Phase("b", loss=_loss, data="digits", params=[("Dense_1/.*", True), (".*", None)],
+                          optimizer={"name": "sgd", "lr": 0.1}),
+    ]
+    return alternating.train(
+        phases=phases, schedule={"name": "alternate", "pattern": [["a", 2], ["b", 1]]},
+        data={"digits": {"dataset": "digits", "batch_size": 32, "transforms": ["flatten"]}},
+        init=lambda rng: MODEL.init(rng, jnp.zeros((1, 64)))["params"],
+        workdir=str(workdir), total_steps=total_steps, mesh=mesh, progress=False, plot=False,
+        print_fn=None, log_every_steps=3, **kw)
+
+
+def test_four_devices_match_one_device(tmp_path):
+    assert len(jax.devices()) == 4, "tests/conftest.py sets 4 fake CPU devices"
+    one = _tiny_run(tmp_path / "one", mesh=parallel.make_mesh(jax.devices()[:1]))
+    four = _tiny_run(tmp_path / "four", mesh=parallel.make_mesh(jax.devices()))
+    assert four.params["Dense_0"]["kernel"].sharding.mesh.size == 4
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 jax.device_get(one.params), jax.device_get(four.params))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 jax.device_get(one.opt_state), jax.device_get(four.opt_state))
+
+
+def test_nonfinite_loss_stops_naming_step_and_phase(tmp_path):
+    def bad(params, batch, rng, extras):
+        return jnp.log(-jnp.abs(_loss(params, batch, rng, extras)[0])), {}
+    phases = [alternating.Phase("a", loss=_loss, data="digits", optimizer={"name": "sgd", "lr": 0.1}),
+              alternating.Phase("b", loss=bad, data="digits", optimizer={"name": "sgd", "lr": 0.1})]
+    with pytest.raises(alternating.NonFiniteError, match=r"non-finite loss at step 2 in phase 'b'"):
+        _tiny_run(tmp_path, phases=phases)
+
+
+def test_batch_size_not_divisible_by_devices_is_an_error_before_compiling(tmp_path):
+    with pytest.raises(ValueError, match=r"data stream 'digits': batch_size=30 does not divide "
+                                         r"across the 4 devices.*multiple of 4 \(e.g. 28 or 32\)"):
+        alternating.train(
+            phases=[alternating.Phase("a", loss=_loss, data="digits")], schedule={"name": "single"},
+            data={"digits": {"dataset": "digits", "batch_size": 30, "transforms": ["flatten"]}},
+            init=lambda rng: MODEL.init(rng, jnp.zeros((1, 64)))["params"], workdir=str(tmp_path),
+            total_steps=2, progress=False, print_fn=None)
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda c: c.update(totl_steps=3), r"unknown field\(s\) \['totl_steps'\]; valid fields"),
+    (lambda c: c.model.update(name="resnet"), r"'resnet' is not a model; valid names"),
+    (lambda c: c.data.images.update(dataset="digitz"), r"digitz"),
+    (lambda c: c.phases.images.update(loss="xent"), r"phase 'images' loss='xent' is not a registered loss"),
+    (lambda c: c.phases.images.optimizer.update(name="adamm"), r"phase 'images' optimizer.name='adamm'"),
+    (lambda c: c.schedule.update(pattern=["images", "audio"]), r"unknown phase\(s\) \['audio'\]; the phases are \['images', 'signals'\]"),
+    (lambda c: c.phases.images.update(data="audio"), r"phase 'images' reads data stream 'audio'.*streams: \['images', 'signals'\]"),
+    (lambda c: c.phases.images.update(params=[("stem_imagez/.*", True), (".*", None)]), r"phase 'images': rules \['stem_imagez/\.\*'\] match no parameter"),
+    (lambda c: c.phases.images.update(params=[("stem_images/.*", True)]), r"phase 'images': no rule covers"),
+    (lambda c: c.eval.images_test.update(batch_size=202), r"eval set 'images_test': batch_size=202"),
+])
+def test_config_errors_name_the_field_and_choices(tmp_path, mutate, match):
+    cfg = default.get_config("smoke").unlock()
+    mutate(cfg)
+    with pytest.raises(ValueError, match=match):
+        alternating.train_and_evaluate(cfg, str(tmp_path), progress=False, print_fn=None)
+    assert not (tmp_path / "checkpoints").exists() or not os.listdir(tmp_path / "checkpoints")
+
+
+@pytest.mark.slow
+def test_command_line_rejects_a_config_typo(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "alternating.main", "--config=configs/default.py:smoke",
+         f"--workdir={tmp_path}", "--config.totl_steps=5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "totl_steps" in out.stderr
