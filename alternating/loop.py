@@ -359,11 +359,28 @@ def _build_evals(evals, bound, model, mesh, data_dir, pidx, pcount) -> list[_Bou
 
 
 def _make_eval_fn(loss_fn, mesh):
+    """Per-example evaluation, so padding is exact whatever the loss does with ``mask``.
+
+    The loss runs on each example as a batch of one (``vmap``) and the results
+    are averaged over real examples only. A loss that averages over its batch
+    (the usual case) gives exactly the per-example values; relying on every
+    user loss to honour a padding mask instead would silently bias the last
+    batch.
+    """
+    rng = jax.random.PRNGKey(0)
+
     def fn(params, extras, batch):
-        loss, aux = loss_fn(params, batch, jax.random.PRNGKey(0), extras)
-        n = batch["mask"].sum()
-        sums = {"loss": loss * n, **{k: jnp.asarray(v, jnp.float32) * n for k, v in aux.items()}}
-        return sums, n
+        mask = batch["mask"]
+        examples = {k: v for k, v in batch.items() if k != "mask"}
+
+        def one(example):
+            loss, aux = loss_fn(params, jax.tree.map(lambda x: x[None], example), rng, extras)
+            return {"loss": loss, **aux}
+
+        per = jax.vmap(one)(examples)
+        sums = {k: (jnp.asarray(v, jnp.float32).reshape(mask.shape) * mask).sum()
+                for k, v in per.items()}
+        return sums, mask.sum()
 
     rep = parallel.replicated(mesh)
     return jax.jit(fn, in_shardings=(rep, rep, parallel.batch_sharding(mesh)), out_shardings=rep)

@@ -86,7 +86,8 @@ def _loss(params, batch, rng, extras):
     return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean(), {}
 
 
-def _tiny_run(workdir, mesh=None, total_steps=12, phases=None, **kw):
+def _tiny_run(workdir, mesh=None, total_steps=12, phases=None,
+              schedule=({"name": "alternate", "pattern": [["a", 2], ["b", 1]]}), **kw):
     phases = phases or [
         alternating.Phase("a", loss=_loss, data="digits", params=[("Dense_0/.*", True), (".*", None)],
                           optimizer={"name": "adam", "lr": 1e-2}),
@@ -94,7 +95,7 @@ def _tiny_run(workdir, mesh=None, total_steps=12, phases=None, **kw):
                           optimizer={"name": "sgd", "lr": 0.1}),
     ]
     return alternating.train(
-        phases=phases, schedule={"name": "alternate", "pattern": [["a", 2], ["b", 1]]},
+        phases=phases, schedule=schedule,
         data={"digits": {"dataset": "digits", "batch_size": 32, "transforms": ["flatten"]}},
         init=lambda rng: MODEL.init(rng, jnp.zeros((1, 64)))["params"],
         workdir=str(workdir), total_steps=total_steps, mesh=mesh, progress=False, plot=False,
@@ -159,3 +160,23 @@ def test_command_line_rejects_a_config_typo(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "totl_steps" in out.stderr
+
+
+def test_evaluation_is_exact_with_a_padded_last_batch_and_a_loss_ignoring_mask(tmp_path):
+    def acc_loss(params, batch, rng, extras):  # a plain mean: knows nothing about padding
+        logits = MODEL.apply({"params": params}, batch["x"])
+        return (optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean(),
+                {"accuracy": (logits.argmax(-1) == batch["y"]).mean()})
+    phases = [alternating.Phase("a", loss=acc_loss, data="digits", optimizer={"name": "adam", "lr": 1e-2})]
+    # 360 test examples in batches of 256: the second batch is 104 real + 152 padding.
+    evals = {"test": {"data": {"dataset": "digits", "split": "test", "transforms": ["flatten"]},
+                      "phase": "a", "batch_size": 256}}
+    state = _tiny_run(tmp_path, phases=phases, evals=evals, schedule={"name": "single"})
+    res = _results(tmp_path)["final_eval"]["test"]
+    from alternating.data import apply_transforms, load_arrays
+    test = apply_transforms(load_arrays("digits", "test"), ["flatten"])
+    logits = MODEL.apply({"params": jax.device_get(state.params)}, test["x"])
+    expect_acc = float((logits.argmax(-1) == test["y"]).mean())
+    expect_loss = float(optax.softmax_cross_entropy_with_integer_labels(logits, test["y"]).mean())
+    assert res["accuracy"] == pytest.approx(expect_acc, abs=1e-6)
+    assert res["loss"] == pytest.approx(expect_loss, rel=1e-4)
