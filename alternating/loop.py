@@ -269,6 +269,10 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         timeline.close(writer)
         writer.close()
 
+    if eval_sets and not final_eval:
+        # Resumed at or past total_steps: nothing ran, but the results still
+        # report the final evaluation rather than an empty one.
+        final_eval = _evaluate(eval_sets, state, int(jax.device_get(state.step)), writer=None)
     wall = time.time() - t_start
     results = {
         "final_eval": final_eval,
@@ -403,8 +407,10 @@ def _evaluate(eval_sets, state, step, writer) -> dict[str, dict[str, float]]:
     host = jax.device_get([(t, c) for _, t, c in pending])
     for (name, _, _), (total, count) in zip(pending, host):
         results[name] = {k: float(v) / max(float(count), 1.0) for k, v in total.items()}
-        writer.write_eval(step, name, results[name])
-    writer.flush()
+        if writer is not None:
+            writer.write_eval(step, name, results[name])
+    if writer is not None:
+        writer.flush()
     return results
 
 

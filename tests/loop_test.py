@@ -180,3 +180,14 @@ def test_evaluation_is_exact_with_a_padded_last_batch_and_a_loss_ignoring_mask(t
     expect_loss = float(optax.softmax_cross_entropy_with_integer_labels(logits, test["y"]).mean())
     assert res["accuracy"] == pytest.approx(expect_acc, abs=1e-6)
     assert res["loss"] == pytest.approx(expect_loss, rel=1e-4)
+
+
+def test_rerunning_resumes_from_the_latest_checkpoint(tmp_path):
+    straight = _tiny_run(tmp_path / "straight", total_steps=12)
+    _tiny_run(tmp_path / "split", total_steps=7)  # stops mid-block of the a,a,b pattern
+    resumed = _tiny_run(tmp_path / "split", total_steps=12)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight), jax.device_get(resumed))
+    # A finished run, re-run, does nothing more but still reports its evaluation.
+    again = _tiny_run(tmp_path / "split", total_steps=12)
+    assert int(again.step) == 12
+    assert _results(tmp_path / "split")["steps_per_phase"] == {"a": 8, "b": 4}
