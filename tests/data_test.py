@@ -226,6 +226,13 @@ def test_flatten_relabel_noise():
     assert noisy['x'].dtype == np.float32 and 0 < np.abs(noisy['x'] - arrays['x']).max() < 1
 
 
+def test_as_signal_reads_images_row_by_row():
+    arrays = _arrays()
+    out = transforms.apply_transforms(arrays, ['as_signal'])
+    assert out['x'].shape == (len(arrays['x']), 4, 1)
+    np.testing.assert_array_equal(out['x'][0, :, 0], arrays['x'][0, :, :, 0].reshape(-1))
+
+
 # --- Streams. ------------------------------------------------------------------------
 
 

@@ -207,6 +207,16 @@ def flatten(arrays: Arrays) -> Arrays:
     return {**arrays, 'x': x.reshape(len(x), -1)}
 
 
+def as_signal(arrays: Arrays) -> Arrays:
+    """Reads each example as a 1-D signal of shape (prod(feature shape), 1).
+
+    A second "modality" of the same examples: 8x8 digits become 64-sample
+    signals scanned row by row, which a 1-D stem can read beside MNIST-1D.
+    """
+    x = arrays['x']
+    return {**arrays, 'x': x.reshape(len(x), -1, 1)}
+
+
 def relabel(arrays: Arrays, mapping: Sequence[int]) -> Arrays:
     """Maps label `c` to `mapping[c]` (e.g. digit -> parity: [0, 1] * 5)."""
     mapping = np.asarray(mapping, dtype=arrays['y'].dtype)
@@ -235,5 +245,6 @@ register_transform('class_subset', class_subset, _class_subset_num_classes)
 register_transform('permute', permute)
 register_transform('rotate', rotate)
 register_transform('flatten', flatten)
+register_transform('as_signal', as_signal)
 register_transform('relabel', relabel, _relabel_num_classes)
 register_transform('noise', noise)
