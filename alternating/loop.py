@@ -70,28 +70,37 @@ def _stream_seed(seed: int, name: str) -> int:
 
 
 class _Records:
-    """Per-step metrics kept on the device until a log or feedback needs them."""
+    """Per-step metrics kept on the device until a log or the schedule needs them.
 
-    def __init__(self):
+    Logging and schedule feedback read the same records at their own intervals,
+    each through its own cursor; a record is dropped once both have read it.
+    Each read costs one ``device_get`` for all records not fetched yet.
+    """
+
+    def __init__(self, feedback: bool):
         self.items: list[tuple[int, str, Any]] = []  # (step, phase, metrics)
         self.fetched = 0
+        self.cursors = {"log": 0, "feedback": 0} if feedback else {"log": 0}
 
     def add(self, step: int, phase: str, metrics: Any) -> None:
         self.items.append((step, phase, metrics))
 
-    def fetch(self) -> list[tuple[int, str, dict[str, float]]]:
-        """One ``device_get`` for every record not fetched yet; returns the new ones."""
+    def take(self, reader: str) -> list[tuple[int, str, dict[str, float]]]:
+        """The records ``reader`` has not seen yet, as host floats."""
         todo = self.items[self.fetched:]
-        host = jax.device_get([m for _, _, m in todo])
-        for i, ((s, p, _), m) in enumerate(zip(todo, host)):
-            self.items[self.fetched + i] = (s, p, {k: float(v) for k, v in m.items()})
-        self.fetched = len(self.items)
-        return self.items[len(self.items) - len(todo):]
-
-    def pop_all(self) -> list[tuple[int, str, dict[str, float]]]:
-        self.fetch()
-        items, self.items, self.fetched = self.items, [], 0
-        return items
+        if todo:
+            host = jax.device_get([m for _, _, m in todo])
+            for i, ((s, p, _), m) in enumerate(zip(todo, host)):
+                self.items[self.fetched + i] = (s, p, {k: float(v) for k, v in m.items()})
+            self.fetched = len(self.items)
+        out = self.items[self.cursors[reader]:]
+        self.cursors[reader] = len(self.items)
+        done = min(self.cursors.values())
+        if done:
+            del self.items[:done]
+            self.fetched -= done
+            self.cursors = {k: v - done for k, v in self.cursors.items()}
+        return out
 
 
 def _resolve_init(init: Any) -> Callable[[jax.Array], Any]:
@@ -223,7 +232,7 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
 
     writer = metrics_lib.MetricWriter(workdir, process_index=pidx)
     timeline = metrics_lib.TimelineRecorder()
-    records = _Records()
+    records = _Records(feedback=bool(schedule.feedback_every))
     bar = metrics_lib.Progress(total_steps, initial_step=start_step,
                                disable=not progress or pidx != 0)
     meta = {"config": _jsonable_config(config), "version": _version()}
@@ -253,10 +262,10 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
             step += 1
             # 4. periodic actions
             if feedback_every and step % feedback_every == 0:
-                for s, p, hm in records.fetch():
+                for s, p, hm in records.take("feedback"):
                     schedule.observe(s, p, hm)
             if (log_every_steps and step % log_every_steps == 0) or step == total_steps:
-                _log(records.pop_all(), step, writer, bar)
+                _log(records.take("log"), step, writer, bar)
                 timeline.flush(writer)
             if (eval_every_steps and step % eval_every_steps == 0) or step == total_steps:
                 final_eval = _evaluate(eval_sets, state, step, writer)

@@ -191,3 +191,50 @@ def test_rerunning_resumes_from_the_latest_checkpoint(tmp_path):
     again = _tiny_run(tmp_path / "split", total_steps=12)
     assert int(again.step) == 12
     assert _results(tmp_path / "split")["steps_per_phase"] == {"a": 8, "b": 4}
+
+
+class _Greedy(alternating.schedules.Schedule):
+    """Runs the phase with the higher recent loss; decides every 4 steps."""
+
+    name = "greedy_test"
+    can_plan = False
+    feedback_every = 4
+
+    def __init__(self, phases):
+        super().__init__(phases)
+        self.current, self.seen = phases[0], []
+
+    def next_phase(self, step):
+        return self.current if step >= 4 else self.phases[step % 2]
+
+    def observe(self, step, phase, metrics):
+        self.seen.append((step, phase, metrics["loss"]))
+        if step % 4 == 3:
+            last = {p: l for _, p, l in self.seen}
+            self.current = max(last, key=last.get)
+
+
+def test_feedback_schedule_observes_host_metrics_at_its_interval(tmp_path):
+    sched = _Greedy(["a", "b"])
+    _tiny_run(tmp_path, schedule=sched, total_steps=10)
+    # Steps 0..7 were observed (at steps 4 and 8), in order, as Python floats.
+    assert [s for s, _, _ in sched.seen] == list(range(8))
+    assert all(isinstance(l, float) for _, _, l in sched.seen)
+    assert [p for _, p, _ in sched.seen][:4] == ["a", "b", "a", "b"]
+    rows = [r for r in metrics.read_jsonl(tmp_path / "metrics.jsonl") if r["split"] == "train"]
+    assert {r["phase"] for r in rows} <= {"a", "b"}
+
+
+def test_ema_extra_is_kept_and_evaluated(tmp_path):
+    evals = {"test": {"data": {"dataset": "digits", "split": "test", "transforms": ["flatten"]},
+                      "phase": "a", "batch_size": 128}}
+    state = _tiny_run(tmp_path, evals=evals, ema_decay=0.9)
+    res = _results(tmp_path)["final_eval"]
+    assert set(res) == {"test", "test_ema"}
+    assert res["test"]["loss"] != res["test_ema"]["loss"]
+    assert set(state.extras) == {"ema"}
+    # The EMA lags the parameters: strictly between the initial and final values.
+    p0 = MODEL.init(jax.random.split(jax.random.PRNGKey(0))[0], jnp.zeros((1, 64)))["params"]
+    k0, k1 = p0["Dense_0"]["kernel"], state.params["Dense_0"]["kernel"]
+    ke = state.extras["ema"]["Dense_0"]["kernel"]
+    assert 0 < float(jnp.abs(ke - k0).sum()) < float(jnp.abs(k1 - k0).sum())
