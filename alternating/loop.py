@@ -55,6 +55,10 @@ class EvalSet:
       loss: a loss spec (callable, name or ``module:function``) with
         ``loss_kwargs``.
       batch_size: evaluation batch size (the last batch is padded and masked).
+
+    The loss runs on each example as a batch of one (``vmap``) and values are
+    averaged over real examples, so padding never biases the result; a loss
+    whose value depends on the rest of its batch is evaluated per example.
     """
 
     data: Mapping[str, Any]
@@ -128,6 +132,8 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
       data: ``{stream name: data spec or Stream}``; each phase reads
         ``phase.data`` (default: its name).
       init: a config model (with ``.init``), ``init(rng) -> params``, or params.
+        The init key is ``jax.random.split(jax.random.PRNGKey(seed))[0]``;
+        params passed as is are copied, never donated.
       workdir: output directory (metrics, TensorBoard, checkpoints, results).
       total_steps: global steps to run (all phases together).
       model: the model given to named loss factories.

@@ -10,9 +10,12 @@ or ``'package.module:function'``. A named loss is a *factory*
 ``factory(model, **loss_kwargs) -> loss`` so that it can close over the
 config's model.
 
-Batches may carry a float ``mask`` (1 for real examples, 0 for padding, as in
-evaluation); the built-in losses return masked means so evaluation can pad
-the last batch without biasing the result.
+Evaluation calls a loss on one example at a time (under ``vmap``) and
+averages over real examples, so losses need not know about padding. A loss
+whose value for an example depends on the rest of its batch (contrastive
+losses, batch statistics) is evaluated per example all the same. The built-in
+losses also honour an optional float ``mask`` key (1 real, 0 padding) for
+callers that pad training batches themselves.
 """
 
 from __future__ import annotations
