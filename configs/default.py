@@ -5,8 +5,8 @@ reads MNIST-1D (40-sample signals). Each has its own input stem and a fixed
 per-modality embedding (frozen: no phase trains it); both share the trunk and
 the 10-class head. The schedule alternates one step of each.
 
-Command (about 1 minute on a 2-core CPU; expect about 97% on digits test and
-about 90% on MNIST-1D test; see docs/results/multimodal.md for measured runs)::
+Command (10-20 s on a 2-core CPU; expect about 97.5% on digits test and
+86-88% on MNIST-1D test over seeds 0-2; see docs/results/multimodal.md)::
 
     python -m alternating.main --config=configs/default.py --workdir=runs/default
 

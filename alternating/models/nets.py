@@ -94,8 +94,9 @@ class MultiStem(nn.Module):
         self.stem = {k: _make_stem(v.get("kind", "mlp"), width, v, f"stem_{k}")
                      for k, v in self.stems.items()}
         if self.modality_embedding:
-            # A fixed random code per modality; small scale so it conditions the
-            # trunk without dominating the stem features.
+            # A fixed random code per modality (unit normal, the scale of the
+            # stem features), added before the trunk so the shared layers can
+            # tell the modalities apart; partitions keep it frozen.
             self.embed = {k: self.param(f"embed_{k}", nn.initializers.normal(1.0), (width,))
                           for k in self.stems}
         self.trunk_layers = [nn.Dense(w, name=f"trunk_{i}") for i, w in enumerate(self.trunk)]

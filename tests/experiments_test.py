@@ -1,0 +1,41 @@
+"""Experiment scripts end to end, in-process, on a few steps."""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from experiments import multimodal  # noqa: E402
+
+
+@pytest.mark.slow
+def test_multimodal_quick_writes_every_arm(tmp_path):
+    out = tmp_path / "out"
+    result = multimodal.main(["--quick", "--steps", "20", "--out", str(out),
+                              "--workdir", str(tmp_path / "runs")])
+
+    grid = {(arm, embed) for arm in multimodal.ARMS for embed in multimodal.EMBEDS}
+    assert set(result["summary"]) == grid
+    assert len(result["runs"]) == len(grid)  # --quick: one seed
+    for run in result["runs"]:
+        for m in multimodal.MODALITIES:
+            assert 0.0 <= run[m]["accuracy"] <= 1.0, run
+
+    md = (out / "multimodal.md").read_text()
+    assert (out / "multimodal.png").stat().st_size > 0
+    table = md.split("## Results", 1)[1].split("![", 1)[0]
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| ")][1:]
+    rows = {(cells[0].strip(), cells[1].strip()): cells for cells in rows}
+    assert set(rows) == {(arm, "yes" if embed else "no") for arm, embed in grid}
+    for (arm, _), cells in rows.items():
+        for i, m in enumerate(multimodal.MODALITIES):
+            cell = cells[2 + 2 * i].strip()
+            if multimodal.trains(arm, m):
+                mean = float(cell.split()[0])  # "mean ± std [min, max]", in %
+                assert 0.0 <= mean <= 100.0
+            else:
+                assert cell == "-"  # an untrained modality is not a result
+    assert "one seed" in md.lower()  # no verdict drawn from a single seed
+    assert "experiments/multimodal.py --quick" in md
