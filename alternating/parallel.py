@@ -9,6 +9,7 @@ gradient that a pmap-style ``pmean(grads)`` gives under ``shard_map``.
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any, Callable, Mapping
 
@@ -29,7 +30,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+@functools.lru_cache(maxsize=None)
 def batch_sharding(mesh: Mesh) -> NamedSharding:
+    # Cached: built for every batch on the hot path.
     return NamedSharding(mesh, P(DATA))
 
 

@@ -13,7 +13,7 @@ at all (usually a typo that would otherwise freeze or train the wrong thing).
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 from flax import traverse_util

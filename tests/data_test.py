@@ -11,7 +11,6 @@ import pytest
 import tensorflow_datasets as tfds
 
 from alternating import data
-from alternating.data import builders
 from alternating.data import transforms
 
 
