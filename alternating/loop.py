@@ -221,7 +221,8 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     bound = [phase_lib.bind(p, i, params=abstract_params, model=model,
                             expected_steps=max(expected.get(p.name, 1), 1))
              for i, p in enumerate(phases)]
-    eval_sets = _build_evals(evals or {}, bound, model, mesh, data_dir, pidx, pcount)
+    counter = parallel.TraceCounter()
+    eval_sets = _build_evals(evals or {}, bound, model, mesh, data_dir, pidx, pcount, counter)
 
     say(f"alternating: {len(phases)} phases {names}, schedule {schedule.config()}, "
         f"{total_steps} steps, {mesh.shape[parallel.DATA]} device(s) x {pcount} process(es)")
@@ -249,7 +250,6 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         start_step = int(latest)
         say(f"resumed from {checkpointer.directory} at step {start_step}")
 
-    counter = parallel.TraceCounter()
     packed = {b.name: _pack_metrics(phase_lib.make_step(b, ema_decay=ema_decay)) for b in bound}
     steps = {name: parallel.jit_step(fn, mesh, counter=counter, name=name)
              for name, (fn, _) in packed.items()}
@@ -361,7 +361,8 @@ class _BoundEval:
     use_ema: bool = False
 
 
-def _build_evals(evals, bound, model, mesh, data_dir, pidx, pcount) -> list[_BoundEval]:
+def _build_evals(evals, bound, model, mesh, data_dir, pidx, pcount,
+                 counter) -> list[_BoundEval]:
     out = []
     by_name = {b.name: b for b in bound}
     cache: dict[int, Callable] = {}
@@ -392,12 +393,14 @@ def _build_evals(evals, bound, model, mesh, data_dir, pidx, pcount) -> list[_Bou
             process_index=pidx, process_count=pcount)]
         key = id(loss_fn)
         if key not in cache:
-            cache[key] = _make_eval_fn(loss_fn, mesh)
+            # Sets sharing a loss share one jitted function ("eval:<first set>");
+            # it compiles once per distinct batch shape.
+            cache[key] = _make_eval_fn(loss_fn, mesh, counter, f"eval:{set_name}")
         out.append(_BoundEval(set_name, cache[key], batches))
     return out
 
 
-def _make_eval_fn(loss_fn, mesh):
+def _make_eval_fn(loss_fn, mesh, counter, name):
     """Per-example evaluation, so padding is exact whatever the loss does with ``mask``.
 
     The loss runs on each example as a batch of one (``vmap``) and the results
@@ -422,7 +425,8 @@ def _make_eval_fn(loss_fn, mesh):
         return sums, mask.sum()
 
     rep = parallel.replicated(mesh)
-    return jax.jit(fn, in_shardings=(rep, rep, parallel.batch_sharding(mesh)), out_shardings=rep)
+    return jax.jit(counter.wrap(name, fn), in_shardings=(rep, rep, parallel.batch_sharding(mesh)),
+                   out_shardings=rep)
 
 
 def _evaluate(eval_sets, state, step, writer) -> dict[str, dict[str, float]]:

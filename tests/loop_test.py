@@ -30,7 +30,8 @@ def test_default_smoke_end_to_end(tmp_path):
     cfg = default.get_config("smoke")
     state = alternating.train_and_evaluate(cfg, str(tmp_path), progress=False, print_fn=None)
     res = _results(tmp_path)
-    assert res["compiles"] == {"images": 1, "signals": 1}
+    assert res["compiles"] == {"images": 1, "signals": 1, "eval:images_test": 1,
+                               "eval:signals_test": 1}
     assert res["steps_per_phase"] == {"images": 30, "signals": 30}
     assert int(state.step) == 60
     assert set(res["final_eval"]) == {"images_test", "signals_test"}
@@ -62,7 +63,8 @@ def test_agd_smoke_one_compile_per_phase_over_many_switches(tmp_path):
     alternating.train_and_evaluate(cfg, str(tmp_path), progress=False, print_fn=None, plot=False)
     res = _results(tmp_path)
     # 30 steps round-robin over 3 tasks: 30 switches, still one compile each.
-    assert res["compiles"] == {"digits": 1, "mnist1d": 1, "parity": 1}
+    assert res["compiles"] == {"digits": 1, "mnist1d": 1, "parity": 1, "eval:digits_test": 1,
+                               "eval:mnist1d_test": 1, "eval:parity_test": 1}
     assert res["steps_per_phase"] == {"digits": 10, "mnist1d": 10, "parity": 10}
     assert set(res["final_eval"]) == {"digits_test", "mnist1d_test", "parity_test"}
 
@@ -72,7 +74,7 @@ def test_mixed_arm_reads_two_streams_in_one_step(tmp_path):
     cfg = default.get_config("smoke,mixed,no_embed")
     alternating.train_and_evaluate(cfg, str(tmp_path), progress=False, print_fn=None, plot=False)
     res = _results(tmp_path)
-    assert res["compiles"] == {"mixed": 1} and res["steps_per_phase"] == {"mixed": 30}
+    assert res["compiles"]["mixed"] == 1 and res["steps_per_phase"] == {"mixed": 30}
     row = [r for r in metrics.read_jsonl(tmp_path / "metrics.jsonl") if r["split"] == "train"][-1]
     assert {"images_loss", "signals_loss", "images_accuracy"} <= set(row)
     assert row["loss"] == pytest.approx(row["images_loss"] + row["signals_loss"], rel=1e-4)
@@ -228,7 +230,9 @@ def test_feedback_schedule_observes_host_metrics_at_its_interval(tmp_path):
 def test_ema_extra_is_kept_and_evaluated(tmp_path):
     evals = {"test": {"data": {"dataset": "digits", "split": "test", "transforms": ["flatten"]},
                       "phase": "a", "batch_size": 128}}
-    state = _tiny_run(tmp_path, evals=evals, ema_decay=0.9)
+    state = _tiny_run(tmp_path, evals=evals, ema_decay=0.9, eval_every_steps=4)
+    # Evaluated 3 times, for the params and the EMA: still one compile.
+    assert _results(tmp_path)["compiles"] == {"a": 1, "b": 1, "eval:test": 1}
     res = _results(tmp_path)["final_eval"]
     assert set(res) == {"test", "test_ema"}
     assert res["test"]["loss"] != res["test_ema"]["loss"]
