@@ -11,9 +11,15 @@ its own stem and head and takes a full optimizer step on its own batch:
 No input is padded to a common shape: each phase is compiled once for its own
 shapes (``results.json`` reports ``compiles``: one per phase plus evaluation).
 
-Command (about 1 minute on a 2-core CPU)::
+Command (about 10 s on a 2-core CPU)::
 
     python -m alternating.main --config=configs/agd.py --workdir=runs/agd
+
+Expected (seed 0, measured on a 2-core CPU): digits test accuracy about 0.98,
+MNIST-1D about 0.83, parity about 0.98; ``compiles`` one per task and one per
+evaluation set. ``:random`` gave 0.98 / 0.83 / 0.98. Single-seed figures: no
+claim against a summed joint loss is made here (the joint-loss baseline of
+scheme 2 is not built yet).
 
 Variants: ``smoke`` (seconds), ``random`` (draw the task uniformly at random
 each step instead of round-robin).
