@@ -53,31 +53,58 @@ _DIGITS_SPLIT_SEED = 0
 _CODE_PATH = epath.Path(__file__)
 
 
-class Digits(tfds.core.GeneratorBasedBuilder):
-    """scikit-learn's 8x8 handwritten digits as a TFDS dataset."""
+class _EmbeddedBuilder(tfds.core.GeneratorBasedBuilder):
+    """A 10-class dataset whose examples are made locally: one feature + a label.
 
-    name = 'digits'
+    Subclasses set ``name``, ``FEATURE`` (the feature key), ``SHAPE``,
+    ``DESCRIPTION`` and ``HOMEPAGE``, and return ``{split: (features,
+    labels)}`` arrays from ``_arrays()``.
+    """
+
     VERSION = tfds.core.Version('1.0.0')
     RELEASE_NOTES = {'1.0.0': 'Initial release.'}
     code_path = _CODE_PATH
+    FEATURE: str
+    SHAPE: tuple[int, ...]
+    DESCRIPTION: str
+    HOMEPAGE: str
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
-            description=(
-                "scikit-learn's handwritten digits (UCI optdigits test set): "
-                '8x8 images scaled to [0, 1]; stratified 80/20 split, seed 0.'
-            ),
+            description=self.DESCRIPTION,
             features=tfds.features.FeaturesDict({
-                'image': tfds.features.Tensor(shape=(8, 8, 1), dtype=np.float32),
+                self.FEATURE: tfds.features.Tensor(shape=self.SHAPE, dtype=np.float32),
                 'label': tfds.features.ClassLabel(num_classes=10),
             }),
-            supervised_keys=('image', 'label'),
-            homepage='https://archive.ics.uci.edu/dataset/80',
+            supervised_keys=(self.FEATURE, 'label'),
+            homepage=self.HOMEPAGE,
         )
 
     def _split_generators(self, dl_manager):
-        del dl_manager  # The data ships with scikit-learn.
+        del dl_manager  # Made locally; nothing is ever downloaded.
+        return {split: self._generate_examples(x, y, keys)
+                for split, (x, y, keys) in self._arrays().items()}
+
+    def _generate_examples(self, features, labels, keys):
+        features = np.asarray(features, np.float32).reshape((len(labels),) + self.SHAPE)
+        for key, x, y in zip(keys, features, labels):
+            yield int(key), {self.FEATURE: x, 'label': int(y)}
+
+    def _arrays(self):
+        raise NotImplementedError
+
+
+class Digits(_EmbeddedBuilder):
+    """scikit-learn's 8x8 handwritten digits as a TFDS dataset."""
+
+    name = 'digits'
+    FEATURE, SHAPE = 'image', (8, 8, 1)
+    DESCRIPTION = ("scikit-learn's handwritten digits (UCI optdigits test set): "
+                   '8x8 images scaled to [0, 1]; stratified 80/20 split, seed 0.')
+    HOMEPAGE = 'https://archive.ics.uci.edu/dataset/80'
+
+    def _arrays(self):
         from sklearn import datasets, model_selection
 
         digits = datasets.load_digits()
@@ -88,44 +115,23 @@ class Digits(tfds.core.GeneratorBasedBuilder):
             stratify=digits.target,
             random_state=_DIGITS_SPLIT_SEED,
         )
-        images = (digits.images / 16.0).astype(np.float32)[..., None]
-        labels = digits.target.astype(np.int64)
-        return {
-            'train': self._generate_examples(images, labels, np.sort(train)),
-            'test': self._generate_examples(images, labels, np.sort(test)),
-        }
-
-    def _generate_examples(self, images, labels, indices):
+        images = (digits.images / 16.0).astype(np.float32)
         # The index into the original 1,797 images is a stable, unique key.
-        for i in indices:
-            yield int(i), {'image': images[i], 'label': int(labels[i])}
+        return {split: (images[idx], digits.target[idx], idx)
+                for split, idx in (('train', np.sort(train)), ('test', np.sort(test)))}
 
 
-class Mnist1d(tfds.core.GeneratorBasedBuilder):
+class Mnist1d(_EmbeddedBuilder):
     """MNIST-1D generated from the `mnist1d` package's templates."""
 
     name = 'mnist1d'
-    VERSION = tfds.core.Version('1.0.0')
-    RELEASE_NOTES = {'1.0.0': 'Initial release.'}
-    code_path = _CODE_PATH
+    FEATURE, SHAPE = 'signal', (40, 1)
+    DESCRIPTION = ('MNIST-1D: 40-sample 1-D signals of the 10 digit templates, '
+                   'generated with the default arguments (seed 42).')
+    HOMEPAGE = 'https://github.com/greydanus/mnist1d'
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=(
-                'MNIST-1D: 40-sample 1-D signals of the 10 digit templates, '
-                'generated with the default arguments (seed 42).'
-            ),
-            features=tfds.features.FeaturesDict({
-                'signal': tfds.features.Tensor(shape=(40, 1), dtype=np.float32),
-                'label': tfds.features.ClassLabel(num_classes=10),
-            }),
-            supervised_keys=('signal', 'label'),
-            homepage='https://github.com/greydanus/mnist1d',
-        )
-
-    def _split_generators(self, dl_manager):
-        del dl_manager  # Generated locally; never the package's download URL.
+    def _arrays(self):
+        # Generated locally from the templates; never the package's download URL.
         from mnist1d import data as mnist1d_data
 
         # make_dataset reseeds the global `random` and `np.random` generators;
@@ -136,15 +142,8 @@ class Mnist1d(tfds.core.GeneratorBasedBuilder):
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
-        return {
-            'train': self._generate_examples(data['x'], data['y']),
-            'test': self._generate_examples(data['x_test'], data['y_test']),
-        }
-
-    def _generate_examples(self, signals, labels):
-        signals = np.asarray(signals, np.float32)[..., None]
-        for i, (signal, label) in enumerate(zip(signals, labels)):
-            yield i, {'signal': signal, 'label': int(label)}
+        return {'train': (data['x'], data['y'], np.arange(len(data['y']))),
+                'test': (data['x_test'], data['y_test'], np.arange(len(data['y_test'])))}
 
 
 EMBEDDED_DATASETS = {'digits': Digits, 'mnist1d': Mnist1d}
