@@ -125,6 +125,26 @@ def _pack_metrics(step: Callable) -> tuple[Callable, list[str]]:
     return packed, names
 
 
+def _check_steps(bound, fns, abstract_state, streams) -> None:
+    """Traces every phase's step on abstract inputs before anything compiles.
+
+    A loss that reads a missing batch key, names a stem the model lacks or
+    has mismatched shapes fails here, in seconds, with the phase named in the
+    error's notes, instead of after other phases have compiled and run.
+    """
+    for b in bound:
+        specs = {s: {k: jax.ShapeDtypeStruct((streams[s].batch_size,) + tuple(shape[1:]), dtype)
+                     for k, (shape, dtype) in streams[s].element_spec.items()}
+                 for s in b.streams}
+        batch = specs if b.multi_stream else specs[b.streams[0]]
+        try:
+            jax.eval_shape(fns[b.name], abstract_state, batch)
+        except Exception as e:
+            e.add_note(f"(while checking phase {b.name!r} on a batch of stream(s) "
+                       f"{list(b.streams)} with keys {sorted(specs[b.streams[0]])})")
+            raise
+
+
 def _resolve_init(init: Any) -> Callable[[jax.Array], Any]:
     if hasattr(init, "init") and callable(init.init):
         return init.init
@@ -235,6 +255,9 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     def make_state(init_rng, state_rng):
         return init_state(init_fn(init_rng), bound, state_rng, ema_decay=ema_decay)
 
+    packed = {b.name: _pack_metrics(phase_lib.make_step(b, ema_decay=ema_decay)) for b in bound}
+    _check_steps(bound, {n: fn for n, (fn, _) in packed.items()},
+                 jax.eval_shape(make_state, init_rng, state_rng), streams)
     state = jax.jit(make_state, out_shardings=rep)(init_rng, state_rng)
 
     checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=max_checkpoints_to_keep)
@@ -250,7 +273,6 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         start_step = int(latest)
         say(f"resumed from {checkpointer.directory} at step {start_step}")
 
-    packed = {b.name: _pack_metrics(phase_lib.make_step(b, ema_decay=ema_decay)) for b in bound}
     steps = {name: parallel.jit_step(fn, mesh, counter=counter, name=name)
              for name, (fn, _) in packed.items()}
     by_name = {b.name: b for b in bound}

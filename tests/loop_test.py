@@ -242,3 +242,12 @@ def test_ema_extra_is_kept_and_evaluated(tmp_path):
     k0, k1 = p0["Dense_0"]["kernel"], state.params["Dense_0"]["kernel"]
     ke = state.extras["ema"]["Dense_0"]["kernel"]
     assert 0 < float(jnp.abs(ke - k0).sum()) < float(jnp.abs(k1 - k0).sum())
+
+
+def test_a_broken_loss_fails_before_any_compile_naming_the_phase(tmp_path):
+    cfg = default.get_config("smoke").unlock()
+    cfg.phases.signals.loss_kwargs.stem = "audio"
+    with pytest.raises(ValueError, match=r"stem='audio'; valid stems: \['images', 'signals'\]") as e:
+        alternating.train_and_evaluate(cfg, str(tmp_path), progress=False, print_fn=None)
+    assert any("while checking phase 'signals'" in n for n in e.value.__notes__)
+    assert not (tmp_path / "results.json").exists()
