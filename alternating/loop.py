@@ -206,6 +206,8 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
                          ("checkpoint_every_steps", checkpoint_every_steps)):
         if value < 0:
             raise ValueError(f"{field}={value}; it must be >= 0 (0 disables the periodic action).")
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay={ema_decay}; it must be in [0, 1) (0 disables the EMA).")
     names = [p.name for p in phases]
     if len(set(names)) != len(names) or not names:
         raise ValueError(f"phase names must be unique and non-empty, got {names}.")

@@ -145,6 +145,8 @@ def test_batch_size_not_divisible_by_devices_is_an_error_before_compiling(tmp_pa
     (lambda c: c.phases.images.update(params=[("stem_imagez/.*", True), (".*", None)]), r"phase 'images': rules \['stem_imagez/\.\*'\] match no parameter"),
     (lambda c: c.phases.images.update(params=[("stem_images/.*", True)]), r"phase 'images': no rule covers"),
     (lambda c: c.eval.images_test.update(batch_size=202), r"eval set 'images_test': batch_size=202"),
+    (lambda c: c.update(ema_decay=1.5), r"ema_decay=1.5; it must be in \[0, 1\)"),
+    (lambda c: c.update(log_every_steps=-1), r"log_every_steps=-1; it must be >= 0"),
 ])
 def test_config_errors_name_the_field_and_choices(tmp_path, mutate, match):
     cfg = default.get_config("smoke").unlock()
