@@ -86,16 +86,17 @@ class _Records:
         self.fetched = 0
         self.cursors = {"log": 0, "feedback": 0} if feedback else {"log": 0}
 
-    def add(self, step: int, phase: str, metrics: Any) -> None:
-        self.items.append((step, phase, metrics))
+    def add(self, step: int, phase: str, metrics: Any, phase_step: int) -> None:
+        self.items.append((step, phase, (metrics, phase_step)))
 
     def take(self, reader: str) -> list[tuple[int, str, dict[str, float]]]:
         """The records ``reader`` has not seen yet, as host floats."""
         todo = self.items[self.fetched:]
         if todo:
-            host = jax.device_get([m for _, _, m in todo])
-            for i, ((s, p, _), m) in enumerate(zip(todo, host)):
-                self.items[self.fetched + i] = (s, p, dict(zip(self.names[p], m.tolist())))
+            host = jax.device_get([m for _, _, (m, _) in todo])
+            for i, ((s, p, (_, ps)), m) in enumerate(zip(todo, host)):
+                self.items[self.fetched + i] = (
+                    s, p, {**dict(zip(self.names[p], m.tolist())), "phase_step": float(ps)})
             self.fetched = len(self.items)
         out = self.items[self.cursors[reader]:]
         self.cursors[reader] = len(self.items)
@@ -283,6 +284,8 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     timeline = metrics_lib.TimelineRecorder()
     records = _Records(feedback=bool(schedule.feedback_every),
                        names={name: names for name, (_, names) in packed.items()})
+    # Host copy of state.phase_steps (one transfer here, none per step).
+    phase_counts = {k: int(v) for k, v in jax.device_get(state.phase_steps).items()}
     bar = metrics_lib.Progress(total_steps, initial_step=start_step,
                                disable=not progress or pidx != 0)
     meta = {"config": _jsonable_config(config), "version": _version()}
@@ -307,7 +310,8 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
                 batch = parallel.shard_batch(next(streams[b.streams[0]]), mesh)
             # 3. the step
             state, m = steps[name](state, batch)
-            records.add(step, name, m)
+            phase_counts[name] += 1
+            records.add(step, name, m, phase_counts[name])
             timeline.record(step, name)
             step += 1
             # 4. periodic actions

@@ -253,3 +253,16 @@ def test_a_broken_loss_fails_before_any_compile_naming_the_phase(tmp_path):
         alternating.train_and_evaluate(cfg, str(tmp_path), progress=False, print_fn=None)
     assert any("while checking phase 'signals'" in n for n in e.value.__notes__)
     assert not (tmp_path / "results.json").exists()
+
+
+def test_logged_phase_step_counts_each_phases_own_steps_across_a_resume(tmp_path):
+    _tiny_run(tmp_path, total_steps=7)  # a,a,b,a,a,b,a
+    _tiny_run(tmp_path, total_steps=12)
+    rows = [r for r in metrics.read_jsonl(tmp_path / "metrics.jsonl") if r["split"] == "train"]
+    last = {}
+    for r in rows:  # Logged every 3 steps (and at the end of each run).
+        last[(r["step"], r["phase"])] = r["phase_step"]
+    # After step 12 of a,a,b: a ran 8 times, b 4 times; after step 6: a 4, b 2.
+    assert last[(12, "a")] == 8 and last[(12, "b")] == 4
+    assert last[(6, "a")] == 4 and last[(6, "b")] == 2
+    assert last[(9, "a")] == 6 and last[(9, "b")] == 3
