@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import time
 import zlib
@@ -35,9 +34,6 @@ from alternating import losses, metrics as metrics_lib, parallel, partition, pha
 from alternating import plots
 from alternating.schedules import make_schedule
 from alternating.state import TrainState, init_state, param_count, tree_bytes
-
-log = logging.getLogger("alternating")
-
 
 class NonFiniteError(FloatingPointError):
     """A logged training metric became NaN or infinite."""
@@ -226,15 +222,15 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     for name in sorted({s for p in phases for s in p.streams}):
         spec = data[name]
         if isinstance(spec, data_lib.Stream):
-            stream = spec
-        else:
-            spec = dict(spec.to_dict() if hasattr(spec, "to_dict") else spec)
-            if "batch_size" in spec:
-                parallel.check_batch_size(int(spec["batch_size"]), mesh, f"data stream {name!r}")
-            stream = data_lib.make_stream(spec, seed=_stream_seed(seed, name), data_dir=data_dir,
-                                          process_index=pidx, process_count=pcount)
-        parallel.check_batch_size(stream.batch_size, mesh, f"data stream {name!r}")
-        streams[name] = stream
+            parallel.check_batch_size(spec.batch_size, mesh, f"data stream {name!r}")
+            streams[name] = spec
+            continue
+        spec = dict(spec.to_dict() if hasattr(spec, "to_dict") else spec)
+        # Checked before the stream is built: building may prepare a dataset.
+        parallel.check_batch_size(int(spec.get("batch_size", 0)), mesh, f"data stream {name!r}")
+        streams[name] = data_lib.make_stream(spec, seed=_stream_seed(seed, name),
+                                             data_dir=data_dir, process_index=pidx,
+                                             process_count=pcount)
 
     root = jax.random.PRNGKey(seed)
     init_rng, state_rng = jax.random.split(root)
@@ -386,7 +382,6 @@ class _BoundEval:
     name: str
     fn: Callable
     batches: list
-    use_ema: bool = False
 
 
 def _build_evals(evals, bound, model, mesh, data_dir, pidx, pcount,
