@@ -5,13 +5,15 @@ parameters it may change and its own optimizer state) plus a schedule that
 picks the phase of every step. See the README for a tour.
 """
 
-from alternating.loop import EvalSet, NonFiniteError, train
+from alternating.checkpoint import CheckpointError
+from alternating.loop import EXIT_NONFINITE, EXIT_PREEMPTED, EvalSet, NonFiniteError, Preempted, train
 from alternating.phase import Phase, make_optimizer
 from alternating.state import TrainState
-from alternating.experiment import train_and_evaluate
+from alternating.experiment import load_state, train_and_evaluate
 from alternating import schedules
 
 __version__ = "0.1.0"
 
-__all__ = ["EvalSet", "NonFiniteError", "Phase", "TrainState", "make_optimizer", "schedules",
+__all__ = ["CheckpointError", "EXIT_NONFINITE", "EXIT_PREEMPTED", "EvalSet", "NonFiniteError",
+           "Phase", "Preempted", "TrainState", "load_state", "make_optimizer", "schedules",
            "train", "train_and_evaluate", "__version__"]

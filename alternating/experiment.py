@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import jax
+import ml_collections
+
+from alternating import checkpoint as ckpt_lib
 from alternating import loop, models
 from alternating.phase import Phase
-from alternating.state import TrainState
+from alternating.schedules import make_schedule
+from alternating.state import TrainState, init_state
 
 TOP_LEVEL = {
     "seed": "run seed (initialization, data order, random schedules)",
@@ -29,6 +34,9 @@ TOP_LEVEL = {
     "phases": "{phase: {loss, loss_kwargs, data, params, optimizer}}",
     "schedule": "{name, **kwargs}",
     "eval": "{set: {data, phase | loss, batch_size}}",
+    "nan_policy": "'raise' (stop at a non-finite metric) or 'skip' (drop that update)",
+    "max_consecutive_skips": "with nan_policy='skip': stop after this many skips in a row in a phase",
+    "init_from": "start from another run: {workdir, step, mode: 'params' | 'state'}",
 }
 REQUIRED = ("total_steps", "model", "data", "phases")
 PHASE_KEYS = ("loss", "loss_kwargs", "data", "params", "optimizer")
@@ -97,4 +105,69 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, **overrides) -> 
         max_checkpoints_to_keep=int(get("max_checkpoints_to_keep", 3)),
         ema_decay=float(get("ema_decay", 0.0)),
         data_dir=get("data_dir", None),
+        nan_policy=str(get("nan_policy", "raise")),
+        max_consecutive_skips=int(get("max_consecutive_skips", 10)),
+        init_from=_plain(get("init_from", None)),
         config=config, **overrides)
+
+
+def abstract_state(config: Mapping[str, Any]) -> TrainState:
+    """The TrainState a config trains, as ``ShapeDtypeStruct`` leaves (nothing computed)."""
+    validate(config)
+    model = models.get_model(config["model"])
+    phases = phases_from_config(config)
+    get = lambda k, d: config[k] if k in config.keys() and config[k] is not None else d
+    seed = int(get("seed", 0))
+    schedule = make_schedule(_plain(get("schedule", None)), [p.name for p in phases], seed=seed)
+    bound, _, (init_rng, state_rng) = loop.bind_phases(
+        phases, schedule, model.init, model=model, seed=seed,
+        total_steps=int(config["total_steps"]))
+    ema = float(get("ema_decay", 0.0))
+    return jax.eval_shape(lambda: init_state(model.init(init_rng), bound, state_rng, ema_decay=ema))
+
+
+def load_state(workdir: str, step: int | None = None, *,
+               target: Any = None) -> tuple[TrainState, ml_collections.ConfigDict | None]:
+    """Loads a run's TrainState from its checkpoints, without the training loop.
+
+    Usable from a notebook: ``state, config = alternating.load_state("runs/default")``.
+
+    Args:
+      workdir: the run directory (the one given to ``train``/``--workdir``).
+      step: a saved step (default: the newest).
+      target: the state's structure (a TrainState, or ``abstract_like`` of
+        one). Default: rebuilt from the config saved with the checkpoint; for
+        runs started from Python without a config, the arrays come back as
+        plain nested dicts.
+
+    Returns:
+      ``(state, config)``: the state on the first local device, and the config
+      the run was trained with (``None`` if it saved none).
+
+    Raises:
+      CheckpointError: no checkpoint, no such step, or a target that does not fit.
+    """
+    ck = ckpt_lib.Checkpointer(workdir, create=False, async_save=False, max_to_keep=None)
+    try:
+        steps = ck.all_steps()
+        if step is None:
+            step = steps[-1] if steps else None
+        if step is None or step not in steps:
+            raise ckpt_lib.CheckpointError(
+                f"no checkpoint at step {step} in {workdir!r}; saved steps: {steps}.")
+        saved = ck.read_meta(step).get("config") or None
+        config = ml_collections.ConfigDict(saved) if saved else None
+        if target is None and config is not None:
+            target = abstract_state(config)
+        if target is not None:
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                                 sharding=device), target)
+            diff = ckpt_lib.structure_diff(ck.metadata(step), target)
+            if diff:
+                raise ckpt_lib.CheckpointError(
+                    f"the checkpoint at step {step} in {workdir!r} does not fit the target:\n"
+                    + "\n".join(diff))
+        return ck.restore(step, target)["state"], config
+    finally:
+        ck.close()

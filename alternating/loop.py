@@ -13,13 +13,29 @@ Order of one iteration (host executor):
 
 Metrics stay on the device between logs, so ordinary steps never wait for the
 device: Python dispatches step ``t+1`` while step ``t`` computes.
+
+Where a run starts (the resume order):
+
+1. the newest checkpoint in ``WORKDIR/checkpoints`` that restores (damaged
+   ones are set aside with a warning); the config may differ only in fields
+   that cannot change the trajectory's structure (``RESUME_SAFE_FIELDS``);
+2. else ``init_from``: another run's checkpoint, params only or full state;
+3. else from scratch.
+
+So re-running the same command after a crash, a kill or a preemption resumes
+it, and on CPU the final state is bit-identical to an uninterrupted run.
+A SIGTERM or SIGINT finishes the current step, saves, and exits with
+``EXIT_PREEMPTED``; a second SIGINT interrupts at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import signal
+import threading
 import time
 import zlib
 from typing import Any, Callable, Mapping, Sequence
@@ -35,8 +51,89 @@ from alternating import plots
 from alternating.schedules import make_schedule
 from alternating.state import TrainState, init_state, param_count, tree_bytes
 
+log = logging.getLogger("alternating")
+
+EXIT_NONFINITE = 3
+EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: "temporary failure, retry": rerun to resume.
+NAN_POLICIES = ("raise", "skip")
+# Config fields a resumed run may change: none of them alters what the
+# checkpoint holds or how the saved schedule and data continue.
+RESUME_SAFE_FIELDS = ("total_steps", "log_every_steps", "eval_every_steps",
+                      "checkpoint_every_steps", "max_checkpoints_to_keep", "data_dir", "eval",
+                      "init_from", "nan_policy", "max_consecutive_skips")
+
+
 class NonFiniteError(FloatingPointError):
-    """A logged training metric became NaN or infinite."""
+    """A training loss, gradient norm or metric became NaN or infinite."""
+
+
+class Preempted(SystemExit):
+    """A stop signal arrived; the run saved a checkpoint and stops.
+
+    A ``SystemExit`` with code ``EXIT_PREEMPTED`` (75), so a script that does
+    not catch it exits with that code, which a job scheduler can treat as
+    "requeue me". Rerunning the same command resumes from the saved step.
+    """
+
+    def __init__(self, step: int, signum: int | None):
+        super().__init__(EXIT_PREEMPTED)
+        self.step = step
+        self.signum = signum
+
+    def __str__(self) -> str:
+        name = signal.Signals(self.signum).name if self.signum else "a preemption notice"
+        return (f"stopped by {name} after step {self.step}; checkpoint saved. Run the same "
+                f"command again to resume (exit code {EXIT_PREEMPTED}).")
+
+
+class _StopSignals:
+    """Turns SIGTERM/SIGINT into a flag the loop checks after each step.
+
+    Single process: Python handlers set the flag (a second SIGINT raises
+    KeyboardInterrupt at once). Several processes: a signal reaches one host,
+    but all must save at the same step, so the loop asks JAX's preemption sync
+    point (``multihost_utils.reached_preemption_sync_point``), which the
+    coordination service turns into one agreed step; JAX's own SIGTERM
+    notifier feeds it, so no Python SIGTERM handler is installed there.
+    """
+
+    def __init__(self, enabled: bool, multiprocess: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.multiprocess = multiprocess
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._sync_point = multiprocess
+
+    def _handler(self, signum, frame):  # pylint: disable=unused-argument
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("received %s: finishing the current step, then saving and stopping "
+                    "(SIGINT again to stop at once).", signal.Signals(signum).name)
+
+    def __enter__(self):
+        if self.enabled:
+            sigs = [signal.SIGINT] if self.multiprocess else [signal.SIGTERM, signal.SIGINT]
+            for sig in sigs:
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)
+        self._previous = {}
+
+    def should_stop(self, step: int) -> bool:
+        if self._sync_point:
+            from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+            try:
+                if multihost_utils.reached_preemption_sync_point(step):
+                    self.signum = self.signum or signal.SIGTERM
+                    return True
+            except RuntimeError:  # preemption service disabled
+                self._sync_point = False
+            return False
+        return self.signum is not None
 
 
 @dataclasses.dataclass
@@ -85,8 +182,7 @@ class _Records:
     def add(self, step: int, phase: str, metrics: Any, phase_step: int) -> None:
         self.items.append((step, phase, (metrics, phase_step)))
 
-    def take(self, reader: str) -> list[tuple[int, str, dict[str, float]]]:
-        """The records ``reader`` has not seen yet, as host floats."""
+    def _fetch(self) -> None:
         todo = self.items[self.fetched:]
         if todo:
             host = jax.device_get([m for _, _, (m, _) in todo])
@@ -94,6 +190,27 @@ class _Records:
                 self.items[self.fetched + i] = (
                     s, p, {**dict(zip(self.names[p], m.tolist())), "phase_step": float(ps)})
             self.fetched = len(self.items)
+
+    def pending(self, reader: str = "log") -> list[tuple[int, str, dict[str, float]]]:
+        """What ``reader`` has not seen yet, as host floats, without consuming it."""
+        self._fetch()
+        return self.items[self.cursors[reader]:]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every unconsumed record as host floats, for a checkpoint."""
+        self._fetch()
+        return {"items": [[s, p, m] for s, p, m in self.items], "cursors": dict(self.cursors)}
+
+    def load_state_dict(self, state: Mapping[str, Any] | None) -> None:
+        if not state:
+            return
+        self.items = [(int(s), str(p), dict(m)) for s, p, m in state["items"]]
+        self.fetched = len(self.items)
+        self.cursors = {k: int(state["cursors"].get(k, len(self.items))) for k in self.cursors}
+
+    def take(self, reader: str) -> list[tuple[int, str, dict[str, float]]]:
+        """The records ``reader`` has not seen yet, as host floats."""
+        self._fetch()
         out = self.items[self.cursors[reader]:]
         self.cursors[reader] = len(self.items)
         done = min(self.cursors.values())
@@ -150,15 +267,34 @@ def _resolve_init(init: Any) -> Callable[[jax.Array], Any]:
     return lambda rng: init
 
 
+def bind_phases(phases, schedule, init_fn, *, model, seed, total_steps):
+    """Binds every phase to the model's abstract params: ``(bound, abstract params, rngs)``.
+
+    ``rngs`` is ``(init_rng, state_rng)``, both from ``PRNGKey(seed)``.
+    """
+    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
+    abstract_params = jax.eval_shape(init_fn, init_rng)
+    expected = schedule.expected_steps(total_steps)
+    bound = [phase_lib.bind(p, i, params=abstract_params, model=model,
+                            expected_steps=max(expected.get(p.name, 1), 1))
+             for i, p in enumerate(phases)]
+    return bound, abstract_params, (init_rng, state_rng)
+
+
 def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str, Any],
           init: Any, workdir: str, total_steps: int, model: Any = None, seed: int = 0,
           evals: Mapping[str, EvalSet | Mapping[str, Any]] | None = None,
           log_every_steps: int = 100, eval_every_steps: int = 0,
           checkpoint_every_steps: int = 0, max_checkpoints_to_keep: int = 3,
           ema_decay: float = 0.0, data_dir: str | None = None, mesh: Any = None,
+          nan_policy: str = "raise", max_consecutive_skips: int = 10,
+          init_from: Any = None, handle_signals: bool = True,
           config: Any = None, progress: bool = True, plot: bool = True,
           print_fn: Callable[[str], None] | None = print) -> TrainState:
     """Trains a scheme and returns the final TrainState.
+
+    Re-running the same call with the same ``workdir`` resumes from the newest
+    good checkpoint there (see the module docstring for the resume order).
 
     Args:
       phases: the phases; their names must be unique.
@@ -176,11 +312,28 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
       evals: ``{set name: EvalSet or dict}``, evaluated every
         ``eval_every_steps`` (0: only at the end) and at the end.
       log_every_steps: interval of metric logging and the non-finite check.
-      checkpoint_every_steps: interval of checkpoints (0: only at the end).
+      checkpoint_every_steps: interval of checkpoints (0: only at the end and
+        on a stop signal).
+      max_checkpoints_to_keep: newest checkpoints kept.
       ema_decay: > 0 keeps an EMA of the params in ``extras['ema']``, also evaluated.
       data_dir: where embedded datasets are prepared (default ``TFDS_DATA_DIR``).
       mesh: a ``jax.sharding.Mesh`` with a ``data`` axis (default: all devices).
-      config: the config to save with checkpoints (any JSON-able dict).
+      nan_policy: ``'raise'``: a non-finite metric stops the run with
+        :class:`NonFiniteError` naming the step, phase and metric, and no
+        checkpoint is written after it; ``'skip'``: a step whose loss or
+        gradient norm is non-finite leaves the state unchanged (the step
+        counter still advances), skips are counted per phase in the metrics
+        (``skipped``), and ``max_consecutive_skips`` in a row in one phase stop
+        the run.
+      max_consecutive_skips: see ``nan_policy``.
+      init_from: start a new run from another run's checkpoint when this
+        workdir has none: ``{'workdir': ..., 'step': None (latest), 'mode':
+        'params' | 'state'}`` or just the workdir (params). ``'state'`` takes
+        the whole TrainState (optimizer states, counters, rng, extras) with
+        the global step reset to 0; the schedule and data start afresh.
+      handle_signals: install SIGTERM/SIGINT handlers that save and stop.
+      config: the config to save with checkpoints (any JSON-able dict); a
+        resume compares it with the saved one.
       progress: show a progress bar.
       plot: write ``curves.png`` at the end.
       print_fn: where the start-up and final tables go (``None``: nowhere).
@@ -191,7 +344,10 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     Raises:
       ValueError: bad phases, streams, schedule, partitions or batch sizes, all
         before anything is compiled.
-      NonFiniteError: a logged metric became NaN/inf (names step and phase).
+      CheckpointError: the workdir's checkpoint does not fit this run (the
+        differences are listed), or no checkpoint there restores.
+      NonFiniteError: a metric became NaN/inf (names step, phase and metric).
+      Preempted: a stop signal arrived; a checkpoint was saved.
     """
     t_start = time.time()
     say = print_fn or (lambda s: None)
@@ -205,6 +361,11 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
             raise ValueError(f"{field}={value}; it must be >= 0 (0 disables the periodic action).")
     if not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay={ema_decay}; it must be in [0, 1) (0 disables the EMA).")
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy={nan_policy!r}; valid: {list(NAN_POLICIES)}.")
+    if max_consecutive_skips < 1:
+        raise ValueError(f"max_consecutive_skips={max_consecutive_skips}; it must be >= 1.")
+    init_from = _parse_init_from(init_from)
     names = [p.name for p in phases]
     if len(set(names)) != len(names) or not names:
         raise ValueError(f"phase names must be unique and non-empty, got {names}.")
@@ -232,14 +393,9 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
                                              data_dir=data_dir, process_index=pidx,
                                              process_count=pcount)
 
-    root = jax.random.PRNGKey(seed)
-    init_rng, state_rng = jax.random.split(root)
     init_fn = _resolve_init(init)
-    abstract_params = jax.eval_shape(init_fn, init_rng)
-    expected = schedule.expected_steps(total_steps)
-    bound = [phase_lib.bind(p, i, params=abstract_params, model=model,
-                            expected_steps=max(expected.get(p.name, 1), 1))
-             for i, p in enumerate(phases)]
+    bound, abstract_params, (init_rng, state_rng) = bind_phases(
+        phases, schedule, init_fn, model=model, seed=seed, total_steps=total_steps)
     counter = parallel.TraceCounter()
     eval_sets = _build_evals(evals or {}, bound, model, mesh, data_dir, pidx, pcount, counter)
 
@@ -254,79 +410,124 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     def make_state(init_rng, state_rng):
         return init_state(init_fn(init_rng), bound, state_rng, ema_decay=ema_decay)
 
-    packed = {b.name: _pack_metrics(phase_lib.make_step(b, ema_decay=ema_decay)) for b in bound}
-    _check_steps(bound, {n: fn for n, (fn, _) in packed.items()},
-                 jax.eval_shape(make_state, init_rng, state_rng), streams)
-    state = jax.jit(make_state, out_shardings=rep)(init_rng, state_rng)
+    def wrap(step_fn):
+        return _skip_nonfinite(step_fn) if nan_policy == "skip" else step_fn
 
+    packed = {b.name: _pack_metrics(wrap(phase_lib.make_step(b, ema_decay=ema_decay)))
+              for b in bound}
+    abstract_state = jax.eval_shape(make_state, init_rng, state_rng)
+    _check_steps(bound, {n: fn for n, (fn, _) in packed.items()}, abstract_state, streams)
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+                          abstract_state)
+
+    # --- Where the run starts. The order: (1) the newest checkpoint in this
+    # workdir that restores, (2) init_from, (3) scratch. See the module docstring.
     checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=max_checkpoints_to_keep)
-    start_step = 0
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        restored = checkpointer.restore(latest, ckpt_lib.abstract_like(state))
+    meta = {"config": _jsonable_config(config), "version": _version()}
+    changed: list[tuple[str, Any, Any]] = []
+
+    def fits(step):
+        changed[:] = _check_resumable(checkpointer, step, target, meta["config"])
+
+    resumed = checkpointer.restore_latest_good(target, check=fits)
+    start_step, host = 0, {}
+    if resumed is not None:
+        start_step, restored = resumed
         state = restored["state"]
         schedule.load_state_dict(restored["schedule"])
         for name, st in restored["data"].items():
             if name in streams:
                 streams[name].set_state(st)
-        start_step = int(latest)
+        host = dict(restored["meta"].get("host") or {})
         say(f"resumed from {checkpointer.directory} at step {start_step}")
+        for path, old, new in changed:
+            say(f"  config.{path} changed on resume: {old!r} -> {new!r}")
+        if init_from:
+            say("  (init_from ignored: this workdir has its own checkpoint)")
+    elif init_from:
+        state = _load_init_from(init_from, target, bound, state_rng, ema_decay, rep, say)
+    else:
+        state = jax.jit(make_state, out_shardings=rep)(init_rng, state_rng)
 
     steps = {name: parallel.jit_step(fn, mesh, counter=counter, name=name)
              for name, (fn, _) in packed.items()}
     by_name = {b.name: b for b in bound}
 
-    writer = metrics_lib.MetricWriter(workdir, process_index=pidx)
+    writer = metrics_lib.MetricWriter(workdir, process_index=pidx,
+                                      resume_step=start_step if resumed is not None else None)
     timeline = metrics_lib.TimelineRecorder()
+    if resumed is not None:
+        timeline.resume(host.get("timeline"), start_step, workdir if pidx == 0 else None)
     records = _Records(feedback=bool(schedule.feedback_every),
                        names={name: names for name, (_, names) in packed.items()})
+    records.load_state_dict(host.get("records"))
+    skips = {"streak": {n: 0 for n in names}, "total": {n: 0 for n in names}}
+    for k in skips:
+        skips[k].update({p: int(v) for p, v in (host.get("skips") or {}).get(k, {}).items()})
     # Host copy of state.phase_steps (one transfer here, none per step).
     phase_counts = {k: int(v) for k, v in jax.device_get(state.phase_steps).items()}
     bar = metrics_lib.Progress(total_steps, initial_step=start_step,
                                disable=not progress or pidx != 0)
-    meta = {"config": _jsonable_config(config), "version": _version()}
     final_eval: dict[str, dict[str, float]] = {}
     feedback_every = schedule.feedback_every or 0
 
     def checkpoint(step, force=False):
+        if nan_policy == "raise":
+            # Never save a state that followed a non-finite step.
+            _raise_if_nonfinite(records.pending())
+        timeline.flush(writer)
+        host_state = {"records": records.state_dict(), "timeline": timeline.state_dict(),
+                      "skips": skips}
         checkpointer.save(step, state, schedule=schedule.state_dict(),
-                          data={n: s.get_state() for n, s in streams.items()}, meta=meta,
-                          force=force)
+                          data={n: s.get_state() for n, s in streams.items()},
+                          meta={**meta, "step": step, "host": host_state}, force=force)
 
+    stopped = None
     try:
-        step = start_step
-        while step < total_steps:
-            # 1. which phase
-            name = schedule.next_phase(step)
-            b = by_name[name]
-            # 2. its batch
-            if b.multi_stream:
-                batch = {s: parallel.shard_batch(next(streams[s]), mesh) for s in b.streams}
-            else:
-                batch = parallel.shard_batch(next(streams[b.streams[0]]), mesh)
-            # 3. the step
-            state, m = steps[name](state, batch)
-            phase_counts[name] += 1
-            records.add(step, name, m, phase_counts[name])
-            timeline.record(step, name)
-            step += 1
-            # 4. periodic actions
-            if feedback_every and step % feedback_every == 0:
-                for s, p, hm in records.take("feedback"):
-                    schedule.observe(s, p, hm)
-            if (log_every_steps and step % log_every_steps == 0) or step == total_steps:
-                _log(records.take("log"), step, writer, bar)
-                timeline.flush(writer)
-            if (eval_every_steps and step % eval_every_steps == 0) or step == total_steps:
-                final_eval = _evaluate(eval_sets, state, step, writer)
-            if (checkpoint_every_steps and step % checkpoint_every_steps == 0) or step == total_steps:
-                checkpoint(step, force=step == total_steps)
-            bar.update(step, name)
+        with _StopSignals(handle_signals, pcount > 1) as stop:
+            step = start_step
+            while step < total_steps:
+                # 1. which phase
+                name = schedule.next_phase(step)
+                b = by_name[name]
+                # 2. its batch
+                if b.multi_stream:
+                    batch = {s: parallel.shard_batch(next(streams[s]), mesh) for s in b.streams}
+                else:
+                    batch = parallel.shard_batch(next(streams[b.streams[0]]), mesh)
+                # 3. the step
+                state, m = steps[name](state, batch)
+                phase_counts[name] += 1
+                records.add(step, name, m, phase_counts[name])
+                timeline.record(step, name)
+                step += 1
+                # 4. periodic actions
+                if feedback_every and step % feedback_every == 0:
+                    for s, p, hm in records.take("feedback"):
+                        schedule.observe(s, p, hm)
+                if (log_every_steps and step % log_every_steps == 0) or step == total_steps:
+                    _log(records.take("log"), step, writer, bar, nan_policy, skips,
+                         max_consecutive_skips)
+                    timeline.flush(writer)
+                if (eval_every_steps and step % eval_every_steps == 0) or step == total_steps:
+                    final_eval = _evaluate(eval_sets, state, step, writer)
+                if ((checkpoint_every_steps and step % checkpoint_every_steps == 0)
+                        or step == total_steps):
+                    checkpoint(step, force=step == total_steps)
+                bar.update(step, name)
+                if stop.should_stop(step):
+                    checkpoint(step, force=True)
+                    stopped = Preempted(step, stop.signum)
+                    break
     finally:
         bar.close()
         checkpointer.close()
-        timeline.close(writer)
+        if stopped is None:
+            timeline.close(writer)
         writer.close()
+    if stopped is not None:
+        say(str(stopped))
+        raise stopped
 
     if eval_sets and not final_eval:
         # Resumed at or past total_steps: nothing ran, but the results still
@@ -341,6 +542,7 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         "wall_time_s": round(wall, 3),
         "seed": seed,
         "total_steps": total_steps,
+        "resumed_from_step": start_step if resumed is not None else None,
         "num_devices": int(mesh.size),
         "num_processes": pcount,
         "num_params": param_count(state.params),
@@ -351,6 +553,8 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         "opt_state_bytes_per_phase": {k: tree_bytes(v) for k, v in state.opt_state.items()},
         "schedule": schedule.config(),
     }
+    if nan_policy == "skip":
+        results["nonfinite_skips_per_phase"] = dict(skips["total"])
     if pidx == 0:
         metrics_lib.write_results(os.path.join(workdir, "results.json"), results)
         if final_eval:
@@ -362,15 +566,144 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     return state
 
 
-def _log(items, step, writer, bar) -> None:
-    if not items:
-        return
+def _skip_nonfinite(step: Callable) -> Callable:
+    """``nan_policy='skip'``: a step with a non-finite loss or gradient norm changes nothing.
+
+    The whole new state (params, optimizer state, counters, extras) is
+    replaced by the old one except the global step, inside the jitted step,
+    so no host sync is needed. The metric ``skipped`` (0 or 1) reports it.
+    """
+    def guarded(state, batch):
+        new, metrics = step(state, batch)
+        ok = jnp.isfinite(metrics["loss"])
+        if "grad_norm" in metrics:
+            ok = ok & jnp.isfinite(metrics["grad_norm"])
+        kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
+        kept = kept.replace(step=new.step)
+        return kept, {**metrics, "skipped": jnp.where(ok, 0.0, 1.0)}
+
+    guarded.__name__ = getattr(step, "__name__", "step")
+    return guarded
+
+
+def _parse_init_from(init_from: Any) -> dict[str, Any] | None:
+    if not init_from:
+        return None
+    if isinstance(init_from, (str, os.PathLike)):
+        init_from = {"workdir": os.fspath(init_from)}
+    spec = dict(init_from.to_dict() if hasattr(init_from, "to_dict") else init_from)
+    valid = ("workdir", "step", "mode")
+    bad = sorted(set(spec) - set(valid))
+    if bad or not spec.get("workdir"):
+        raise ValueError(f"init_from={spec}: unknown keys {bad}; give 'workdir' and optionally "
+                         f"'step' (default: latest) and 'mode' ('params' or 'state').")
+    spec.setdefault("mode", "params")
+    spec.setdefault("step", None)
+    if spec["mode"] not in ("params", "state"):
+        raise ValueError(f"init_from.mode={spec['mode']!r}; valid: ['params', 'state'].")
+    return spec
+
+
+def _check_resumable(checkpointer, step, target, config) -> list[tuple[str, Any, Any]]:
+    """Refuses a checkpoint this run cannot continue; returns the safe config changes.
+
+    Raises ``CheckpointError`` listing every difference when the saved arrays
+    (phases, partitions, model shapes, optimizer structure) or the unsafe
+    config fields differ. Any other exception means the checkpoint is damaged.
+    """
+    diff = ckpt_lib.structure_diff(checkpointer.metadata(step), target)
+    if diff:
+        raise ckpt_lib.CheckpointError(
+            f"the checkpoint at step {step} in {checkpointer.directory} does not fit this run "
+            "(its phases, partitions, model shapes or optimizers differ):\n" + "\n".join(diff)
+            + "\nUse a new workdir, or start a new run from it with init_from.")
+    saved = checkpointer.read_meta(step).get("config") or {}
+    if not saved or not config:
+        return []
+    changes = ckpt_lib.config_diff(saved, config)
+    unsafe = [c for c in changes if c[0].split(".")[0].split("[")[0] not in RESUME_SAFE_FIELDS]
+    if unsafe:
+        lines = "\n".join(f"  config.{p}: {o!r} -> {n!r}" for p, o, n in unsafe)
+        raise ckpt_lib.CheckpointError(
+            f"the config differs from the one the checkpoint at step {step} in "
+            f"{checkpointer.directory} was trained with, in fields a resumed run cannot change:\n"
+            f"{lines}\nOnly {list(RESUME_SAFE_FIELDS)} may change on resume. Use a new workdir "
+            "(with init_from to start from this checkpoint), or restore the old values.")
+    return [c for c in changes if c not in unsafe]
+
+
+def _load_init_from(spec, target, bound, state_rng, ema_decay, rep, say) -> TrainState:
+    other = ckpt_lib.Checkpointer(spec["workdir"], create=False, async_save=False,
+                                  max_to_keep=None)
+    steps = other.all_steps()
+    step = spec["step"] if spec["step"] is not None else (steps[-1] if steps else None)
+    if step is None or step not in steps:
+        raise ckpt_lib.CheckpointError(
+            f"init_from: no checkpoint at step {step} in {spec['workdir']!r}; saved steps: {steps}.")
+    if spec["mode"] == "state":
+        diff = ckpt_lib.structure_diff(other.metadata(step), target)
+        if diff:
+            raise ckpt_lib.CheckpointError(
+                f"init_from (mode 'state'): the state at step {step} in {spec['workdir']!r} does "
+                "not fit this run:\n" + "\n".join(diff) + "\nUse mode 'params' to take only "
+                "the parameters.")
+        state = other.restore(step, target)["state"]
+        state = jax.jit(lambda s: s.replace(step=jnp.zeros((), jnp.int32)),
+                        out_shardings=rep)(state)
+    else:
+        saved = other.metadata(step)["params"]
+        diff = ckpt_lib.structure_diff(saved, target.params)
+        if diff:
+            raise ckpt_lib.CheckpointError(
+                f"init_from: the params at step {step} in {spec['workdir']!r} do not fit this "
+                "run's model:\n" + "\n".join(diff))
+        raw = other.restore(step, other.abstract_from_metadata(step, rep))["state"]["params"]
+        params = jax.tree.unflatten(jax.tree.structure(target.params), jax.tree.leaves(raw))
+        state = jax.jit(lambda p, r: init_state(p, bound, r, ema_decay=ema_decay),
+                        out_shardings=rep)(params, state_rng)
+    other.close()
+    say(f"initialized from {spec['workdir']} step {step} ({spec['mode']})")
+    return state
+
+
+def _raise_if_nonfinite(items) -> None:
     bad = metrics_lib.first_nonfinite(items)
     if bad is not None:
         s, p, metric = bad
         raise NonFiniteError(f"non-finite {metric} at step {s} in phase {p!r}; stopping. "
-                             "Lower the learning rate or clip gradients (optimizer.grad_clip_norm).")
-    for phase, scalars in metrics_lib.aggregate(items).items():
+                             "Lower the learning rate, clip gradients (optimizer.grad_clip_norm) "
+                             "or set nan_policy='skip'.")
+
+
+def _log(items, step, writer, bar, nan_policy="raise", skips=None,
+         max_consecutive_skips=10) -> None:
+    if not items:
+        return
+    skipped: dict[str, int] = {}
+    if nan_policy == "skip":
+        kept = []
+        for s, p, m in items:
+            if m.get("skipped", 0.0) > 0:
+                skipped[p] = skipped.get(p, 0) + 1
+                skips["total"][p] += 1
+                skips["streak"][p] += 1
+                if skips["streak"][p] >= max_consecutive_skips:
+                    raise NonFiniteError(
+                        f"phase {p!r} had a non-finite loss or gradient norm on "
+                        f"{skips['streak'][p]} of its steps in a row (the last at step {s}); "
+                        f"stopping (nan_policy='skip', max_consecutive_skips="
+                        f"{max_consecutive_skips}).")
+            else:
+                skips["streak"][p] = 0
+                kept.append((s, p, {k: v for k, v in m.items() if k != "skipped"}))
+        items = kept
+    _raise_if_nonfinite(items)
+    agg = metrics_lib.aggregate(items)
+    for p, n in skipped.items():
+        agg.setdefault(p, {})["skipped"] = float(n)
+    for phase, scalars in agg.items():
+        if nan_policy == "skip":
+            scalars.setdefault("skipped", 0.0)
         writer.write_train(step, phase, scalars)
         if "loss" in scalars:
             bar.set_loss(phase, scalars["loss"])

@@ -34,7 +34,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -192,6 +192,40 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def truncate_jsonl(path: str | os.PathLike[str], keep: Callable[[dict[str, Any]], bool]) -> int:
+    """Rewrites a JSONL file keeping the rows where `keep(row)` holds, atomically.
+
+    Used on resume: rows a killed run wrote after its last checkpoint are
+    dropped, so the resumed run writes each step exactly once. Malformed lines
+    (a write cut short by the kill) are dropped too. A missing file is left
+    missing.
+
+    Returns:
+      The number of lines dropped.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as f:
+        lines = [line for line in f.read().split("\n") if line.strip()]
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if keep(row):
+            kept.append(line + "\n")
+    dropped = len(lines) - len(kept)
+    if dropped:
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                                   prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
+    return dropped
+
+
 def write_results(path: str | os.PathLike[str], results: Mapping[str, Any]) -> None:
     """Writes `results` as JSON atomically: readers see the old file or the new one.
 
@@ -276,10 +310,14 @@ class MetricWriter:
       tensorboard: write TensorBoard event files under `workdir/tensorboard/`.
       jsonl: write `workdir/metrics.jsonl`.
       process_index: this process's index; only 0 writes.
+      resume_step: the step a resumed run restarts from. Rows of
+        `metrics.jsonl` past it (written by the killed run after its last
+        checkpoint) are removed, and TensorBoard is told to purge events past
+        it (`purge_step`), so every step appears exactly once.
     """
 
     def __init__(self, workdir: str | os.PathLike[str], *, tensorboard: bool = True,
-                 jsonl: bool = True, process_index: int = 0):
+                 jsonl: bool = True, process_index: int = 0, resume_step: int | None = None):
         self.workdir = os.fspath(workdir)
         self.active = process_index == 0
         self._jsonl: _JsonlFile | None = None
@@ -290,12 +328,16 @@ class MetricWriter:
             return
         os.makedirs(self.workdir, exist_ok=True)
         if jsonl:
-            self._jsonl = _JsonlFile(os.path.join(self.workdir, "metrics.jsonl"))
+            path = os.path.join(self.workdir, "metrics.jsonl")
+            if resume_step is not None:
+                truncate_jsonl(path, lambda row: int(row.get("step", 0)) <= resume_step)
+            self._jsonl = _JsonlFile(path)
         if tensorboard:
             # Imported here so that processes that never write pay nothing.
             import tensorboardX  # pylint: disable=g-import-not-at-top
             self._tb = tensorboardX.SummaryWriter(
-                logdir=os.path.join(self.workdir, "tensorboard"))
+                logdir=os.path.join(self.workdir, "tensorboard"),
+                purge_step=None if resume_step is None else resume_step + 1)
 
     def _write(self, step: int, kind: str, key: str, name: str,
                scalars: Mapping[str, Any]) -> None:
@@ -429,6 +471,28 @@ class TimelineRecorder:
         if self.closed:
             writer.write_timeline(self.closed)
             self.closed = []
+
+    def state_dict(self) -> dict[str, Any]:
+        """The open segment (closed ones must be flushed first), for checkpoints."""
+        if self.closed:
+            raise RuntimeError("flush the closed segments before saving the recorder's state.")
+        return {"open": None if self._phase is None else [self._start, self._end, self._phase]}
+
+    def resume(self, state: Mapping[str, Any] | None, step: int, workdir: str | None) -> None:
+        """Continues `workdir/timeline.jsonl` from a checkpoint taken at `step`.
+
+        Rows the killed run wrote after the checkpoint are dropped and the
+        segment that was open at the checkpoint is reopened, so the resumed
+        run's timeline is the one an uninterrupted run writes.
+        """
+        seg = (state or {}).get("open")
+        cut = seg[0] if seg else step
+        if workdir is not None:  # the writing process only
+            truncate_jsonl(os.path.join(workdir, "timeline.jsonl"),
+                           lambda row: int(row.get("end", 0)) <= cut)
+        self.closed = []
+        if seg:
+            self._start, self._end, self._phase = int(seg[0]), int(seg[1]), str(seg[2])
 
     def close(self, writer: MetricWriter) -> None:
         """Closes the open segment and writes everything left."""
