@@ -18,6 +18,7 @@ import alternating  # noqa: E402
 from alternating.models import MLP  # noqa: E402
 
 MODEL = MLP(features=(16, 10))
+DIGITS = {"dataset": "digits", "batch_size": 32, "transforms": ["flatten"]}
 SCHEDULES = {
     # Blocks of 3 and 2 with checkpoints every 7 steps: checkpoints fall mid-block.
     "alternate": {"name": "alternate", "pattern": [["a", 3], ["b", 2]]},
@@ -32,7 +33,7 @@ def _loss(params, batch, rng, extras):
     return loss, {"accuracy": (logits.argmax(-1) == batch["y"]).mean()}
 
 
-def run(workdir, schedule="alternate", total_steps=400, **kw):
+def run(workdir, schedule="alternate", total_steps=400, data=None, **kw):
     phases = [
         alternating.Phase("a", loss=_loss, data="digits",
                           params=[("Dense_0/.*", True), (".*", None)],
@@ -43,7 +44,7 @@ def run(workdir, schedule="alternate", total_steps=400, **kw):
     ]
     return alternating.train(
         phases=phases, schedule=SCHEDULES[schedule],
-        data={"digits": {"dataset": "digits", "batch_size": 32, "transforms": ["flatten"]}},
+        data=data or {"digits": DIGITS},
         init=lambda rng: MODEL.init(rng, jnp.zeros((1, 64)))["params"],
         workdir=str(workdir), total_steps=total_steps, ema_decay=0.9, seed=3,
         log_every_steps=10, checkpoint_every_steps=7, max_checkpoints_to_keep=2,
