@@ -73,8 +73,15 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=create, enable_async_checkpointing=async_save,
             read_only=not create)
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_handlers=_handlers())
+        absl_logger = logging.getLogger("absl")
+        level = absl_logger.level
+        if not create:  # Orbax warns that a read-only manager is read-only.
+            absl_logger.setLevel(logging.ERROR)
+        try:
+            self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                                 item_handlers=_handlers())
+        finally:
+            absl_logger.setLevel(level)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
