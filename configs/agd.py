@@ -45,6 +45,9 @@ def get_config(arg=None):
     c.max_checkpoints_to_keep = 1
     c.data_dir = ml_collections.config_dict.placeholder(str)
     c.ema_decay = 0.0
+    c.nan_policy = "raise"  # or "skip": drop non-finite updates
+    c.max_consecutive_skips = 10
+    c.init_from = ""  # another run's workdir: start from its params (when this one has no checkpoint)
     c.model = dict(
         name="multistem",
         stems=dict(digits=dict(kind="cnn2d", input_shape=(8, 8, 1)),

@@ -47,8 +47,9 @@ def run(workdir, schedule="alternate", total_steps=400, data=None, **kw):
         data=data or {"digits": DIGITS},
         init=lambda rng: MODEL.init(rng, jnp.zeros((1, 64)))["params"],
         workdir=str(workdir), total_steps=total_steps, ema_decay=0.9, seed=3,
-        log_every_steps=10, checkpoint_every_steps=7, max_checkpoints_to_keep=2,
-        progress=False, plot=False, **{"print_fn": print, **kw})
+        progress=False, plot=False, **{"print_fn": print, "log_every_steps": 10,
+                                       "checkpoint_every_steps": 7, "max_checkpoints_to_keep": 2,
+                                       **kw})
 
 
 if __name__ == "__main__":
