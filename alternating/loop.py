@@ -155,7 +155,8 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
           evals: Mapping[str, EvalSet | Mapping[str, Any]] | None = None,
           log_every_steps: int = 100, eval_every_steps: int = 0,
           checkpoint_every_steps: int = 0, max_checkpoints_to_keep: int = 3,
-          ema_decay: float = 0.0, data_dir: str | None = None, mesh: Any = None,
+          ema_decay: float = 0.0, extras: Mapping[str, Any] | None = None,
+          data_dir: str | None = None, mesh: Any = None,
           config: Any = None, progress: bool = True, plot: bool = True,
           print_fn: Callable[[str], None] | None = print) -> TrainState:
     """Trains a scheme and returns the final TrainState.
@@ -178,6 +179,9 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
       log_every_steps: interval of metric logging and the non-finite check.
       checkpoint_every_steps: interval of checkpoints (0: only at the end).
       ema_decay: > 0 keeps an EMA of the params in ``extras['ema']``, also evaluated.
+      extras: declared extras ``{name: {'kind': ...}}`` (teachers, snapshot
+        rings, dual variables), built into ``state.extras``; see
+        :mod:`alternating.extras`.
       data_dir: where embedded datasets are prepared (default ``TFDS_DATA_DIR``).
       mesh: a ``jax.sharding.Mesh`` with a ``data`` axis (default: all devices).
       config: the config to save with checkpoints (any JSON-able dict).
@@ -252,7 +256,8 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     rep = parallel.replicated(mesh)
 
     def make_state(init_rng, state_rng):
-        return init_state(init_fn(init_rng), bound, state_rng, ema_decay=ema_decay)
+        return init_state(init_fn(init_rng), bound, state_rng, ema_decay=ema_decay,
+                          extra_specs=extras)
 
     packed = {b.name: _pack_metrics(phase_lib.make_step(b, ema_decay=ema_decay)) for b in bound}
     _check_steps(bound, {n: fn for n, (fn, _) in packed.items()},
