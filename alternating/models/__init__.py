@@ -14,9 +14,9 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from alternating.models.nets import CNN1D, CNN2D, MLP, MultiStem
+from alternating.models.nets import CNN1D, CNN2D, GAN, MLP, MultiStem
 
-__all__ = ["Model", "MLP", "CNN1D", "CNN2D", "MultiStem", "get_model", "MODELS"]
+__all__ = ["Model", "MLP", "CNN1D", "CNN2D", "GAN", "MultiStem", "get_model", "MODELS"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +74,13 @@ def _multistem(*, stems, trunk, heads, modality_embedding=True) -> Model:
                  init_method="init_all")
 
 
+def _gan(*, z_dim=2, data_dim=2, hidden=(64, 64)) -> Model:
+    return Model(GAN(z_dim=int(z_dim), data_dim=int(data_dim), hidden=tuple(hidden)),
+                 {"z": (int(z_dim),), "x": (int(data_dim),)}, init_method="init_all")
+
+
 MODELS: dict[str, Callable[..., Model]] = {
+    "gan": _gan,
     "mlp": _mlp,
     "cnn2d": _cnn2d,
     "cnn1d": _cnn1d,

@@ -1,4 +1,4 @@
-"""Flax linen modules: MLP, 2-D CNN, 1-D CNN and a multi-stem network."""
+"""Flax linen modules: MLP, 2-D CNN, 1-D CNN, a multi-stem network and a small GAN."""
 
 from __future__ import annotations
 
@@ -121,3 +121,31 @@ class MultiStem(nn.Module):
             for head in self.heads:
                 out.append(self(xs[f"x_{name}"], stem=name, head=head).sum())
         return jnp.stack(out).sum()
+
+
+class GAN(nn.Module):
+    """A generator and a critic in one parameter tree: ``generator/...`` and ``critic/...``.
+
+    Two disjoint parameter groups, so a config gives each its own phase and
+    optimizer. ``part='generator'`` maps noise ``z`` to samples,
+    ``part='critic'`` maps samples to one logit each.
+    """
+
+    z_dim: int = 2
+    data_dim: int = 2
+    hidden: Sequence[int] = (64, 64)
+
+    def setup(self):
+        self.generator = MLP(features=tuple(self.hidden) + (self.data_dim,), name="generator")
+        self.critic = MLP(features=tuple(self.hidden) + (1,), name="critic")
+
+    def __call__(self, x: jax.Array, *, part: str = "critic") -> jax.Array:
+        if part == "generator":
+            return self.generator(x)
+        if part == "critic":
+            return self.critic(x)[..., 0]
+        raise ValueError(f"part={part!r}; valid parts: ['critic', 'generator'].")
+
+    def init_all(self, z: jax.Array, x: jax.Array) -> jax.Array:
+        """Touches both networks so that all parameters exist."""
+        return self.critic(self.generator(z)).sum() + self.critic(x).sum()
