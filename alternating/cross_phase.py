@@ -94,30 +94,35 @@ def _apply(model, params, xs, kwargs):
 @register_loss("mean_teacher")
 def mean_teacher(model, *, teacher: str = "teacher", labeled: str = "labeled",
                  unlabeled: str = "unlabeled", weight: float = 1.0, noise: float = 0.0,
+                 teacher_kwargs: Mapping[str, Any] | None = None,
                  x: str = "x", y: str = "y", **apply_kwargs) -> Callable:
     """Supervised CE plus consistency to a teacher held in ``extras[teacher]``.
 
     The batch is ``{labeled: batch, unlabeled: batch}`` (a phase reading two
     streams). Consistency is the mean squared difference of the student's and
     the teacher's class probabilities on the unlabelled inputs, each with its
-    own Gaussian input noise (``noise`` std). The teacher is read, never
-    differentiated. ``weight=0`` gives the supervised-only baseline.
+    own Gaussian input noise (``noise`` std; the labelled inputs get noise
+    too). The teacher is read, never differentiated; ``teacher_kwargs``
+    (default: the student's ``apply`` keywords) apply it, e.g. another member
+    of an ensemble. ``weight=0`` gives the supervised-only baseline.
     Aux: ``ce``, ``consistency``, ``accuracy`` (on the labelled batch).
     """
+    t_kwargs = dict(apply_kwargs if teacher_kwargs is None else teacher_kwargs)
+
     def loss(params, batch, rng, extras):
         lab, unl = batch[labeled], batch[unlabeled]
-        logits = _apply(model, params, lab[x], apply_kwargs)
+        k0, k1, k2 = jax.random.split(rng, 3)
+        xl = lab[x] + noise * jax.random.normal(k0, lab[x].shape, lab[x].dtype)
+        logits = _apply(model, params, xl, apply_kwargs)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, lab[y]).mean()
         acc = (logits.argmax(-1) == lab[y]).astype(jnp.float32).mean()
         if weight == 0:
             return ce, {"ce": ce, "consistency": jnp.zeros(()), "accuracy": acc}
-        k1, k2 = jax.random.split(rng)
         xu = unl[x]
         xs = xu + noise * jax.random.normal(k1, xu.shape, xu.dtype)
         xt = xu + noise * jax.random.normal(k2, xu.shape, xu.dtype)
         p_s = jax.nn.softmax(_apply(model, params, xs, apply_kwargs))
-        p_t = jax.lax.stop_gradient(jax.nn.softmax(_apply(model, extras[teacher], xt,
-                                                          apply_kwargs)))
+        p_t = jax.lax.stop_gradient(jax.nn.softmax(_apply(model, extras[teacher], xt, t_kwargs)))
         cons = ((p_s - p_t) ** 2).sum(-1).mean()
         return ce + weight * cons, {"ce": ce, "consistency": cons, "accuracy": acc}
     return loss
@@ -172,6 +177,59 @@ def adversarial(model, *, eps: float = 0.1, step_size: float = 0.025, steps: int
                 optax.softmax_cross_entropy_with_integer_labels(clean_logits, labels), batch)
         acc = lambda lg: masked_mean((lg.argmax(-1) == labels).astype(jnp.float32), batch)
         return value, {"accuracy": acc(clean_logits), "adv_accuracy": acc(adv_logits)}
+    return loss
+
+
+def _kl(p_logits, q_logits):
+    """Mean KL(softmax(p) || softmax(q)) over the batch."""
+    lp, lq = jax.nn.log_softmax(p_logits), jax.nn.log_softmax(q_logits)
+    return (jnp.exp(lp) * (lp - lq)).sum(-1).mean()
+
+
+def _kl_probs(p, q):
+    return (p * (jnp.log(p + 1e-8) - jnp.log(q + 1e-8))).sum(-1).mean()
+
+
+@register_loss("trades")
+def trades(model, *, beta: float = 6.0, router_beta: float = 0.0, attack_router: bool = False,
+           eps: float = 0.1, step_size: float = 0.025, steps: int = 5, ce: bool = True,
+           x: str = "x", y: str = "y") -> Callable:
+    """TRADES-style robust loss, with optional router terms for a mixture of experts.
+
+    ``x_adv`` maximizes ``KL(f(x) || f(x_adv))`` (plus the router gates' KL when
+    ``attack_router``) by PGD against the current parameters. The loss is
+    ``CE(f(x), y) + beta * KL(f(x_adv) || f(x)) + router_beta * KL(r(x_adv) ||
+    r(x))`` (``r``: the router's gate probabilities, ``model.apply(...,
+    part='router')``). A router/expert scheme gives each phase its own terms
+    (AdvMoE: experts ``beta=6``, router ``router_beta=6``) and draws a fresh
+    ``x_adv`` each step against the parameters as they are then.
+    Aux: ``accuracy``, ``adv_accuracy``, ``kl``.
+    """
+    def loss(params, batch, rng, extras):
+        del extras
+        xs, labels = batch[x], batch[y]
+        frozen = jax.lax.stop_gradient(params)
+        clean_ref = model.apply(frozen, xs)
+        gates_ref = model.apply(frozen, xs, part="router") if attack_router else None
+
+        def objective(z):
+            obj = _kl(clean_ref, model.apply(frozen, z))
+            if attack_router:
+                obj = obj + _kl_probs(gates_ref, model.apply(frozen, z, part="router"))
+            return obj
+
+        # PGD's random start matters here: the KL objective has zero gradient at x.
+        xa = pgd(lambda z: z, objective, xs, rng, eps=eps, step_size=step_size, steps=steps)
+        logits, adv_logits = model.apply(params, xs), model.apply(params, xa)
+        kl = _kl(adv_logits, logits)
+        value = beta * kl
+        if ce:
+            value = value + optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        if router_beta:
+            value = value + router_beta * _kl_probs(model.apply(params, xa, part="router"),
+                                                    model.apply(params, xs, part="router"))
+        acc = lambda lg: (lg.argmax(-1) == labels).astype(jnp.float32).mean()
+        return value, {"accuracy": acc(logits), "adv_accuracy": acc(adv_logits), "kl": kl}
     return loss
 
 

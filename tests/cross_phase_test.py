@@ -60,3 +60,20 @@ def test_classification_can_evaluate_an_extra():
     np.testing.assert_allclose(float(v), float(_ce(other, BATCH["x"])), rtol=1e-6)
     with pytest.raises(KeyError):
         fn(PARAMS, BATCH, None, {})
+
+
+def test_trades_terms_and_router_gradient_only_through_router_terms():
+    moe = get_model({"name": "moe", "num_experts": 2, "expert_features": (8, 3),
+                     "router_features": (4,), "input_shape": (4,)})
+    params = moe.init(jax.random.PRNGKey(0))
+    ce_only = losses.resolve_loss("trades", moe, {"beta": 0.0})
+    v, aux = ce_only(params, BATCH, jax.random.PRNGKey(1), {})
+    ce = optax.softmax_cross_entropy_with_integer_labels(
+        moe.apply(params, BATCH["x"]), BATCH["y"]).mean()
+    np.testing.assert_allclose(float(v), float(ce), rtol=1e-6)
+    assert float(aux["kl"]) > 0  # the attack found a perturbation that moves the output
+    router_only = losses.resolve_loss("trades", moe, {"beta": 0.0, "ce": False,
+                                                       "router_beta": 6.0, "attack_router": True})
+    g = jax.grad(lambda p: router_only(p, BATCH, jax.random.PRNGKey(1), {})[0])(params)
+    assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(g["expert_0"]))
+    assert float(jnp.abs(g["router"]["Dense_0"]["kernel"]).max()) > 0

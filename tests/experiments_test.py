@@ -39,3 +39,17 @@ def test_multimodal_quick_writes_every_arm(tmp_path):
                 assert cell == "-"  # an untrained modality is not a result
     assert "one seed" in md.lower()  # no verdict drawn from a single seed
     assert "experiments/multimodal.py --quick" in md
+
+
+@pytest.mark.slow
+def test_mean_teacher_quick_writes_every_arm(tmp_path):
+    from experiments import mean_teacher
+    result = mean_teacher.main(["--quick", "--steps", "20", "--out", str(tmp_path / "out"),
+                                "--workdir", str(tmp_path / "runs")])
+    assert set(result["summary"]) == set(mean_teacher.HEADLINE)
+    for run in result["runs"]:
+        assert set(run["acc"]) >= {mean_teacher.HEADLINE[run["arm"]]}
+        assert all(0.0 <= a <= 1.0 for a in run["acc"].values()), run
+    md = (tmp_path / "out" / "mean_teacher.md").read_text()
+    assert "One seed only: no verdict." in md
+    assert md.count("| supervised | 0 |") == 1 and "| dual | 0 |" in md

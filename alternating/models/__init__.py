@@ -14,9 +14,9 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from alternating.models.nets import CNN1D, CNN2D, GAN, MLP, MultiStem
+from alternating.models.nets import CNN1D, CNN2D, GAN, MLP, Ensemble, MoE, MultiStem
 
-__all__ = ["Model", "MLP", "CNN1D", "CNN2D", "GAN", "MultiStem", "get_model", "MODELS"]
+__all__ = ["Model", "MLP", "CNN1D", "CNN2D", "GAN", "Ensemble", "MoE", "MultiStem", "get_model", "MODELS"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +79,19 @@ def _gan(*, z_dim=2, data_dim=2, hidden=(64, 64)) -> Model:
                  {"z": (int(z_dim),), "x": (int(data_dim),)}, init_method="init_all")
 
 
+def _ensemble(*, features, input_shape, members=2) -> Model:
+    return Model(Ensemble(features=tuple(features), members=int(members)),
+                 {"x": tuple(input_shape)})
+
+
+def _moe(*, num_experts, expert_features, input_shape, router_features=(32,)) -> Model:
+    return Model(MoE(num_experts=int(num_experts), expert_features=tuple(expert_features),
+                     router_features=tuple(router_features)), {"x": tuple(input_shape)})
+
+
 MODELS: dict[str, Callable[..., Model]] = {
+    "ensemble": _ensemble,
+    "moe": _moe,
     "gan": _gan,
     "mlp": _mlp,
     "cnn2d": _cnn2d,
