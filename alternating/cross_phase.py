@@ -233,6 +233,55 @@ def trades(model, *, beta: float = 6.0, router_beta: float = 0.0, attack_router:
     return loss
 
 
+# --- Stale behaviour policies (snapshots in a ring). ----------------------------------
+
+
+@register_loss("stale_policy_gradient")
+def stale_policy_gradient(model, *, eta: int = 0, objective: str = "ppo", clip: float = 0.2,
+                          cap: float = 5.0, ring: str = "snapshots", x: str = "x",
+                          y: str = "y") -> Callable:
+    """One-step bandit policy gradient on rollouts from a policy ``eta`` versions old.
+
+    The behaviour policy is ``ring_get(extras[ring], eta)`` (a snapshot pushed
+    ``eta`` pushes ago); the proximal policy is the newest snapshot. Actions are
+    sampled from the behaviour policy with ``rng``; the reward is 1 when the
+    action equals ``batch[y]``; the advantage is the reward minus the batch
+    mean. ``objective``:
+
+    * ``ppo``: clipped ratio ``pi / pi_behav`` (standard PPO on stale data);
+    * ``decoupled``: clipped ratio ``pi / pi_prox``, weighted by
+      ``min(pi_prox / pi_behav, cap)`` (the decoupled objective, AReaL-style).
+
+    With ``eta=0`` both are the same objective. Aux: ``reward`` (of the
+    behaviour rollouts), ``clip_frac``.
+    """
+    from alternating.extras import ring_get  # extras imports nothing from this module
+    if objective not in ("ppo", "decoupled"):
+        raise ValueError(f"objective={objective!r}; valid: ['ppo', 'decoupled'].")
+
+    def loss(params, batch, rng, extras):
+        xs, target = batch[x], batch[y]
+        behav = jax.lax.stop_gradient(ring_get(extras[ring], eta))
+        prox = jax.lax.stop_gradient(ring_get(extras[ring], 0))
+        logp_b = jax.nn.log_softmax(model.apply(behav, xs))
+        actions = jax.random.categorical(rng, logp_b)
+        reward = (actions == target).astype(jnp.float32)
+        adv = reward - reward.mean()
+        pick = lambda lp: jnp.take_along_axis(lp, actions[:, None], -1)[:, 0]
+        logp = pick(jax.nn.log_softmax(model.apply(params, xs)))
+        lb = pick(logp_b)
+        if objective == "ppo":
+            ratio, weight = jnp.exp(logp - lb), 1.0
+        else:
+            lp = pick(jax.nn.log_softmax(model.apply(prox, xs)))
+            ratio, weight = jnp.exp(logp - lp), jnp.minimum(jnp.exp(lp - lb), cap)
+        clipped = jnp.clip(ratio, 1 - clip, 1 + clip)
+        obj = weight * jnp.minimum(ratio * adv, clipped * adv)
+        frac = (jnp.abs(ratio - 1) > clip).astype(jnp.float32).mean()
+        return -obj.mean(), {"reward": reward.mean(), "clip_frac": frac}
+    return loss
+
+
 def params_or_extra(params: Any, extras: Mapping[str, Any], name: str | None) -> Any:
     """``extras[name]`` (e.g. a teacher) when ``name`` is given, else ``params``."""
     return params if name is None else extras[name]

@@ -171,8 +171,8 @@ def main(argv=None) -> dict:
     runs = [run_one(arm, seed, args.steps, base / f"{arm}_s{seed}")
             for seed in args.seeds for arm in mt.ARMS]
     summary = summarize(runs)
-    cmd = ".venv/bin/python experiments/mean_teacher.py" + (
-        " " + shlex.join(argv if argv is not None else sys.argv[1:]) if (argv or sys.argv[1:]) else "")
+    given = argv if argv is not None else sys.argv[1:]
+    cmd = ".venv/bin/python experiments/mean_teacher.py" + (" " + shlex.join(given) if given else "")
     write_markdown(out / "mean_teacher.md", runs, summary, command=cmd, steps=args.steps,
                    seeds=args.seeds, wall=time.perf_counter() - t0)
     print(verdict(summary))

@@ -53,3 +53,28 @@ def test_mean_teacher_quick_writes_every_arm(tmp_path):
     md = (tmp_path / "out" / "mean_teacher.md").read_text()
     assert "One seed only: no verdict." in md
     assert md.count("| supervised | 0 |") == 1 and "| dual | 0 |" in md
+
+
+@pytest.mark.slow
+def test_advmoe_quick_writes_every_arm(tmp_path):
+    from experiments import advmoe
+    result = advmoe.main(["--quick", "--steps", "4", "--out", str(tmp_path / "out"),
+                          "--workdir", str(tmp_path / "runs")])
+    assert [r["arm"] for r in result["runs"]] == ["dense", "joint", "alternating"]
+    for run in result["runs"]:
+        assert 0.0 <= run["robust"] <= 1.0 and 0.0 <= run["clean"] <= 1.0, run
+    md = (tmp_path / "out" / "advmoe.md").read_text()
+    assert "One seed only: no verdict." in md and "| alternating | 0 |" in md
+
+
+@pytest.mark.slow
+def test_areal_quick_eta_zero_makes_the_objectives_agree(tmp_path):
+    from experiments import areal
+    result = areal.main(["--quick", "--steps", "12", "--out", str(tmp_path / "out"),
+                         "--workdir", str(tmp_path / "runs")])
+    final = {(r["objective"], r["eta"]): r["final"] for r in result["runs"]}
+    assert set(final) == {(o, e) for o in ("ppo", "decoupled") for e in (0, 8)}
+    # eta = 0: behaviour == proximal policy and the weight is 1, so the runs are identical.
+    assert final[("ppo", 0)] == final[("decoupled", 0)]
+    md = (tmp_path / "out" / "areal.md").read_text()
+    assert "One seed only: no verdict." in md and "| decoupled | 8 | 0 |" in md
