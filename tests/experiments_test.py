@@ -3,6 +3,7 @@
 import os
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,3 +79,16 @@ def test_areal_quick_eta_zero_makes_the_objectives_agree(tmp_path):
     assert final[("ppo", 0)] == final[("decoupled", 0)]
     md = (tmp_path / "out" / "areal.md").read_text()
     assert "One seed only: no verdict." in md and "| decoupled | 8 | 0 |" in md
+
+
+@pytest.mark.slow
+def test_admm_quick_reports_both_arms(tmp_path):
+    from experiments import admm
+    result = admm.main(["--quick", "--steps", "20", "--out", str(tmp_path / "out"),
+                        "--workdir", str(tmp_path / "runs")])
+    arms = {r["arm"]: r for r in result["runs"]}
+    assert set(arms) == {"admm", "sgd"}
+    assert arms["admm"]["violation"] >= 0.0 and np.isfinite(arms["admm"]["network_objective"])
+    assert all(np.isfinite(r["final"]) for r in result["runs"])
+    md = (tmp_path / "out" / "admm.md").read_text()
+    assert "One initialization only: no verdict." in md and "| sgd | 0 |" in md

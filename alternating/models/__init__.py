@@ -89,7 +89,20 @@ def _moe(*, num_experts, expert_features, input_shape, router_features=(32,)) ->
                      router_features=tuple(router_features)), {"x": tuple(input_shape)})
 
 
+def _convex_relu(*, patterns, dim, pattern_seed=0, init_scale=0.1) -> Model:
+    from alternating.convex_relu import ConvexReLU
+    return Model(ConvexReLU(patterns=int(patterns), dim=int(dim), pattern_seed=int(pattern_seed),
+                            init_scale=float(init_scale)), {"x": (int(dim),)})
+
+
+def _relu_net(*, width, dim) -> Model:
+    from alternating.convex_relu import ReLUNet
+    return Model(ReLUNet(width=int(width)), {"x": (int(dim),)})
+
+
 MODELS: dict[str, Callable[..., Model]] = {
+    "convex_relu": _convex_relu,
+    "relu_net": _relu_net,
     "ensemble": _ensemble,
     "moe": _moe,
     "gan": _gan,
