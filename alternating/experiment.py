@@ -29,9 +29,10 @@ TOP_LEVEL = {
     "max_checkpoints_to_keep": "checkpoints kept on disk",
     "data_dir": "where embedded datasets are prepared (None: TFDS_DATA_DIR or ~/tensorflow_datasets)",
     "ema_decay": "> 0 keeps and evaluates an EMA of the parameters",
+    "extras": "{name: {kind: copy | zeros | ring | init, ...}} (teachers, snapshots, duals)",
     "model": "{name, **kwargs}",
     "data": "{stream: {dataset, split, batch_size, transforms}}",
-    "phases": "{phase: {loss, loss_kwargs, data, params, optimizer}}",
+    "phases": "{phase: {loss, loss_kwargs, data, params, optimizer, opt_policy, updates}}",
     "schedule": "{name, **kwargs}",
     "eval": "{set: {data, phase | loss, batch_size}}",
     "nan_policy": "'raise' (stop at a non-finite metric) or 'skip' (drop that update)",
@@ -39,7 +40,7 @@ TOP_LEVEL = {
     "init_from": "start from another run: {workdir, step, mode: 'params' | 'state'}",
 }
 REQUIRED = ("total_steps", "model", "data", "phases")
-PHASE_KEYS = ("loss", "loss_kwargs", "data", "params", "optimizer")
+PHASE_KEYS = ("loss", "loss_kwargs", "data", "params", "optimizer", "opt_policy", "updates")
 
 
 def _plain(x: Any) -> Any:
@@ -74,7 +75,8 @@ def phases_from_config(config: Mapping[str, Any]) -> list[Phase]:
         out.append(Phase(
             name=name, loss=spec["loss"], data=spec.get("data"),
             params=[tuple(r) for r in rules] if rules is not None else None,
-            optimizer=spec.get("optimizer"), loss_kwargs=dict(spec.get("loss_kwargs") or {})))
+            optimizer=spec.get("optimizer"), loss_kwargs=dict(spec.get("loss_kwargs") or {}),
+            opt_policy=spec.get("opt_policy"), updates=tuple(spec.get("updates") or ())))
     return out
 
 
@@ -104,6 +106,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, **overrides) -> 
         checkpoint_every_steps=int(get("checkpoint_every_steps", 0)),
         max_checkpoints_to_keep=int(get("max_checkpoints_to_keep", 3)),
         ema_decay=float(get("ema_decay", 0.0)),
+        extras={k: _plain(v) for k, v in get("extras", {}).items()},
         data_dir=get("data_dir", None),
         nan_policy=str(get("nan_policy", "raise")),
         max_consecutive_skips=int(get("max_consecutive_skips", 10)),
@@ -123,7 +126,9 @@ def abstract_state(config: Mapping[str, Any]) -> TrainState:
         phases, schedule, model.init, model=model, seed=seed,
         total_steps=int(config["total_steps"]))
     ema = float(get("ema_decay", 0.0))
-    return jax.eval_shape(lambda: init_state(model.init(init_rng), bound, state_rng, ema_decay=ema))
+    specs = {k: _plain(v) for k, v in get("extras", {}).items()}
+    return jax.eval_shape(lambda: init_state(model.init(init_rng), bound, state_rng, ema_decay=ema,
+                                             extra_specs=specs))
 
 
 def load_state(workdir: str, step: int | None = None, *,

@@ -286,7 +286,8 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
           evals: Mapping[str, EvalSet | Mapping[str, Any]] | None = None,
           log_every_steps: int = 100, eval_every_steps: int = 0,
           checkpoint_every_steps: int = 0, max_checkpoints_to_keep: int = 3,
-          ema_decay: float = 0.0, data_dir: str | None = None, mesh: Any = None,
+          ema_decay: float = 0.0, extras: Mapping[str, Any] | None = None,
+          data_dir: str | None = None, mesh: Any = None,
           nan_policy: str = "raise", max_consecutive_skips: int = 10,
           init_from: Any = None, handle_signals: bool = True,
           config: Any = None, progress: bool = True, plot: bool = True,
@@ -316,6 +317,9 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         on a stop signal).
       max_checkpoints_to_keep: newest checkpoints kept.
       ema_decay: > 0 keeps an EMA of the params in ``extras['ema']``, also evaluated.
+      extras: declared extras ``{name: {'kind': ...}}`` (teachers, snapshot
+        rings, dual variables), built into ``state.extras``; see
+        :mod:`alternating.extras`.
       data_dir: where embedded datasets are prepared (default ``TFDS_DATA_DIR``).
       mesh: a ``jax.sharding.Mesh`` with a ``data`` axis (default: all devices).
       nan_policy: ``'raise'``: a non-finite metric stops the run with
@@ -408,7 +412,8 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     rep = parallel.replicated(mesh)
 
     def make_state(init_rng, state_rng):
-        return init_state(init_fn(init_rng), bound, state_rng, ema_decay=ema_decay)
+        return init_state(init_fn(init_rng), bound, state_rng, ema_decay=ema_decay,
+                          extra_specs=extras)
 
     def wrap(step_fn):
         return _skip_nonfinite(step_fn) if nan_policy == "skip" else step_fn
@@ -445,7 +450,8 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         if init_from:
             say("  (init_from ignored: this workdir has its own checkpoint)")
     elif init_from:
-        state = _load_init_from(init_from, target, bound, state_rng, ema_decay, rep, say)
+        state = _load_init_from(init_from, target, rep, say, lambda p, r: init_state(
+            p, bound, r, ema_decay=ema_decay, extra_specs=extras), state_rng)
     else:
         state = jax.jit(make_state, out_shardings=rep)(init_rng, state_rng)
 
@@ -632,7 +638,7 @@ def _check_resumable(checkpointer, step, target, config) -> list[tuple[str, Any,
     return [c for c in changes if c not in unsafe]
 
 
-def _load_init_from(spec, target, bound, state_rng, ema_decay, rep, say) -> TrainState:
+def _load_init_from(spec, target, rep, say, make_state_from, state_rng) -> TrainState:
     other = ckpt_lib.Checkpointer(spec["workdir"], create=False, async_save=False,
                                   max_to_keep=None)
     steps = other.all_steps()
@@ -659,8 +665,7 @@ def _load_init_from(spec, target, bound, state_rng, ema_decay, rep, say) -> Trai
                 "run's model:\n" + "\n".join(diff))
         raw = other.restore(step, other.abstract_from_metadata(step, rep))["state"]["params"]
         params = jax.tree.unflatten(jax.tree.structure(target.params), jax.tree.leaves(raw))
-        state = jax.jit(lambda p, r: init_state(p, bound, r, ema_decay=ema_decay),
-                        out_shardings=rep)(params, state_rng)
+        state = jax.jit(make_state_from, out_shardings=rep)(params, state_rng)
     other.close()
     say(f"initialized from {spec['workdir']} step {step} ({spec['mode']})")
     return state

@@ -52,16 +52,21 @@ def masked_mean(values: jax.Array, batch: Mapping[str, jax.Array]) -> jax.Array:
 
 
 @register_loss("classification")
-def classification(model, *, x: str = "x", y: str = "y", **apply_kwargs) -> LossFn:
+def classification(model, *, x: str = "x", y: str = "y", params_from: str | None = None,
+                   **apply_kwargs) -> LossFn:
     """Softmax cross-entropy with integer labels; aux: ``accuracy``.
 
     Args:
       model: a :class:`~alternating.models.Model`.
       x, y: batch keys of the inputs and integer labels.
+      params_from: evaluate ``extras[params_from]`` (e.g. a teacher) instead
+        of the parameters (for evaluation sets).
       **apply_kwargs: passed to ``model.apply`` (e.g. ``stem='images'``).
     """
     def loss(params, batch, rng, extras):
-        del rng, extras
+        del rng
+        if params_from is not None:
+            params = extras[params_from]
         logits = model.apply(params, batch[x], **apply_kwargs)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch[y])
         acc = (jnp.argmax(logits, -1) == batch[y]).astype(jnp.float32)

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from alternating import losses, partition
+from alternating import extras as extras_lib
+from alternating import losses, opt_policy, partition
 from alternating.state import TrainState, ema_update
 
 
@@ -43,6 +44,11 @@ class Phase:
       optimizer: an ``optax.GradientTransformation`` or a spec dict (see
         :func:`make_optimizer`); default Adam at 1e-3.
       loss_kwargs: keyword arguments for a named loss factory.
+      opt_policy: when this phase's optimizer state is re-initialized, and
+        which of its leaves (see :mod:`alternating.opt_policy`); default: kept.
+      updates: extras this phase's steps update after the optimizer step,
+        ``[{'extra': name, 'rule': 'ema' | 'copy' | 'push' | 'module:function',
+        ...}]`` (see :mod:`alternating.extras`).
     """
 
     name: str
@@ -51,6 +57,8 @@ class Phase:
     params: Any = None
     optimizer: Any = None
     loss_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    opt_policy: Any = None
+    updates: Any = ()
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -78,6 +86,9 @@ class BoundPhase:
     tx: optax.GradientTransformation
     lr_fn: Callable[[jax.Array], jax.Array] | None
     trainable: Mapping[str, bool]
+    policy: opt_policy.OptPolicy = opt_policy.OptPolicy()
+    policy_mask: Any = None
+    updates: tuple = ()
 
 
 OPTIMIZER_KEYS = ("name", "lr", "learning_rate", "schedule", "warmup_steps", "decay_steps",
@@ -176,8 +187,12 @@ def bind(phase: Phase, index: int, *, params: Any, model: Any = None,
         raise partition.PartitionError(f"{where}: its rules train no parameter.")
     tx, lr_fn = make_optimizer(phase.optimizer, default_decay_steps=expected_steps,
                                where=f"{where} optimizer")
+    policy = opt_policy.parse(phase.opt_policy, where=f"{where} opt_policy")
+    own, _ = partition.split(params, trainable)
+    mask = opt_policy.leaf_mask(policy, own, where=f"{where} opt_policy")
+    updates = extras_lib.bind_updates(phase.updates, model, where=f"{where} updates")
     return BoundPhase(phase.name, index, phase.streams, phase.multi_stream, loss_fn, tx, lr_fn,
-                      trainable)
+                      trainable, policy, mask, updates)
 
 
 def make_step(bound: BoundPhase, *, ema_decay: float = 0.0) -> Callable:
@@ -200,15 +215,28 @@ def make_step(bound: BoundPhase, *, ema_decay: float = 0.0) -> Callable:
 
         (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(own)
         count = state.phase_steps[name]
-        updates, opt = bound.tx.update(grads, state.opt_state[name], own)
+        opt = state.opt_state[name]
+        policy = bound.policy
+        if not policy.keeps:
+            reset = opt_policy.reset_flag(policy, name, state.step, count, state.extras)
+            opt = opt_policy.apply(policy, bound.tx, opt, own, bound.policy_mask, reset)
+        # The schedule's position: the phase's step count, unless a whole-state
+        # reset restarted the schedule's own count.
+        lr_count = opt_policy.schedule_count(opt) if policy.resets_counts else None
+        lr_count = count if lr_count is None else lr_count
+        updates, opt = bound.tx.update(grads, opt, own)
         own = optax.apply_updates(own, updates)
         params = partition.merge(own, rest)
         extras = dict(state.extras)
         if ema_decay > 0:
             extras["ema"] = ema_update(extras["ema"], params, ema_decay)
+        if bound.updates:
+            extras = extras_lib.apply_updates(bound.updates, extras, params, rng, count)
+        if policy.needs_last_step:
+            extras[opt_policy.LAST_STEP] = {**extras[opt_policy.LAST_STEP], name: state.step}
         metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
         if bound.lr_fn is not None:
-            metrics["lr"] = bound.lr_fn(count)
+            metrics["lr"] = bound.lr_fn(lr_count)
         metrics.update(aux)
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
         new_state = state.replace(

@@ -19,7 +19,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from alternating import partition
+from alternating import extras as extras_lib
+from alternating import opt_policy, partition
 
 
 @flax.struct.dataclass
@@ -33,7 +34,8 @@ class TrainState:
 
 
 def init_state(params: Any, phases: Sequence[Any], rng: jax.Array, *,
-               ema_decay: float = 0.0, extras: Mapping[str, Any] | None = None) -> TrainState:
+               ema_decay: float = 0.0, extras: Mapping[str, Any] | None = None,
+               extra_specs: Mapping[str, Any] | None = None) -> TrainState:
     """Builds the initial TrainState.
 
     Args:
@@ -43,16 +45,32 @@ def init_state(params: Any, phases: Sequence[Any], rng: jax.Array, *,
       ema_decay: when > 0, ``extras['ema']`` holds an exponential moving
         average of the parameters, updated after every step.
       extras: further user extras, copied in as given.
+      extra_specs: declared extras ``{name: {'kind': ...}}``, built from
+        ``params`` (see :mod:`alternating.extras`).
+
+    Raises:
+      ValueError: an extra declared twice, or a phase updating an extra that
+        does not exist.
     """
     opt_state = {}
     for ph in phases:
         own, _ = partition.split(params, ph.trainable)
         opt_state[ph.name] = ph.tx.init(own)
     all_extras = dict(extras or {})
+    declared = extras_lib.init_extras(extra_specs, params, jax.random.fold_in(rng, 0x5EED))
+    for name, value in declared.items():
+        if name in all_extras:
+            raise ValueError(f"extra {name!r} is both declared and given; rename one.")
+        all_extras[name] = value
     if ema_decay > 0:
+        if "ema" in all_extras:
+            raise ValueError("ema_decay > 0 keeps extras['ema'], but an extra named 'ema' is "
+                             "declared too; rename it or use an 'ema' update rule instead.")
         # A copy, not an alias: buffers are donated to the step, and an aliased
         # EMA would be invalidated along with the params it was taken from.
         all_extras["ema"] = jax.tree.map(jnp.copy, params)
+    all_extras.update(opt_policy.init_bookkeeping(phases))
+    extras_lib.check_updates({ph.name: getattr(ph, "updates", ()) for ph in phases}, all_extras)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,

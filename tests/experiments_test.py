@@ -3,6 +3,7 @@
 import os
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,3 +40,55 @@ def test_multimodal_quick_writes_every_arm(tmp_path):
                 assert cell == "-"  # an untrained modality is not a result
     assert "one seed" in md.lower()  # no verdict drawn from a single seed
     assert "experiments/multimodal.py --quick" in md
+
+
+@pytest.mark.slow
+def test_mean_teacher_quick_writes_every_arm(tmp_path):
+    from experiments import mean_teacher
+    result = mean_teacher.main(["--quick", "--steps", "20", "--out", str(tmp_path / "out"),
+                                "--workdir", str(tmp_path / "runs")])
+    assert set(result["summary"]) == set(mean_teacher.HEADLINE)
+    for run in result["runs"]:
+        assert set(run["acc"]) >= {mean_teacher.HEADLINE[run["arm"]]}
+        assert all(0.0 <= a <= 1.0 for a in run["acc"].values()), run
+    md = (tmp_path / "out" / "mean_teacher.md").read_text()
+    assert "One seed only: no verdict." in md
+    assert md.count("| supervised | 0 |") == 1 and "| dual | 0 |" in md
+
+
+@pytest.mark.slow
+def test_advmoe_quick_writes_every_arm(tmp_path):
+    from experiments import advmoe
+    result = advmoe.main(["--quick", "--steps", "4", "--out", str(tmp_path / "out"),
+                          "--workdir", str(tmp_path / "runs")])
+    assert [r["arm"] for r in result["runs"]] == ["dense", "joint", "alternating"]
+    for run in result["runs"]:
+        assert 0.0 <= run["robust"] <= 1.0 and 0.0 <= run["clean"] <= 1.0, run
+    md = (tmp_path / "out" / "advmoe.md").read_text()
+    assert "One seed only: no verdict." in md and "| alternating | 0 |" in md
+
+
+@pytest.mark.slow
+def test_areal_quick_eta_zero_makes_the_objectives_agree(tmp_path):
+    from experiments import areal
+    result = areal.main(["--quick", "--steps", "12", "--out", str(tmp_path / "out"),
+                         "--workdir", str(tmp_path / "runs")])
+    final = {(r["objective"], r["eta"]): r["final"] for r in result["runs"]}
+    assert set(final) == {(o, e) for o in ("ppo", "decoupled") for e in (0, 8)}
+    # eta = 0: behaviour == proximal policy and the weight is 1, so the runs are identical.
+    assert final[("ppo", 0)] == final[("decoupled", 0)]
+    md = (tmp_path / "out" / "areal.md").read_text()
+    assert "One seed only: no verdict." in md and "| decoupled | 8 | 0 |" in md
+
+
+@pytest.mark.slow
+def test_admm_quick_reports_both_arms(tmp_path):
+    from experiments import admm
+    result = admm.main(["--quick", "--steps", "20", "--out", str(tmp_path / "out"),
+                        "--workdir", str(tmp_path / "runs")])
+    arms = {r["arm"]: r for r in result["runs"]}
+    assert set(arms) == {"admm", "sgd"}
+    assert arms["admm"]["violation"] >= 0.0 and np.isfinite(arms["admm"]["network_objective"])
+    assert all(np.isfinite(r["final"]) for r in result["runs"])
+    md = (tmp_path / "out" / "admm.md").read_text()
+    assert "One initialization only: no verdict." in md and "| sgd | 0 |" in md

@@ -14,9 +14,9 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from alternating.models.nets import CNN1D, CNN2D, MLP, MultiStem
+from alternating.models.nets import CNN1D, CNN2D, GAN, MLP, Ensemble, MoE, MultiStem
 
-__all__ = ["Model", "MLP", "CNN1D", "CNN2D", "MultiStem", "get_model", "MODELS"]
+__all__ = ["Model", "MLP", "CNN1D", "CNN2D", "GAN", "Ensemble", "MoE", "MultiStem", "get_model", "MODELS"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +74,38 @@ def _multistem(*, stems, trunk, heads, modality_embedding=True) -> Model:
                  init_method="init_all")
 
 
+def _gan(*, z_dim=2, data_dim=2, hidden=(64, 64)) -> Model:
+    return Model(GAN(z_dim=int(z_dim), data_dim=int(data_dim), hidden=tuple(hidden)),
+                 {"z": (int(z_dim),), "x": (int(data_dim),)}, init_method="init_all")
+
+
+def _ensemble(*, features, input_shape, members=2) -> Model:
+    return Model(Ensemble(features=tuple(features), members=int(members)),
+                 {"x": tuple(input_shape)})
+
+
+def _moe(*, num_experts, expert_features, input_shape, router_features=(32,)) -> Model:
+    return Model(MoE(num_experts=int(num_experts), expert_features=tuple(expert_features),
+                     router_features=tuple(router_features)), {"x": tuple(input_shape)})
+
+
+def _convex_relu(*, patterns, dim, pattern_seed=0, init_scale=0.1) -> Model:
+    from alternating.convex_relu import ConvexReLU
+    return Model(ConvexReLU(patterns=int(patterns), dim=int(dim), pattern_seed=int(pattern_seed),
+                            init_scale=float(init_scale)), {"x": (int(dim),)})
+
+
+def _relu_net(*, width, dim) -> Model:
+    from alternating.convex_relu import ReLUNet
+    return Model(ReLUNet(width=int(width)), {"x": (int(dim),)})
+
+
 MODELS: dict[str, Callable[..., Model]] = {
+    "convex_relu": _convex_relu,
+    "relu_net": _relu_net,
+    "ensemble": _ensemble,
+    "moe": _moe,
+    "gan": _gan,
     "mlp": _mlp,
     "cnn2d": _cnn2d,
     "cnn1d": _cnn1d,

@@ -1,4 +1,4 @@
-"""Flax linen modules: MLP, 2-D CNN, 1-D CNN and a multi-stem network."""
+"""Flax linen modules: MLP, 2-D CNN, 1-D CNN, a multi-stem network and a small GAN."""
 
 from __future__ import annotations
 
@@ -121,3 +121,77 @@ class MultiStem(nn.Module):
             for head in self.heads:
                 out.append(self(xs[f"x_{name}"], stem=name, head=head).sum())
         return jnp.stack(out).sum()
+
+
+class GAN(nn.Module):
+    """A generator and a critic in one parameter tree: ``generator/...`` and ``critic/...``.
+
+    Two disjoint parameter groups, so a config gives each its own phase and
+    optimizer. ``part='generator'`` maps noise ``z`` to samples,
+    ``part='critic'`` maps samples to one logit each.
+    """
+
+    z_dim: int = 2
+    data_dim: int = 2
+    hidden: Sequence[int] = (64, 64)
+
+    def setup(self):
+        self.generator = MLP(features=tuple(self.hidden) + (self.data_dim,), name="generator")
+        self.critic = MLP(features=tuple(self.hidden) + (1,), name="critic")
+
+    def __call__(self, x: jax.Array, *, part: str = "critic") -> jax.Array:
+        if part == "generator":
+            return self.generator(x)
+        if part == "critic":
+            return self.critic(x)[..., 0]
+        raise ValueError(f"part={part!r}; valid parts: ['critic', 'generator'].")
+
+    def init_all(self, z: jax.Array, x: jax.Array) -> jax.Array:
+        """Touches both networks so that all parameters exist."""
+        return self.critic(self.generator(z)).sum() + self.critic(x).sum()
+
+
+class Ensemble(nn.Module):
+    """``members`` MLPs side by side (``s0/...``, ``s1/...``): one parameter group each.
+
+    ``member=i`` applies member ``i``; ``member=-1`` averages the members' outputs.
+    """
+
+    features: Sequence[int]
+    members: int = 2
+
+    def setup(self):
+        self.nets = [MLP(features=tuple(self.features), name=f"s{i}") for i in range(self.members)]
+
+    def __call__(self, x: jax.Array, *, member: int = -1) -> jax.Array:
+        if member == -1:
+            return jnp.mean(jnp.stack([n(x) for n in self.nets]), 0)
+        if not 0 <= member < self.members:
+            raise ValueError(f"member={member}; valid: -1 (average) or 0..{self.members - 1}.")
+        return self.nets[member](x)
+
+
+class MoE(nn.Module):
+    """A soft mixture of MLP experts: ``sum_i router(x)_i * expert_i(x)``.
+
+    Parameter groups: ``router/...`` and ``expert_<i>/...`` (for router/expert
+    block-coordinate training). ``part='router'`` returns the router's gate
+    probabilities instead of the output.
+    """
+
+    num_experts: int
+    expert_features: Sequence[int]
+    router_features: Sequence[int] = (32,)
+
+    def setup(self):
+        self.router = MLP(features=tuple(self.router_features) + (self.num_experts,),
+                          name="router")
+        self.experts = [MLP(features=tuple(self.expert_features), name=f"expert_{i}")
+                        for i in range(self.num_experts)]
+
+    def __call__(self, x: jax.Array, *, part: str = "output") -> jax.Array:
+        gates = jax.nn.softmax(self.router(x), -1)
+        if part == "router":
+            return gates
+        outs = jnp.stack([e(x) for e in self.experts], 1)  # [B, E, C]
+        return jnp.einsum("be,bec->bc", gates, outs)
