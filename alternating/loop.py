@@ -32,7 +32,7 @@ from alternating import checkpoint as ckpt_lib
 from alternating import data as data_lib
 from alternating import losses, metrics as metrics_lib, parallel, partition, phase as phase_lib
 from alternating import plots
-from alternating.schedules import make_schedule
+from alternating.schedules import check_feedback, make_schedule
 from alternating.state import TrainState, init_state, param_count, tree_bytes
 
 class NonFiniteError(FloatingPointError):
@@ -257,6 +257,9 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     packed = {b.name: _pack_metrics(phase_lib.make_step(b, ema_decay=ema_decay)) for b in bound}
     _check_steps(bound, {n: fn for n, (fn, _) in packed.items()},
                  jax.eval_shape(make_state, init_rng, state_rng), streams)
+    # Metric names are known once traced: a schedule's feedback is checked here.
+    check_feedback(schedule, {n: names for n, (_, names) in packed.items()},
+                   [e.name for e in eval_sets])
     state = jax.jit(make_state, out_shardings=rep)(init_rng, state_rng)
 
     checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=max_checkpoints_to_keep)
@@ -312,10 +315,10 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
             step += 1
             # 4. periodic actions
             if feedback_every and step % feedback_every == 0:
-                for s, p, hm in records.take("feedback"):
-                    schedule.observe(s, p, hm)
+                _feed_schedule(schedule, records, eval_sets, state, step)
             if (log_every_steps and step % log_every_steps == 0) or step == total_steps:
                 _log(records.take("log"), step, writer, bar)
+                writer.write_schedule(step, schedule.log_scalars(step))
                 timeline.flush(writer)
             if (eval_every_steps and step % eval_every_steps == 0) or step == total_steps:
                 final_eval = _evaluate(eval_sets, state, step, writer)
@@ -360,6 +363,17 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
             say(f"wrote {path}")
         say(f"done in {wall:.1f}s; outputs in {workdir}")
     return state
+
+
+def _feed_schedule(schedule, records, eval_sets, state, step) -> None:
+    """Feedback point: the step records since the last one, then (only for a
+    schedule that asks, e.g. Aioli) its evaluation sets. The evaluation's
+    ``device_get`` is the only sync it adds, and only at these points."""
+    for s, p, hm in records.take("feedback"):
+        schedule.observe(s, p, hm)
+    if schedule.feedback_evals and schedule.needs_eval(step):
+        wanted = [e for e in eval_sets if e.name in schedule.feedback_evals]
+        schedule.observe_eval(step, _evaluate(wanted, state, step, writer=None))
 
 
 def _log(items, step, writer, bar) -> None:
