@@ -336,3 +336,18 @@ def test_loop_runs_ucb_on_the_loss_and_writes_probabilities(tmp_path):
     rows = [r for r in metrics.read_jsonl(tmp_path / "metrics.jsonl") if r["split"] == "schedule"]
     assert len(rows) == 4 and {"p_a", "p_b"} <= set(rows[-1])
     assert rows[-1]["p_a"] != 0.5  # moved by feedback
+
+
+def test_plot_probabilities_reads_the_logged_probabilities(tmp_path):
+    from alternating import plots
+    with pytest.raises(FileNotFoundError, match="no schedule probabilities"):
+        plots.plot_probabilities(tmp_path)
+    _run(tmp_path, {"name": "ucb", "metric": "loss", "feedback_every": 4}, total_steps=16)
+    probs = plots.schedule_probabilities(tmp_path)
+    assert set(probs) == {"a", "b"}
+    steps, pa = probs["a"]
+    assert steps.tolist() == [4, 8, 12, 16]
+    np.testing.assert_allclose(pa + probs["b"][1], 1.0)
+    out = plots.plot_probabilities(tmp_path)
+    assert out.name == "probabilities.png" and out.read_bytes()[:4] == b"\x89PNG"
+    assert out.stat().st_size > 5000
