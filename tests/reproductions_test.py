@@ -3,6 +3,8 @@
 import os
 import sys
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from experiments import ccl  # noqa: E402
@@ -21,3 +23,42 @@ def test_ccl_quick_runs_every_arm_and_writes_the_table(tmp_path):
         "vanilla", "easy_first", "cyclical", "cyclical_self_paced"]
     assert "not judged (fewer than 3 seeds)" in md  # no verdict from one seed
     assert "python experiments/ccl.py --quick" in md
+
+
+def test_sasr_quick_runs_every_arm(tmp_path):
+    from experiments import sasr
+    result = sasr.main(["--quick", "--out", str(tmp_path / "out"), "--workdir", str(tmp_path / "w")])
+    by_arm = {r["arm"]: r for r in result["runs"]}
+    assert set(by_arm) == {"sft_only", "rl_only", "sft_then_rl", "mix_50_50", "adaptive"}
+    assert by_arm["sft_only"]["sft_steps"] == 40 and by_arm["rl_only"]["sft_steps"] == 0
+    assert by_arm["sft_then_rl"]["sft_steps"] == 20  # the warm-up
+    assert by_arm["adaptive"]["sft_steps"] >= 20  # warm-up is SFT only
+    for r in result["runs"]:
+        assert 0.0 <= r["final"] <= 1.0
+    md = (tmp_path / "out" / "sasr.md").read_text()
+    assert "not judged" in md and "python experiments/sasr.py --quick" in md
+
+
+def test_dump_quick_runs_every_arm(tmp_path):
+    from experiments import dump
+    result = dump.main(["--quick", "--out", str(tmp_path / "out"), "--workdir", str(tmp_path / "w")])
+    assert {r["arm"] for r in result["runs"]} == {"uniform", "ucb", "ucb_no_explore"}
+    for r in result["runs"]:
+        assert len(r["per_level"]) == 6 and abs(sum(r["share"]) - 1.0) < 1e-9
+    assert "not judged" in (tmp_path / "out" / "dump.md").read_text()
+
+
+def test_aioli_quick_runs_every_arm(tmp_path):
+    from experiments import aioli
+    result = aioli.main(["--quick", "--out", str(tmp_path / "out"), "--workdir", str(tmp_path / "w")])
+    runs = {r["arm"]: r for r in result["runs"]}
+    assert set(runs) == {"stratified", "multiplicative_weights", "aioli"}
+    for r in runs.values():
+        assert len(r["per_group"]) == len(aioli.GROUPS) and np.isfinite(r["avg_test_loss"])
+    # Round = 10 exploit + 5 groups x 5 probe steps; step 20 is inside probe 3, whose
+    # proportions (logged at step 20) up-weight the third group to 0.625.
+    from alternating import metrics
+    rows = [r for r in metrics.read_jsonl(tmp_path / "w" / "aioli_s0" / "metrics.jsonl")
+            if r["split"] == "schedule" and r["step"] == 20]
+    assert rows and rows[-1][f"p_{aioli.GROUPS[2]}"] == 0.625
+    assert "not judged" in (tmp_path / "out" / "aioli.md").read_text()
