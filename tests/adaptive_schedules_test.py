@@ -351,3 +351,14 @@ def test_plot_probabilities_reads_the_logged_probabilities(tmp_path):
     out = plots.plot_probabilities(tmp_path)
     assert out.name == "probabilities.png" and out.read_bytes()[:4] == b"\x89PNG"
     assert out.stat().st_size > 5000
+
+
+def test_loop_resume_of_an_adaptive_schedule_is_exact_at_a_feedback_point(tmp_path):
+    spec = {"name": "ucb", "metric": "loss", "feedback_every": 4, "temperature": 0.05}
+    straight = _run(tmp_path / "straight", spec, total_steps=16)
+    _run(tmp_path / "split", spec, total_steps=8)  # checkpoint at step 8, a feedback point
+    resumed = _run(tmp_path / "split", spec, total_steps=16)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight.params),
+                 jax.device_get(resumed.params))
+    read = lambda d: json.loads((d / "results.json").read_text())["steps_per_phase"]  # noqa: E731
+    assert read(tmp_path / "straight") == read(tmp_path / "split")
