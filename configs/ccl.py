@@ -16,7 +16,7 @@ Static scores are the true-class probabilities of a vanilla scoring run (a
 different seed, ``score_steps`` steps). Sampling: by score, without
 replacement (``sampling``).
 
-Command (both datasets, 5 seeds, about 2-4 minutes on a 2-core CPU; writes
+Command (both datasets, 5 seeds; 73 s measured on a 2-core CPU; writes
 ``docs/results/ccl.md``)::
 
     python experiments/ccl.py

@@ -12,7 +12,7 @@ Arms at equal total steps: ``sft_only``, ``rl_only``, ``sft_then_rl``
 probability 1/2) and ``adaptive`` (schedule ``sasr``: SFT warm-up, then SFT
 with probability ``min(1, g_t / g_warm)`` of the SFT gradient norm).
 
-Command (3 seeds, a few minutes on a 2-core CPU; writes docs/results/sasr.md)::
+Command (3 seeds; 108-154 s measured on a 2-core CPU; writes docs/results/sasr.md)::
 
     python experiments/sasr.py
 

@@ -164,6 +164,9 @@ def _public_args(argv):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--noise", type=float, default=None,
+                    help="share of wrong demonstrations (default: the config's 0.4); a value "
+                         "other than the default writes sasr_noise<value>.md")
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--arms", nargs="+", default=None)
     ap.add_argument("--out", default=None)
@@ -172,6 +175,9 @@ def main(argv=None):
     cfg = sasr_config.get_config("smoke" if args.quick else None)
     if args.seeds is not None:
         cfg.seeds = list(args.seeds)
+    default_noise = cfg.noise
+    if args.noise is not None:
+        cfg.noise = args.noise
     arms = args.arms or list(cfg.arms)
     work = pathlib.Path(args.workdir or tempfile.mkdtemp())
     t0 = time.time()
@@ -184,8 +190,9 @@ def main(argv=None):
     out = pathlib.Path(args.out) if args.out else (
         pathlib.Path(tempfile.mkdtemp()) if args.quick else ROOT / "docs" / "results")
     command = ("python experiments/sasr.py " + shlex.join(_public_args(argv))).strip()
-    write_markdown(out / "sasr.md", summary, cfg, time.time() - t0, command)
-    print((out / "sasr.md").read_text())
+    md = out / ("sasr.md" if cfg.noise == default_noise else f"sasr_noise{cfg.noise:g}.md")
+    write_markdown(md, summary, cfg, time.time() - t0, command)
+    print(md.read_text())
     return {"runs": runs, "summary": summary, "out": str(out)}
 
 
