@@ -48,7 +48,7 @@ from alternating import checkpoint as ckpt_lib
 from alternating import data as data_lib
 from alternating import losses, metrics as metrics_lib, parallel, partition, phase as phase_lib
 from alternating import plots
-from alternating.schedules import make_schedule
+from alternating.schedules import check_feedback, make_schedule
 from alternating.state import TrainState, init_state, param_count, tree_bytes
 
 log = logging.getLogger("alternating")
@@ -422,6 +422,9 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
               for b in bound}
     abstract_state = jax.eval_shape(make_state, init_rng, state_rng)
     _check_steps(bound, {n: fn for n, (fn, _) in packed.items()}, abstract_state, streams)
+    # Metric names are known once traced: a schedule's feedback is checked here.
+    check_feedback(schedule, {n: names for n, (_, names) in packed.items()},
+                   [e.name for e in eval_sets])
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
                           abstract_state)
 
@@ -509,11 +512,11 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
                 step += 1
                 # 4. periodic actions
                 if feedback_every and step % feedback_every == 0:
-                    for s, p, hm in records.take("feedback"):
-                        schedule.observe(s, p, hm)
+                    _feed_schedule(schedule, records, eval_sets, state, step)
                 if (log_every_steps and step % log_every_steps == 0) or step == total_steps:
                     _log(records.take("log"), step, writer, bar, nan_policy, skips,
                          max_consecutive_skips)
+                    writer.write_schedule(step, schedule.log_scalars(step))
                     timeline.flush(writer)
                 if (eval_every_steps and step % eval_every_steps == 0) or step == total_steps:
                     final_eval = _evaluate(eval_sets, state, step, writer)
@@ -570,6 +573,17 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
             say(f"wrote {path}")
         say(f"done in {wall:.1f}s; outputs in {workdir}")
     return state
+
+
+def _feed_schedule(schedule, records, eval_sets, state, step) -> None:
+    """Feedback point: the step records since the last one, then (only for a
+    schedule that asks, e.g. Aioli) its evaluation sets. The evaluation's
+    ``device_get`` is the only sync it adds, and only at these points."""
+    for s, p, hm in records.take("feedback"):
+        schedule.observe(s, p, hm)
+    if schedule.feedback_evals and schedule.needs_eval(step):
+        wanted = [e for e in eval_sets if e.name in schedule.feedback_evals]
+        schedule.observe_eval(step, _evaluate(wanted, state, step, writer=None))
 
 
 def _skip_nonfinite(step: Callable) -> Callable:

@@ -385,6 +385,14 @@ class MetricWriter:
         if self.active:
             self._write(step, "eval", "set", set_name, scalars)
 
+    def write_schedule(self, step: int, scalars: Mapping[str, Any]) -> None:
+        """Writes the schedule's own scalars (e.g. phase probabilities ``p_<phase>``).
+
+        Rows have ``split: "schedule"``; nothing is written for an empty dict.
+        """
+        if self.active and scalars:
+            self._write(step, "schedule", "set", "schedule", scalars)
+
     def write_timeline(self, segments: Iterable[Segment]) -> None:
         """Appends `(start, end, phase)` segments to `workdir/timeline.jsonl`.
 

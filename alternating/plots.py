@@ -238,6 +238,83 @@ def plot_run(workdir: str | os.PathLike[str],
     return out
 
 
-# `plot_probabilities(workdir)` (the phase probabilities of an adaptive
-# schedule over steps) belongs here, reusing `_palette(phases, "tab10")` so
-# each phase keeps its color across figures.
+def schedule_probabilities(workdir: str | os.PathLike[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Reads the phase probabilities a schedule logged (rows with split "schedule").
+
+    Returns:
+      ``{phase: (steps, probabilities)}`` from the ``p_<phase>`` columns; empty
+      when the schedule logged none (static schedules, or no metrics.jsonl).
+    """
+    path = os.path.join(os.fspath(workdir), "metrics.jsonl")
+    if not os.path.exists(path):
+        return {}
+    rows = _latest_rows(r for r in metrics.read_jsonl(path) if r.get("split") == "schedule")
+    names = _unique(k for r in rows for k in r if k.startswith("p_"))
+    return {k[2:]: _series(rows, k) for k in names}
+
+
+def plot_probabilities(workdir: str | os.PathLike[str],
+                       out: str | os.PathLike[str] | None = None) -> pathlib.Path:
+    """Plots the phase timeline and the schedule's phase probabilities over steps.
+
+    Top panel: each phase's probability at the logged steps (stacked areas,
+    so the total is visibly 1); bottom: which phase ran when. A phase keeps
+    the color it has in `plot_run`.
+
+    Args:
+      workdir: the run directory (``metrics.jsonl``, ``timeline.jsonl``).
+      out: the PNG to write; defaults to ``workdir/probabilities.png``.
+
+    Returns:
+      The path of the PNG.
+
+    Raises:
+      FileNotFoundError: if the run logged neither probabilities nor a timeline.
+    """
+    # pylint: disable=g-import-not-at-top
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    # pylint: enable=g-import-not-at-top
+
+    workdir = os.fspath(workdir)
+    probs = schedule_probabilities(workdir)
+    segments = phase_timeline(workdir)
+    if not probs and not segments:
+        raise FileNotFoundError(
+            f"{workdir!r} has no schedule probabilities (metrics.jsonl rows with split "
+            "'schedule') and no timeline.jsonl; pass the --workdir of a training run.")
+    path = os.path.join(workdir, "metrics.jsonl")
+    train = (_latest_rows(r for r in metrics.read_jsonl(path) if r.get("split") == "train")
+             if os.path.exists(path) else [])
+    # Same order (and so the same colors) as plot_run: phases as they first appear.
+    phases = _unique([*(r["phase"] for r in train), *(p for _, _, p in segments), *probs])
+    colors = _palette(phases, "tab10")
+    panels = (["probabilities"] if probs else []) + (["timeline"] if segments else [])
+    heights = [3.0 if p == "probabilities" else 0.6 + 0.35 * len(phases) for p in panels]
+    fig = Figure(figsize=(10, sum(heights) + 0.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False,
+                        gridspec_kw={"height_ratios": heights})[:, 0]
+    for ax, panel in zip(axes, panels):
+        if panel == "timeline":
+            _draw_timeline(ax, segments, phases, colors)
+            continue
+        names = [p for p in phases if p in probs]
+        steps = probs[names[0]][0]
+        if all(len(probs[n][0]) == len(steps) and np.array_equal(probs[n][0], steps)
+               for n in names):
+            ax.stackplot(steps, [probs[n][1] for n in names], labels=names,
+                         colors=[colors[n] for n in names], alpha=0.85, step="post")
+            ax.set_ylim(0, 1)
+        else:  # columns logged at different steps: plain lines
+            for n in names:
+                ax.plot(*probs[n], color=colors[n], label=n, drawstyle="steps-post")
+        ax.set_ylabel("probability")
+        ax.set_title("schedule phase probabilities", fontsize="small", loc="left")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    axes[-1].set_xlabel("step")
+    fig.suptitle(os.path.basename(os.path.abspath(workdir)), fontsize="medium")
+    out = pathlib.Path(out) if out is not None else pathlib.Path(workdir, "probabilities.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    return out

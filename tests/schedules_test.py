@@ -58,7 +58,8 @@ def test_state_dict_is_json_and_refuses_a_different_schedule():
 
 
 @pytest.mark.parametrize("spec,match", [
-    ({"name": "round_robin"}, r"not a schedule; valid names: \['alternate', 'sequential', 'single', 'weighted'\]"),
+    ({"name": "round_robin"}, r"not a schedule; valid names: \['aioli', 'alternate', 'interpolated', 'loss_shift', "
+                          r"'multiplicative_weights', 'sasr', 'sequential', 'single', 'ucb', 'weighted'\]"),
     ({"name": "alternate", "pattern": ["a", "z"]}, r"unknown phase\(s\) \['z'\]; the phases are \['a', 'b', 'c'\]"),
     ({"name": "single", "phase": "z"}, r"unknown phase\(s\) \['z'\]"),
     ({"name": "weighted", "weights": {"a": -1, "b": 1}}, "must be finite, >= 0"),

@@ -8,6 +8,7 @@ Importing this package registers the embedded TFDS builders (`digits`,
 from alternating.data.builders import EMBEDDED_DATASETS
 from alternating.data.builders import prepare
 from alternating.data.builders import resolve_data_dir
+from alternating.data.curriculum import CurriculumStream
 from alternating.data.pipeline import SPEC_KEYS
 from alternating.data.pipeline import Stream
 from alternating.data.pipeline import clear_cache
@@ -20,6 +21,7 @@ from alternating.data.transforms import transform_names
 from alternating.data.transforms import transformed_num_classes
 
 __all__ = [
+    'CurriculumStream',
     'EMBEDDED_DATASETS',
     'SPEC_KEYS',
     'Stream',

@@ -20,6 +20,9 @@ Both take a data *spec*, a mapping (or ml_collections ConfigDict) with keys:
     split       split name, default 'train' (ignored for array dicts)
     batch_size  the GLOBAL batch size, summed over processes
     transforms  list of transform specs, default [] (see `transforms`)
+    curriculum  optional: epochs over score-chosen subsets of varying size,
+                {sizes, cycle, sampling, scores (a list or a .npy path)}
+                (see `curriculum.CurriculumStream`; training streams only)
 
 Multi-process: every process computes the same global batch and keeps its
 contiguous slice `[i * B / P, (i + 1) * B / P)`, so the global batch (and a
@@ -46,7 +49,7 @@ __all__ = [
     'make_stream',
 ]
 
-SPEC_KEYS = ('dataset', 'split', 'batch_size', 'transforms')
+SPEC_KEYS = ('dataset', 'split', 'batch_size', 'transforms', 'curriculum')
 
 Arrays = dict[str, np.ndarray]
 
@@ -366,6 +369,12 @@ def make_stream(
         raise ValueError(f'The data spec needs a "batch_size" (global); got keys {sorted(spec)}.')
     _local_batch_size(spec['batch_size'], process_index, process_count)  # Fail before reading.
     desc, arrays, num_classes = _resolve_arrays(spec, data_dir)
+    if spec.get('curriculum'):
+        from alternating.data import curriculum  # pylint: disable=g-import-not-at-top
+        return curriculum.from_spec(
+            spec['curriculum'], arrays, batch_size=spec['batch_size'], seed=seed,
+            process_index=process_index, process_count=process_count,
+            num_classes=num_classes, description=desc)
     return Stream(
         arrays,
         batch_size=spec['batch_size'],

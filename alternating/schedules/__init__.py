@@ -5,7 +5,10 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Sequence
 
-from alternating.schedules.base import Schedule, check_phases
+from alternating.schedules.adaptive import UCB, AdaptiveSchedule, LossShift, MultiplicativeWeights, SASR
+from alternating.schedules.aioli import Aioli
+from alternating.schedules.base import Schedule, check_feedback, check_phases
+from alternating.schedules.curriculum import Interpolated
 from alternating.schedules.static import Alternate, Sequential, Single, Weighted
 
 SCHEDULES: dict[str, Callable[..., Schedule]] = {
@@ -13,10 +16,17 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
     "alternate": Alternate,
     "weighted": Weighted,
     "sequential": Sequential,
+    "interpolated": Interpolated,
+    "ucb": UCB,
+    "multiplicative_weights": MultiplicativeWeights,
+    "sasr": SASR,
+    "loss_shift": LossShift,
+    "aioli": Aioli,
 }
 
-__all__ = ["Schedule", "Single", "Alternate", "Weighted", "Sequential", "SCHEDULES",
-           "make_schedule", "register_schedule", "check_phases"]
+__all__ = ["Schedule", "Single", "Alternate", "Weighted", "Sequential", "Interpolated",
+           "AdaptiveSchedule", "UCB", "MultiplicativeWeights", "SASR", "LossShift", "Aioli",
+           "SCHEDULES", "make_schedule", "register_schedule", "check_phases", "check_feedback"]
 
 
 def register_schedule(name: str):

@@ -12,6 +12,15 @@ A schedule is a plain Python object that says which phase runs at each step:
   more often than that.
 * ``state_dict()`` / ``load_state_dict(d)``: JSON-serializable state, saved in
   checkpoints so that a resumed run draws the same phases.
+* ``feedback_evals`` / ``needs_eval(step)`` / ``observe_eval(step, results)``:
+  a schedule that needs evaluation losses (Aioli's per-group validation loss)
+  names the evaluation sets; at a feedback point where ``needs_eval`` is true
+  the loop evaluates only those sets and hands over ``{set: {metric: value}}``.
+* ``required_metrics()``: ``{phase: metric names}`` that ``observe`` needs;
+  the loop checks them against what each phase's step returns before
+  anything compiles (:func:`check_feedback`).
+* ``log_scalars(step)``: scalars (e.g. the current phase probabilities) the
+  loop writes at log steps.
 
 The built-in static schedules are pure functions of ``step`` (random ones draw
 from a generator seeded by ``(seed, block of steps)``), so their state is only
@@ -31,6 +40,7 @@ class Schedule:
     can_plan = True
     feedback_every: int | None = None
     feedback_metrics: tuple[str, ...] = ()
+    feedback_evals: tuple[str, ...] = ()
 
     def __init__(self, phases: Sequence[str]):
         self.phases = tuple(phases)
@@ -46,6 +56,22 @@ class Schedule:
 
     def observe(self, step: int, phase: str, metrics: Mapping[str, float]) -> None:
         del step, phase, metrics
+
+    def required_metrics(self) -> dict[str, tuple[str, ...]]:
+        """The metrics ``observe`` needs from each phase (default: all of
+        ``feedback_metrics`` from every phase)."""
+        return {p: tuple(self.feedback_metrics) for p in self.phases}
+
+    def needs_eval(self, step: int) -> bool:
+        del step
+        return bool(self.feedback_evals)
+
+    def observe_eval(self, step: int, results: Mapping[str, Mapping[str, float]]) -> None:
+        del step, results
+
+    def log_scalars(self, step: int) -> dict[str, float]:
+        del step
+        return {}
 
     def config(self) -> dict[str, Any]:
         """The schedule's own description (what it was built from)."""
@@ -85,3 +111,36 @@ def check_phases(names: Sequence[str], valid: Sequence[str], where: str) -> None
     unknown = [n for n in names if n not in valid]
     if unknown:
         raise ValueError(f"{where} names unknown phase(s) {unknown}; the phases are {list(valid)}.")
+
+
+def check_feedback(schedule: Schedule, produced: Mapping[str, Sequence[str]],
+                   eval_sets: Sequence[str] = ()) -> None:
+    """Raises before training when a schedule asks for feedback nobody produces.
+
+    Args:
+      schedule: the schedule.
+      produced: ``{phase: metric names its step returns}``.
+      eval_sets: the names of the run's evaluation sets.
+
+    Raises:
+      ValueError: a metric a phase never returns, an unknown evaluation set,
+        or a ``feedback_every`` that is not a positive integer.
+    """
+    needs = schedule.required_metrics()
+    if (needs and any(needs.values())) or schedule.feedback_evals:
+        fe = schedule.feedback_every
+        if not isinstance(fe, int) or fe < 1:
+            raise ValueError(f"schedule {schedule.name!r}: feedback_every={fe!r}; it must be an "
+                             "integer >= 1 for a schedule that observes metrics.")
+    for phase, metrics in needs.items():
+        have = list(produced.get(phase, ())) + ["phase_step"]
+        missing = [m for m in metrics if m not in have]
+        if missing:
+            raise ValueError(
+                f"schedule {schedule.name!r} needs metric(s) {missing} from phase {phase!r}, "
+                f"which returns {sorted(have)}; choose one of those (e.g. the schedule's "
+                "'metric' field) or return it from the phase's loss aux.")
+    unknown = [e for e in schedule.feedback_evals if e not in eval_sets]
+    if unknown:
+        raise ValueError(f"schedule {schedule.name!r} needs evaluation set(s) {unknown}; the "
+                         f"run's evaluation sets are {sorted(eval_sets)} (config.evals).")
