@@ -29,6 +29,8 @@ TOP_LEVEL = {
     "phases": "{phase: {loss, loss_kwargs, data, params, optimizer}}",
     "schedule": "{name, **kwargs}",
     "eval": "{set: {data, phase | loss, batch_size}}",
+    "executor": "'host' (a jitted step per step) or 'fused' (chunks of steps in one program)",
+    "chunk_steps": "the fused executor's longest chunk",
 }
 REQUIRED = ("total_steps", "model", "data", "phases")
 PHASE_KEYS = ("loss", "loss_kwargs", "data", "params", "optimizer")
@@ -97,4 +99,6 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, **overrides) -> 
         max_checkpoints_to_keep=int(get("max_checkpoints_to_keep", 3)),
         ema_decay=float(get("ema_decay", 0.0)),
         data_dir=get("data_dir", None),
+        executor=str(get("executor", "host")),
+        chunk_steps=int(get("chunk_steps", 100)),
         config=config, **overrides)

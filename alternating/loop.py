@@ -30,6 +30,7 @@ import numpy as np
 
 from alternating import checkpoint as ckpt_lib
 from alternating import data as data_lib
+from alternating import executor as executor_lib
 from alternating import losses, metrics as metrics_lib, parallel, partition, phase as phase_lib
 from alternating import plots
 from alternating.schedules import make_schedule
@@ -157,7 +158,8 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
           checkpoint_every_steps: int = 0, max_checkpoints_to_keep: int = 3,
           ema_decay: float = 0.0, data_dir: str | None = None, mesh: Any = None,
           config: Any = None, progress: bool = True, plot: bool = True,
-          print_fn: Callable[[str], None] | None = print) -> TrainState:
+          print_fn: Callable[[str], None] | None = print, executor: str = "host",
+          chunk_steps: int = 100) -> TrainState:
     """Trains a scheme and returns the final TrainState.
 
     Args:
@@ -184,6 +186,10 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
       progress: show a progress bar.
       plot: write ``curves.png`` at the end.
       print_fn: where the start-up and final tables go (``None``: nowhere).
+      executor: ``'host'`` (one jitted step per global step) or ``'fused'``
+        (chunks of up to ``chunk_steps`` steps in one compiled program; see
+        :mod:`alternating.executor`). Both give the same TrainState.
+      chunk_steps: the fused executor's longest chunk.
 
     Returns:
       The final TrainState (replicated over the mesh).
@@ -203,6 +209,7 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
                          ("checkpoint_every_steps", checkpoint_every_steps)):
         if value < 0:
             raise ValueError(f"{field}={value}; it must be >= 0 (0 disables the periodic action).")
+    executor_lib.check_executor(executor, chunk_steps)
     if not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay={ema_decay}; it must be in [0, 1) (0 disables the EMA).")
     names = [p.name for p in phases]
@@ -275,6 +282,18 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     steps = {name: parallel.jit_step(fn, mesh, counter=counter, name=name)
              for name, (fn, _) in packed.items()}
     by_name = {b.name: b for b in bound}
+    fused = None
+    if executor == "fused":
+        fused = executor_lib.Fused(
+            steps={name: fn for name, (fn, _) in packed.items()},
+            reads={b.name: b.streams for b in bound}, multi={b.name: b.multi_stream for b in bound},
+            streams=streams, schedule=schedule, mesh=mesh, chunk_steps=chunk_steps,
+            abstract_state=jax.eval_shape(lambda s: s, state), counter=counter,
+            stops=executor_lib.boundaries(log_every_steps, eval_every_steps,
+                                          checkpoint_every_steps, schedule.feedback_every or 0),
+            no_prefetch_after=executor_lib.boundaries(checkpoint_every_steps,
+                                                      schedule.feedback_every or 0),
+            total_steps=total_steps)
 
     writer = metrics_lib.MetricWriter(workdir, process_index=pidx)
     timeline = metrics_lib.TimelineRecorder()
@@ -296,20 +315,29 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     try:
         step = start_step
         while step < total_steps:
-            # 1. which phase
-            name = schedule.next_phase(step)
-            b = by_name[name]
-            # 2. its batch
-            if b.multi_stream:
-                batch = {s: parallel.shard_batch(next(streams[s]), mesh) for s in b.streams}
+            if fused is not None:
+                # 1-3 for a chunk of steps ending before the next periodic action.
+                state, plan, rows = fused.run_chunk(state, step)
+                for name, m in zip(plan, rows):
+                    phase_counts[name] += 1
+                    records.add(step, name, m, phase_counts[name])
+                    timeline.record(step, name)
+                    step += 1
             else:
-                batch = parallel.shard_batch(next(streams[b.streams[0]]), mesh)
-            # 3. the step
-            state, m = steps[name](state, batch)
-            phase_counts[name] += 1
-            records.add(step, name, m, phase_counts[name])
-            timeline.record(step, name)
-            step += 1
+                # 1. which phase
+                name = schedule.next_phase(step)
+                b = by_name[name]
+                # 2. its batch
+                if b.multi_stream:
+                    batch = {s: parallel.shard_batch(next(streams[s]), mesh) for s in b.streams}
+                else:
+                    batch = parallel.shard_batch(next(streams[b.streams[0]]), mesh)
+                # 3. the step
+                state, m = steps[name](state, batch)
+                phase_counts[name] += 1
+                records.add(step, name, m, phase_counts[name])
+                timeline.record(step, name)
+                step += 1
             # 4. periodic actions
             if feedback_every and step % feedback_every == 0:
                 for s, p, hm in records.take("feedback"):

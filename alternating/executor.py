@@ -1,0 +1,243 @@
+"""The fused executor: a chunk of scheduled steps in one compiled program.
+
+The host executor (in :mod:`alternating.loop`) dispatches one jitted step per
+global step, which costs tens of microseconds of Python and runtime work a
+step. The fused executor asks the schedule for the phases of the next ``n``
+steps, gathers their ``n`` batches in schedule order, and runs one jitted
+``lax.scan`` whose body ``lax.switch``-es over the phases' steps. The steps
+are the very functions the host executor jits, so the final TrainState is the
+same, bit for bit on CPU (tested).
+
+Chunks end where the loop acts on the host: every log, evaluation,
+checkpoint, schedule-feedback and final step. A schedule that adapts to
+feedback therefore sees exactly what it sees under the host executor (its
+feedback arrives at its own ``feedback_every`` boundaries, which are chunk
+boundaries), but a small ``feedback_every`` means short chunks.
+
+Compiles: one per distinct chunk length (typically ``chunk_steps`` and the
+remainder before a boundary), independent of the number of steps and switches.
+
+Batches: every stream gets a ``[n, batch, ...]`` stack whose row ``t`` is the
+batch of step ``t`` when that step's phase reads the stream, zeros otherwise.
+When all phases read one stream (the common case) nothing is padded; with
+several streams the chunk carries some zero rows, which costs host-to-device
+bandwidth but keeps one program per chunk length.
+
+Metrics: each phase's packed metrics vector is padded to the longest one, so
+the chunk returns one ``[n, M]`` array; each step's record is a lazy row of it
+(fetched with the rest of the records at the next log, never per step).
+
+Prefetch: after dispatching a chunk (which returns at once), the host gathers
+the next chunk's batches and places them on the devices while the device
+computes. It never reads ahead across a checkpoint (the saved stream positions
+must match the saved state) or a schedule feedback (the next phases are not
+known yet).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from alternating import parallel
+
+EXECUTORS = ("host", "fused")
+
+
+def check_executor(executor: str, chunk_steps: int) -> None:
+    """Raises a clear error for an unknown executor or a bad chunk length."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor={executor!r}; valid executors: {list(EXECUTORS)}.")
+    if executor == "fused" and (not isinstance(chunk_steps, (int, np.integer)) or chunk_steps < 1):
+        raise ValueError(f"chunk_steps={chunk_steps!r}; the fused executor needs an integer >= 1 "
+                         "(steps per compiled chunk, e.g. 100).")
+
+
+class _Row:
+    """Step ``i`` of a chunk's ``[n, M]`` metrics, fetched lazily.
+
+    ``jax.device_get`` calls ``copy_to_host_async`` on every leaf, then
+    ``__array__``; the chunk array caches its host copy, so the ``n`` rows of a
+    chunk cost one transfer together.
+    """
+
+    __slots__ = ("chunk", "i")
+
+    def __init__(self, chunk: jax.Array, i: int):
+        self.chunk, self.i = chunk, i
+
+    def copy_to_host_async(self):
+        self.chunk.copy_to_host_async()
+
+    def __array__(self, dtype=None, copy=None):
+        row = np.asarray(self.chunk)[self.i]
+        return row if dtype is None else row.astype(dtype)
+
+
+def boundaries(*intervals: int) -> Callable[[int], bool]:
+    """``is_boundary(step)``: True when ``step`` is a multiple of a nonzero interval."""
+    every = [int(i) for i in intervals if i]
+    return lambda step: any(step % e == 0 for e in every)
+
+
+def stack_batches(plan: Sequence[str], reads: Mapping[str, Sequence[str]],
+                  streams: Mapping[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+    """Reads the batches of a plan, in schedule order, stacked per stream.
+
+    Row ``t`` of stream ``s`` is the batch of step ``t`` when ``plan[t]`` reads
+    ``s``, zeros otherwise. Streams are read in exactly the order the host
+    executor reads them, so both executors see the same batches.
+    """
+    n = len(plan)
+    rows: dict[str, list] = {s: [None] * n for s in streams}
+    for t, name in enumerate(plan):
+        for s in reads[name]:
+            rows[s][t] = next(streams[s])
+    out = {}
+    for s, batches in rows.items():
+        spec = streams[s].element_spec
+        if all(b is not None for b in batches):
+            out[s] = {k: np.stack([b[k] for b in batches]) for k in spec}
+            continue
+        stacked = {k: np.zeros((n,) + tuple(shape), dtype) for k, (shape, dtype) in spec.items()}
+        for t, b in enumerate(batches):
+            if b is not None:
+                for k in spec:
+                    stacked[k][t] = b[k]
+        out[s] = stacked
+    return out
+
+
+class Fused:
+    """Runs chunks of scheduled steps as one ``lax.scan`` + ``lax.switch`` program.
+
+    Args:
+      steps: ``{phase: packed step}``: ``step(state, batch) -> (state, f32[m])``,
+        in phase-index order (the order of the switch branches).
+      reads: ``{phase: stream names}``; a phase reading several streams gets
+        ``{stream: batch}``, one stream its batch.
+      multi: ``{phase: whether its batch is {stream: batch}}``.
+      streams: ``{stream: Stream}``; only streams some phase reads.
+      schedule: the run's schedule (``plan`` when it ``can_plan``, else
+        ``next_phase`` step by step, valid because chunks end on feedback).
+      mesh: the device mesh (batches sharded on its ``data`` axis).
+      chunk_steps: the longest chunk.
+      abstract_state: the TrainState's shapes (to size the metrics padding).
+      counter: a :class:`~alternating.parallel.TraceCounter`; compiles are
+        counted as ``fused:<chunk length>``.
+      stops: ``is_stop(step)``: the loop acts on the host after ``step``
+        steps (log, eval, checkpoint, feedback); chunks end there.
+      no_prefetch_after: ``f(step)``: True where reading ahead is unsafe
+        (checkpoints, feedback).
+      total_steps: the run's end (always a stop).
+    """
+
+    def __init__(self, *, steps: Mapping[str, Callable], reads: Mapping[str, Sequence[str]],
+                 multi: Mapping[str, bool], streams: Mapping[str, Any], schedule: Any,
+                 mesh: Any, chunk_steps: int, abstract_state: Any,
+                 counter: parallel.TraceCounter | None, stops: Callable[[int], bool],
+                 no_prefetch_after: Callable[[int], bool], total_steps: int):
+        self.names = list(steps)
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.reads, self.multi = dict(reads), dict(multi)
+        used = sorted({s for n in self.names for s in reads[n]})
+        self.streams = {s: streams[s] for s in used}
+        self.schedule, self.mesh = schedule, mesh
+        self.chunk_steps, self.total_steps = int(chunk_steps), int(total_steps)
+        self.stops, self.no_prefetch_after = stops, no_prefetch_after
+        self.counter = counter
+        # Metric widths, from the steps' shapes (which also fills their names).
+        widths = {}
+        for n, fn in steps.items():
+            s = self.streams
+            specs = {st: {k: jax.ShapeDtypeStruct(shape, dtype)
+                          for k, (shape, dtype) in s[st].element_spec.items()}
+                     for st in reads[n]}
+            batch = specs if multi[n] else specs[reads[n][0]]
+            widths[n] = jax.eval_shape(fn, abstract_state, batch)[1].shape[0]
+        self.width = max(widths.values())
+        self._branches = [self._branch(n, steps[n], widths[n]) for n in self.names]
+        self._compiled: dict[int, Callable] = {}
+        self._pending: tuple[int, list[str], Any] | None = None
+
+    def _branch(self, name, step, width):
+        streams, multi, pad = self.reads[name], self.multi[name], self.width - width
+
+        def branch(state, batches):
+            batch = {s: batches[s] for s in streams} if multi else batches[streams[0]]
+            state, m = step(state, batch)
+            return state, jnp.pad(m, (0, pad)) if pad else m
+
+        return branch
+
+    def _program(self, n: int) -> Callable:
+        fn = self._compiled.get(n)
+        if fn is not None:
+            return fn
+        branches = self._branches
+
+        def chunk(state, batches, phase_ids):
+            def body(state, xs):
+                ids, b = xs
+                if len(branches) == 1:
+                    return branches[0](state, b)
+                return jax.lax.switch(ids, branches, state, b)
+            return jax.lax.scan(body, state, (phase_ids, batches))
+
+        if self.counter is not None:
+            chunk = self.counter.wrap(f"fused:{n}", chunk)
+        rep = parallel.replicated(self.mesh)
+        stacked = NamedSharding(self.mesh, P(None, parallel.DATA))
+        fn = jax.jit(chunk, in_shardings=(rep, stacked, rep), out_shardings=(rep, rep),
+                     donate_argnums=0)
+        self._compiled[n] = fn
+        return fn
+
+    def chunk_length(self, step: int) -> int:
+        """Steps from ``step`` to the next stop, at most ``chunk_steps``."""
+        n = 1
+        while n < self.chunk_steps and step + n < self.total_steps and not self.stops(step + n):
+            n += 1
+        return n
+
+    def _plan(self, step: int, n: int) -> list[str]:
+        if getattr(self.schedule, "can_plan", False):
+            return list(self.schedule.plan(step, n))
+        return [self.schedule.next_phase(step + i) for i in range(n)]
+
+    def _prepare(self, step: int):
+        n = self.chunk_length(step)
+        plan = self._plan(step, n)
+        host = stack_batches(plan, self.reads, self.streams)
+        stacked = NamedSharding(self.mesh, P(None, parallel.DATA))
+        if jax.process_count() == 1:
+            batches = jax.device_put(host, stacked)
+        else:
+            batches = jax.tree.map(
+                lambda v: jax.make_array_from_process_local_data(stacked, v), host)
+        ids = np.asarray([self.index[p] for p in plan], np.int32)
+        return step, plan, (batches, ids)
+
+    def run_chunk(self, state: Any, step: int) -> tuple[Any, list[str], list[_Row]]:
+        """Runs the chunk starting at global step ``step``.
+
+        Returns:
+          ``(state, plan, rows)``: the new state, the phase of each step run
+          and each step's metrics (lazy rows of the chunk's metrics array).
+        """
+        if self._pending is not None and self._pending[0] == step:
+            _, plan, (batches, ids) = self._pending
+        else:
+            _, plan, (batches, ids) = self._prepare(step)
+        self._pending = None
+        n = len(plan)
+        state, metrics = self._program(n)(state, batches, ids)
+        end = step + n
+        # Dispatch returned at once; prepare the next chunk while it computes.
+        if end < self.total_steps and not self.no_prefetch_after(end):
+            self._pending = self._prepare(end)
+        return state, plan, [_Row(metrics, i) for i in range(n)]
