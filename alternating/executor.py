@@ -74,7 +74,7 @@ class _Row:
         self.chunk.copy_to_host_async()
 
     def __array__(self, dtype=None, copy=None):
-        row = np.asarray(self.chunk)[self.i]
+        row = np.asarray(self.chunk)[..., self.i, :]
         return row if dtype is None else row.astype(dtype)
 
 
@@ -134,19 +134,28 @@ class Fused:
       no_prefetch_after: ``f(step)``: True where reading ahead is unsafe
         (checkpoints, feedback).
       total_steps: the run's end (always a stop).
+      vectorized: ``schedule`` and ``streams`` are lists, one per replica
+        (seed); the state has a leading replica axis and the chunk program is
+        ``jax.vmap``-ped over it. Replicas whose phases differ at a step run
+        every phase's step and keep their own (``switch`` under ``vmap``).
     """
 
     def __init__(self, *, steps: Mapping[str, Callable], reads: Mapping[str, Sequence[str]],
                  multi: Mapping[str, bool], streams: Mapping[str, Any], schedule: Any,
                  mesh: Any, chunk_steps: int, abstract_state: Any,
                  counter: parallel.TraceCounter | None, stops: Callable[[int], bool],
-                 no_prefetch_after: Callable[[int], bool], total_steps: int):
+                 no_prefetch_after: Callable[[int], bool], total_steps: int,
+                 vectorized: bool = False):
         self.names = list(steps)
         self.index = {n: i for i, n in enumerate(self.names)}
         self.reads, self.multi = dict(reads), dict(multi)
         used = sorted({s for n in self.names for s in reads[n]})
-        self.streams = {s: streams[s] for s in used}
-        self.schedule, self.mesh = schedule, mesh
+        self.vectorized = vectorized
+        # Replicas (vectorized seeds): each its own schedule and streams.
+        self.schedules = list(schedule) if vectorized else [schedule]
+        self.stream_sets = [{s: st[s] for s in used} for st in (streams if vectorized else [streams])]
+        self.streams = self.stream_sets[0]
+        self.schedule, self.mesh = self.schedules[0], mesh
         self.chunk_steps, self.total_steps = int(chunk_steps), int(total_steps)
         self.stops, self.no_prefetch_after = stops, no_prefetch_after
         self.counter = counter
@@ -188,10 +197,12 @@ class Fused:
                 return jax.lax.switch(ids, branches, state, b)
             return jax.lax.scan(body, state, (phase_ids, batches))
 
+        if self.vectorized:
+            chunk = jax.vmap(chunk)
         if self.counter is not None:
             chunk = self.counter.wrap(f"fused:{n}", chunk)
         rep = parallel.replicated(self.mesh)
-        stacked = NamedSharding(self.mesh, P(None, parallel.DATA))
+        stacked = self._batch_sharding()
         fn = jax.jit(chunk, in_shardings=(rep, stacked, rep), out_shardings=(rep, rep),
                      donate_argnums=0)
         self._compiled[n] = fn
@@ -204,23 +215,32 @@ class Fused:
             n += 1
         return n
 
-    def _plan(self, step: int, n: int) -> list[str]:
-        if getattr(self.schedule, "can_plan", False):
-            return list(self.schedule.plan(step, n))
-        return [self.schedule.next_phase(step + i) for i in range(n)]
+    def _batch_sharding(self) -> NamedSharding:
+        lead = (None, None) if self.vectorized else (None,)
+        return NamedSharding(self.mesh, P(*lead, parallel.DATA))
+
+    @staticmethod
+    def _plan(schedule, step: int, n: int) -> list[str]:
+        if getattr(schedule, "can_plan", False):
+            return list(schedule.plan(step, n))
+        return [schedule.next_phase(step + i) for i in range(n)]
 
     def _prepare(self, step: int):
         n = self.chunk_length(step)
-        plan = self._plan(step, n)
-        host = stack_batches(plan, self.reads, self.streams)
-        stacked = NamedSharding(self.mesh, P(None, parallel.DATA))
+        plans = [self._plan(sch, step, n) for sch in self.schedules]
+        hosts = [stack_batches(p, self.reads, st) for p, st in zip(plans, self.stream_sets)]
+        ids = np.asarray([[self.index[p] for p in plan] for plan in plans], np.int32)
+        if self.vectorized:
+            host = jax.tree.map(lambda *xs: np.stack(xs), *hosts)
+        else:
+            host, ids = hosts[0], ids[0]
+        stacked = self._batch_sharding()
         if jax.process_count() == 1:
             batches = jax.device_put(host, stacked)
         else:
             batches = jax.tree.map(
                 lambda v: jax.make_array_from_process_local_data(stacked, v), host)
-        ids = np.asarray([self.index[p] for p in plan], np.int32)
-        return step, plan, (batches, ids)
+        return step, (plans if self.vectorized else plans[0]), (batches, ids)
 
     def run_chunk(self, state: Any, step: int) -> tuple[Any, list[str], list[_Row]]:
         """Runs the chunk starting at global step ``step``.
@@ -228,13 +248,15 @@ class Fused:
         Returns:
           ``(state, plan, rows)``: the new state, the phase of each step run
           and each step's metrics (lazy rows of the chunk's metrics array).
+          Vectorized: ``plan`` is one plan per replica, and the rows are
+          ``[replicas, M]``.
         """
         if self._pending is not None and self._pending[0] == step:
             _, plan, (batches, ids) = self._pending
         else:
             _, plan, (batches, ids) = self._prepare(step)
         self._pending = None
-        n = len(plan)
+        n = ids.shape[-1]
         state, metrics = self._program(n)(state, batches, ids)
         end = step + n
         # Dispatch returned at once; prepare the next chunk while it computes.

@@ -31,6 +31,7 @@ TOP_LEVEL = {
     "eval": "{set: {data, phase | loss, batch_size}}",
     "executor": "'host' (a jitted step per step) or 'fused' (chunks of steps in one program)",
     "chunk_steps": "the fused executor's longest chunk",
+    "num_seeds": "> 1: that many seeds (seed, seed + 1, ...) vectorized in one program",
 }
 REQUIRED = ("total_steps", "model", "data", "phases")
 PHASE_KEYS = ("loss", "loss_kwargs", "data", "params", "optimizer")
@@ -101,4 +102,5 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, **overrides) -> 
         data_dir=get("data_dir", None),
         executor=str(get("executor", "host")),
         chunk_steps=int(get("chunk_steps", 100)),
+        num_seeds=int(get("num_seeds", 1)),
         config=config, **overrides)

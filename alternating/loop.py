@@ -33,6 +33,7 @@ from alternating import data as data_lib
 from alternating import executor as executor_lib
 from alternating import losses, metrics as metrics_lib, parallel, partition, phase as phase_lib
 from alternating import plots
+from alternating import seeds as seeds_lib
 from alternating.schedules import make_schedule
 from alternating.state import TrainState, init_state, param_count, tree_bytes
 
@@ -159,7 +160,7 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
           ema_decay: float = 0.0, data_dir: str | None = None, mesh: Any = None,
           config: Any = None, progress: bool = True, plot: bool = True,
           print_fn: Callable[[str], None] | None = print, executor: str = "host",
-          chunk_steps: int = 100) -> TrainState:
+          chunk_steps: int = 100, num_seeds: int = 1) -> TrainState:
     """Trains a scheme and returns the final TrainState.
 
     Args:
@@ -190,6 +191,9 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         (chunks of up to ``chunk_steps`` steps in one compiled program; see
         :mod:`alternating.executor`). Both give the same TrainState.
       chunk_steps: the fused executor's longest chunk.
+      num_seeds: > 1 trains that many replicas (seeds ``seed .. seed +
+        num_seeds - 1``) in one vectorized program and returns their stacked
+        TrainState; see :mod:`alternating.seeds` (no checkpoints).
 
     Returns:
       The final TrainState (replicated over the mesh).
@@ -217,6 +221,19 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         raise ValueError(f"phase names must be unique and non-empty, got {names}.")
     mesh = mesh or parallel.make_mesh()
     pidx, pcount = jax.process_index(), jax.process_count()
+
+    seeds_lib.check_seeds(num_seeds, schedule=schedule, data=data,
+                          checkpoint_every_steps=checkpoint_every_steps)
+    if num_seeds > 1:
+        return seeds_lib.train_seeds(
+            phases=phases, schedule=schedule, data=data, init=_resolve_init(init),
+            workdir=workdir, total_steps=total_steps, model=model, seed=seed,
+            num_seeds=num_seeds, evals=evals, log_every_steps=log_every_steps,
+            eval_every_steps=eval_every_steps, ema_decay=ema_decay, data_dir=data_dir,
+            mesh=mesh, chunk_steps=chunk_steps if executor == "fused" else 1,
+            progress=progress, print_fn=print_fn, stream_seed=_stream_seed,
+            build_evals=_build_evals, evaluate=_evaluate, pack=_pack_metrics,
+            check_steps=_check_steps)
 
     # --- Everything that can be wrong with the input is checked before compiling.
     schedule = make_schedule(schedule, names, seed=seed)
