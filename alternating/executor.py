@@ -183,8 +183,8 @@ class Fused:
 
         return branch
 
-    def _program(self, n: int) -> Callable:
-        fn = self._compiled.get(n)
+    def _program(self, n: int, shared: bool = False) -> Callable:
+        fn = self._compiled.get((n, shared))
         if fn is not None:
             return fn
         branches = self._branches
@@ -198,14 +198,16 @@ class Fused:
             return jax.lax.scan(body, state, (phase_ids, batches))
 
         if self.vectorized:
-            chunk = jax.vmap(chunk)
+            # Replicas running the same phases share one phase index: a real
+            # switch, instead of every branch for every replica.
+            chunk = jax.vmap(chunk, in_axes=(0, 0, None if shared else 0))
         if self.counter is not None:
-            chunk = self.counter.wrap(f"fused:{n}", chunk)
+            chunk = self.counter.wrap(f"fused:{n}" + (":shared" if shared else ""), chunk)
         rep = parallel.replicated(self.mesh)
         stacked = self._batch_sharding()
         fn = jax.jit(chunk, in_shardings=(rep, stacked, rep), out_shardings=(rep, rep),
                      donate_argnums=0)
-        self._compiled[n] = fn
+        self._compiled[(n, shared)] = fn
         return fn
 
     def chunk_length(self, step: int) -> int:
@@ -232,6 +234,8 @@ class Fused:
         ids = np.asarray([[self.index[p] for p in plan] for plan in plans], np.int32)
         if self.vectorized:
             host = jax.tree.map(lambda *xs: np.stack(xs), *hosts)
+            if all(p == plans[0] for p in plans):
+                ids = ids[0]  # shared by every replica (see _program)
         else:
             host, ids = hosts[0], ids[0]
         stacked = self._batch_sharding()
@@ -257,7 +261,8 @@ class Fused:
             _, plan, (batches, ids) = self._prepare(step)
         self._pending = None
         n = ids.shape[-1]
-        state, metrics = self._program(n)(state, batches, ids)
+        shared = self.vectorized and ids.ndim == 1
+        state, metrics = self._program(n, shared)(state, batches, ids)
         end = step + n
         # Dispatch returned at once; prepare the next chunk while it computes.
         if end < self.total_steps and not self.no_prefetch_after(end):

@@ -57,3 +57,14 @@ def test_vectorized_seed_errors(tmp_path, kw, match):
     kw = {"num_seeds": 2, **kw}
     with pytest.raises(ValueError, match=match):
         _tiny_run(tmp_path, **kw)
+
+
+def test_replicas_on_one_pattern_share_a_real_switch(tmp_path):
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    stacked = _tiny_run(tmp_path / "seeds", mesh=mesh, num_seeds=2, executor="fused",
+                        chunk_steps=6, total_steps=6, log_every_steps=0)
+    with open(tmp_path / "seeds" / "results.json") as f:
+        assert json.load(f)["compiles"] == {"fused:6:shared": 1}
+    single = _tiny_run(tmp_path / "one", mesh=mesh, seed=1, total_steps=6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[1], b, rtol=1e-6, atol=1e-7),
+                 jax.device_get(stacked), jax.device_get(single))
