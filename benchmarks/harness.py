@@ -137,10 +137,14 @@ def library_phases(workload: str):
 
 
 def run_library(workload: str, n: int, mark: int, log_every: int, *, executor: str = "host",
-                chunk_steps: int = 100, seed: int = SEED, return_state: bool = False, **kw):
-    """``alternating.train`` on the workload; returns times since the mark (and the state)."""
+                chunk_steps: int = 100, seed: int = SEED, return_state: bool = False,
+                source: TimedStream | None = None, **kw):
+    """``alternating.train`` on the workload; returns times since the mark (and the state).
+
+    ``source``: the training stream (default: the workload's generated data).
+    """
     model = model_of(workload)
-    s = stream(workload, mark, seed)
+    s = source if source is not None else stream(workload, mark, seed)
     workdir = tempfile.mkdtemp(prefix="bench_lib_")
     try:
         state = loop_lib.train(

@@ -37,6 +37,10 @@ def _strict_json(line):
     ("compiles.py", lambda r: r["one_per_phase_plus_eval"] is True),
     ("opt_state.py", lambda r: r["equal"] is True and r["library_bytes"] == r["expected_bytes"]
      and r["library_bytes"] < r["full_tree_per_phase_bytes"]),
+    ("data_parallel.py", lambda r: r["same_results"] is True and r["devices"] == [1, 2]),
+    ("data_pipeline.py", lambda r: r["steps_per_s"]["fused_pipeline"]["median"] > 0
+     and "host_pipeline_vs_in_memory" in r),
+    ("pytorch_baseline.py", lambda r: "skipped" in r or r["tiny"]["host_vs_torch"]["median"] > 0),
 ])
 def test_benchmark_quick_mode_prints_strict_json(script, checks):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # 1 device
@@ -46,3 +50,5 @@ def test_benchmark_quick_mode_prints_strict_json(script, checks):
     result = _strict_json(out.stdout.strip().splitlines()[-1])
     assert result["benchmark"] == script[:-3]
     assert checks(result), result
+    if "skipped" not in result:
+        assert result["nproc"] >= 1 and result["cpu"]  # the machine is recorded
