@@ -134,6 +134,7 @@ class Fused:
       no_prefetch_after: ``f(step)``: True where reading ahead is unsafe
         (checkpoints, feedback).
       total_steps: the run's end (always a stop).
+      state_sharding: the state's shardings (default replicated).
       vectorized: ``schedule`` and ``streams`` are lists, one per replica
         (seed); the state has a leading replica axis and the chunk program is
         ``jax.vmap``-ped over it. Replicas whose phases differ at a step run
@@ -145,7 +146,7 @@ class Fused:
                  mesh: Any, chunk_steps: int, abstract_state: Any,
                  counter: parallel.TraceCounter | None, stops: Callable[[int], bool],
                  no_prefetch_after: Callable[[int], bool], total_steps: int,
-                 vectorized: bool = False):
+                 vectorized: bool = False, state_sharding: Any = None):
         self.names = list(steps)
         self.index = {n: i for i, n in enumerate(self.names)}
         self.reads, self.multi = dict(reads), dict(multi)
@@ -159,6 +160,7 @@ class Fused:
         self.chunk_steps, self.total_steps = int(chunk_steps), int(total_steps)
         self.stops, self.no_prefetch_after = stops, no_prefetch_after
         self.counter = counter
+        self.state_sharding = state_sharding
         # Metric widths, from the steps' shapes (which also fills their names).
         widths = {}
         for n, fn in steps.items():
@@ -204,8 +206,9 @@ class Fused:
         if self.counter is not None:
             chunk = self.counter.wrap(f"fused:{n}" + (":shared" if shared else ""), chunk)
         rep = parallel.replicated(self.mesh)
+        st = rep if self.state_sharding is None else self.state_sharding
         stacked = self._batch_sharding()
-        fn = jax.jit(chunk, in_shardings=(rep, stacked, rep), out_shardings=(rep, rep),
+        fn = jax.jit(chunk, in_shardings=(st, stacked, rep), out_shardings=(st, rep),
                      donate_argnums=0)
         self._compiled[(n, shared)] = fn
         return fn
@@ -219,7 +222,7 @@ class Fused:
 
     def _batch_sharding(self) -> NamedSharding:
         lead = (None, None) if self.vectorized else (None,)
-        return NamedSharding(self.mesh, P(*lead, parallel.DATA))
+        return NamedSharding(self.mesh, P(*lead, parallel.batch_axes(self.mesh)))
 
     @staticmethod
     def _plan(schedule, step: int, n: int) -> list[str]:

@@ -160,7 +160,8 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
           ema_decay: float = 0.0, data_dir: str | None = None, mesh: Any = None,
           config: Any = None, progress: bool = True, plot: bool = True,
           print_fn: Callable[[str], None] | None = print, executor: str = "host",
-          chunk_steps: int = 100, num_seeds: int = 1) -> TrainState:
+          chunk_steps: int = 100, num_seeds: int = 1,
+          sharding_rules: Sequence[tuple[str, Any]] = ()) -> TrainState:
     """Trains a scheme and returns the final TrainState.
 
     Args:
@@ -182,7 +183,11 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
       checkpoint_every_steps: interval of checkpoints (0: only at the end).
       ema_decay: > 0 keeps an EMA of the params in ``extras['ema']``, also evaluated.
       data_dir: where embedded datasets are prepared (default ``TFDS_DATA_DIR``).
-      mesh: a ``jax.sharding.Mesh`` with a ``data`` axis (default: all devices).
+      mesh: a ``jax.sharding.Mesh`` with a ``data`` axis (default: all devices),
+        and optionally an ``fsdp`` axis (``parallel.make_mesh(fsdp=k)``) over
+        which parameters and optimizer states are sharded.
+      sharding_rules: ``[(regex, PartitionSpec or None)]`` over state leaf
+        paths, before the default rule (see ``parallel.state_shardings``).
       config: the config to save with checkpoints (any JSON-able dict).
       progress: show a progress bar.
       plot: write ``curves.png`` at the end.
@@ -279,9 +284,11 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         return init_state(init_fn(init_rng), bound, state_rng, ema_decay=ema_decay)
 
     packed = {b.name: _pack_metrics(phase_lib.make_step(b, ema_decay=ema_decay)) for b in bound}
-    _check_steps(bound, {n: fn for n, (fn, _) in packed.items()},
-                 jax.eval_shape(make_state, init_rng, state_rng), streams)
-    state = jax.jit(make_state, out_shardings=rep)(init_rng, state_rng)
+    abstract_state = jax.eval_shape(make_state, init_rng, state_rng)
+    _check_steps(bound, {n: fn for n, (fn, _) in packed.items()}, abstract_state, streams)
+    # Replicated on a data-only mesh; split over an fsdp axis where the mesh has one.
+    state_sh = parallel.state_shardings(abstract_state, mesh, sharding_rules)
+    state = jax.jit(make_state, out_shardings=state_sh)(init_rng, state_rng)
 
     checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=max_checkpoints_to_keep)
     start_step = 0
@@ -296,7 +303,7 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         start_step = int(latest)
         say(f"resumed from {checkpointer.directory} at step {start_step}")
 
-    steps = {name: parallel.jit_step(fn, mesh, counter=counter, name=name)
+    steps = {name: parallel.jit_step(fn, mesh, counter=counter, name=name, state_sharding=state_sh)
              for name, (fn, _) in packed.items()}
     by_name = {b.name: b for b in bound}
     fused = None
@@ -305,7 +312,7 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
             steps={name: fn for name, (fn, _) in packed.items()},
             reads={b.name: b.streams for b in bound}, multi={b.name: b.multi_stream for b in bound},
             streams=streams, schedule=schedule, mesh=mesh, chunk_steps=chunk_steps,
-            abstract_state=jax.eval_shape(lambda s: s, state), counter=counter,
+            abstract_state=abstract_state, counter=counter, state_sharding=state_sh,
             stops=executor_lib.boundaries(log_every_steps, eval_every_steps,
                                           checkpoint_every_steps, schedule.feedback_every or 0),
             no_prefetch_after=executor_lib.boundaries(checkpoint_every_steps,
@@ -493,7 +500,8 @@ def _make_eval_fn(loss_fn, mesh, counter, name):
         return sums, mask.sum()
 
     rep = parallel.replicated(mesh)
-    return jax.jit(counter.wrap(name, fn), in_shardings=(rep, rep, parallel.batch_sharding(mesh)),
+    # Params and extras keep the sharding they come with (replicated, or fsdp-split).
+    return jax.jit(counter.wrap(name, fn), in_shardings=(None, None, parallel.batch_sharding(mesh)),
                    out_shardings=rep)
 
 
