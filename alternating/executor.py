@@ -57,24 +57,43 @@ def check_executor(executor: str, chunk_steps: int) -> None:
                          "(steps per compiled chunk, e.g. 100).")
 
 
+class _Chunk:
+    """A chunk's ``[..., n, M]`` metrics array and, once fetched, its host copy."""
+
+    __slots__ = ("array", "requested", "host")
+
+    def __init__(self, array: jax.Array):
+        self.array, self.requested, self.host = array, False, None
+
+    def request(self) -> None:
+        if not self.requested:
+            self.requested = True
+            self.array.copy_to_host_async()
+
+    def fetch(self) -> np.ndarray:
+        if self.host is None:
+            self.host = np.asarray(self.array)
+        return self.host
+
+
 class _Row:
-    """Step ``i`` of a chunk's ``[n, M]`` metrics, fetched lazily.
+    """Step ``i`` of a chunk's metrics, fetched lazily.
 
     ``jax.device_get`` calls ``copy_to_host_async`` on every leaf, then
-    ``__array__``; the chunk array caches its host copy, so the ``n`` rows of a
-    chunk cost one transfer together.
+    ``__array__``; the rows of a chunk share one :class:`_Chunk`, so they cost
+    one transfer together and a few microseconds each.
     """
 
     __slots__ = ("chunk", "i")
 
-    def __init__(self, chunk: jax.Array, i: int):
+    def __init__(self, chunk: _Chunk, i: int):
         self.chunk, self.i = chunk, i
 
     def copy_to_host_async(self):
-        self.chunk.copy_to_host_async()
+        self.chunk.request()
 
     def __array__(self, dtype=None, copy=None):
-        row = np.asarray(self.chunk)[..., self.i, :]
+        row = self.chunk.fetch()[..., self.i, :]
         return row if dtype is None else row.astype(dtype)
 
 
@@ -270,4 +289,5 @@ class Fused:
         # Dispatch returned at once; prepare the next chunk while it computes.
         if end < self.total_steps and not self.no_prefetch_after(end):
             self._pending = self._prepare(end)
-        return state, plan, [_Row(metrics, i) for i in range(n)]
+        chunk = _Chunk(metrics)
+        return state, plan, [_Row(chunk, i) for i in range(n)]

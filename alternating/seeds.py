@@ -194,7 +194,7 @@ def train_seeds(*, phases, schedule, data, init: Callable, workdir: str, total_s
         step = 0
         while step < total_steps:
             state, plans, rows = fused.run_chunk(state, step)
-            pending.append((step, plans, rows[0].chunk))
+            pending.append((step, plans, rows[0].chunk.array))
             step += len(plans[0])
             if (log_every_steps and step % log_every_steps == 0) or step == total_steps:
                 log(step)
