@@ -83,6 +83,9 @@ def main(argv=None):
     ap.add_argument("--steps-mlp", type=int, default=3000)
     ap.add_argument("--steps-tiny", type=int, default=20000)
     ap.add_argument("--chunk", type=int, default=200)
+    ap.add_argument("--torch-threads", default=None,
+                    help="comma-separated PyTorch thread counts to try (default: 1 and "
+                         "PyTorch's default)")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     try:
@@ -91,6 +94,8 @@ def main(argv=None):
         print(json.dumps({"benchmark": "pytorch_baseline",
                           "skipped": "torch is not installed (pip install -e .[bench])"}))
         return None
+    args.torch_threads = sorted({int(t) for t in args.torch_threads.split(",")} if args.torch_threads
+                                else {1, torch.get_num_threads()})
     if args.quick:
         args.workloads, args.steps_tiny, args.chunk = "tiny", 40, 20
     args.repeats = args.repeats or (1 if args.quick else 3)
@@ -98,14 +103,14 @@ def main(argv=None):
     warnings.filterwarnings("ignore")
     log = 5 * args.chunk
     result = {"benchmark": "pytorch_baseline", "torch": torch.__version__,
-              "torch_threads": sorted({1, torch.get_num_threads()}), "repeats": args.repeats,
+              "torch_threads": args.torch_threads, "repeats": args.repeats,
               "quick": args.quick, "chunk_steps": args.chunk, **harness.machine()}
     for wl in args.workloads.split(","):
         steps = args.steps_mlp if wl == "mlp" else args.steps_tiny
         n1 = 2 * log
         n2 = n1 + -(-steps // log) * log
         mark = args.chunk + 1
-        threads = sorted({1, torch.get_num_threads()})
+        threads = args.torch_threads
         rates = {f"torch_{t}t": [] for t in threads}
         rates.update({"torch": [], "host": [], "fused": []})
         for r in range(args.repeats):
