@@ -13,9 +13,10 @@ from typing import Any, Mapping
 
 import jax
 import ml_collections
+from jax.sharding import PartitionSpec
 
 from alternating import checkpoint as ckpt_lib
-from alternating import loop, models
+from alternating import loop, models, parallel
 from alternating.phase import Phase
 from alternating.schedules import make_schedule
 from alternating.state import TrainState, init_state
@@ -38,6 +39,11 @@ TOP_LEVEL = {
     "nan_policy": "'raise' (stop at a non-finite metric) or 'skip' (drop that update)",
     "max_consecutive_skips": "with nan_policy='skip': stop after this many skips in a row in a phase",
     "init_from": "start from another run: {workdir, step, mode: 'params' | 'state'}",
+    "executor": "'host' (a jitted step per step) or 'fused' (chunks of steps in one program)",
+    "chunk_steps": "the fused executor's longest chunk",
+    "num_seeds": "> 1: that many seeds (seed, seed + 1, ...) vectorized in one program",
+    "fsdp": "size of the mesh's fsdp axis (params and optimizer states split over it); 1: data only",
+    "sharding_rules": "[[regex over state leaf paths, [mesh axis or None per dim] or None], ...]",
 }
 REQUIRED = ("total_steps", "model", "data", "phases")
 PHASE_KEYS = ("loss", "loss_kwargs", "data", "params", "optimizer", "opt_policy", "updates")
@@ -93,6 +99,11 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, **overrides) -> 
     validate(config)
     model = models.get_model(config["model"])
     get = lambda k, d: config[k] if k in config.keys() and config[k] is not None else d
+    fsdp = int(get("fsdp", 1))
+    if fsdp > 1 and "mesh" not in overrides:
+        overrides["mesh"] = parallel.make_mesh(fsdp=fsdp)
+    rules = [(rx, None if spec is None else PartitionSpec(*spec))
+             for rx, spec in _plain(get("sharding_rules", []))]
     evals = {k: _plain(v) for k, v in get("eval", {}).items()}
     return loop.train(
         phases=phases_from_config(config),
@@ -111,6 +122,10 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, **overrides) -> 
         nan_policy=str(get("nan_policy", "raise")),
         max_consecutive_skips=int(get("max_consecutive_skips", 10)),
         init_from=_plain(get("init_from", None)),
+        executor=str(get("executor", "host")),
+        chunk_steps=int(get("chunk_steps", 100)),
+        num_seeds=int(get("num_seeds", 1)),
+        sharding_rules=rules,
         config=config, **overrides)
 
 

@@ -46,8 +46,10 @@ import numpy as np
 
 from alternating import checkpoint as ckpt_lib
 from alternating import data as data_lib
+from alternating import executor as executor_lib
 from alternating import losses, metrics as metrics_lib, parallel, partition, phase as phase_lib
 from alternating import plots
+from alternating import seeds as seeds_lib
 from alternating.schedules import check_feedback, make_schedule
 from alternating.state import TrainState, init_state, param_count, tree_bytes
 
@@ -291,7 +293,9 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
           nan_policy: str = "raise", max_consecutive_skips: int = 10,
           init_from: Any = None, handle_signals: bool = True,
           config: Any = None, progress: bool = True, plot: bool = True,
-          print_fn: Callable[[str], None] | None = print) -> TrainState:
+          print_fn: Callable[[str], None] | None = print, executor: str = "host",
+          chunk_steps: int = 100, num_seeds: int = 1,
+          sharding_rules: Sequence[tuple[str, Any]] = ()) -> TrainState:
     """Trains a scheme and returns the final TrainState.
 
     Re-running the same call with the same ``workdir`` resumes from the newest
@@ -321,7 +325,9 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         rings, dual variables), built into ``state.extras``; see
         :mod:`alternating.extras`.
       data_dir: where embedded datasets are prepared (default ``TFDS_DATA_DIR``).
-      mesh: a ``jax.sharding.Mesh`` with a ``data`` axis (default: all devices).
+      mesh: a ``jax.sharding.Mesh`` with a ``data`` axis (default: all devices),
+        and optionally an ``fsdp`` axis (``parallel.make_mesh(fsdp=k)``) over
+        which parameters and optimizer states are sharded.
       nan_policy: ``'raise'``: a non-finite metric stops the run with
         :class:`NonFiniteError` naming the step, phase and metric, and no
         checkpoint is written after it; ``'skip'``: a step whose loss or
@@ -338,9 +344,18 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
       handle_signals: install SIGTERM/SIGINT handlers that save and stop.
       config: the config to save with checkpoints (any JSON-able dict); a
         resume compares it with the saved one.
+      sharding_rules: ``[(regex, PartitionSpec or None)]`` over state leaf
+        paths, before the default rule (see ``parallel.state_shardings``).
       progress: show a progress bar.
       plot: write ``curves.png`` at the end.
       print_fn: where the start-up and final tables go (``None``: nowhere).
+      executor: ``'host'`` (one jitted step per global step) or ``'fused'``
+        (chunks of up to ``chunk_steps`` steps in one compiled program; see
+        :mod:`alternating.executor`). Both give the same TrainState.
+      chunk_steps: the fused executor's longest chunk.
+      num_seeds: > 1 trains that many replicas (seeds ``seed .. seed +
+        num_seeds - 1``) in one vectorized program and returns their stacked
+        TrainState; see :mod:`alternating.seeds` (no checkpoints).
 
     Returns:
       The final TrainState (replicated over the mesh).
@@ -363,6 +378,7 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
                          ("checkpoint_every_steps", checkpoint_every_steps)):
         if value < 0:
             raise ValueError(f"{field}={value}; it must be >= 0 (0 disables the periodic action).")
+    executor_lib.check_executor(executor, chunk_steps)
     if not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay={ema_decay}; it must be in [0, 1) (0 disables the EMA).")
     if nan_policy not in NAN_POLICIES:
@@ -375,6 +391,19 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         raise ValueError(f"phase names must be unique and non-empty, got {names}.")
     mesh = mesh or parallel.make_mesh()
     pidx, pcount = jax.process_index(), jax.process_count()
+
+    seeds_lib.check_seeds(num_seeds, schedule=schedule, data=data,
+                          checkpoint_every_steps=checkpoint_every_steps)
+    if num_seeds > 1:
+        return seeds_lib.train_seeds(
+            phases=phases, schedule=schedule, data=data, init=_resolve_init(init),
+            workdir=workdir, total_steps=total_steps, model=model, seed=seed,
+            num_seeds=num_seeds, evals=evals, log_every_steps=log_every_steps,
+            eval_every_steps=eval_every_steps, ema_decay=ema_decay, data_dir=data_dir,
+            mesh=mesh, chunk_steps=chunk_steps if executor == "fused" else 1,
+            progress=progress, print_fn=print_fn, stream_seed=_stream_seed,
+            build_evals=_build_evals, evaluate=_evaluate, pack=_pack_metrics,
+            check_steps=_check_steps)
 
     # --- Everything that can be wrong with the input is checked before compiling.
     schedule = make_schedule(schedule, names, seed=seed)
@@ -425,8 +454,10 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     # Metric names are known once traced: a schedule's feedback is checked here.
     check_feedback(schedule, {n: names for n, (_, names) in packed.items()},
                    [e.name for e in eval_sets])
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
-                          abstract_state)
+    # Replicated on a data-only mesh; split over an fsdp axis where the mesh has one.
+    state_sh = parallel.state_shardings(abstract_state, mesh, sharding_rules)
+    target = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                          abstract_state, state_sh)
 
     # --- Where the run starts. The order: (1) the newest checkpoint in this
     # workdir that restores, (2) init_from, (3) scratch. See the module docstring.
@@ -453,14 +484,26 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         if init_from:
             say("  (init_from ignored: this workdir has its own checkpoint)")
     elif init_from:
-        state = _load_init_from(init_from, target, rep, say, lambda p, r: init_state(
+        state = _load_init_from(init_from, target, state_sh, rep, say, lambda p, r: init_state(
             p, bound, r, ema_decay=ema_decay, extra_specs=extras), state_rng)
     else:
-        state = jax.jit(make_state, out_shardings=rep)(init_rng, state_rng)
+        state = jax.jit(make_state, out_shardings=state_sh)(init_rng, state_rng)
 
-    steps = {name: parallel.jit_step(fn, mesh, counter=counter, name=name)
+    steps = {name: parallel.jit_step(fn, mesh, counter=counter, name=name, state_sharding=state_sh)
              for name, (fn, _) in packed.items()}
     by_name = {b.name: b for b in bound}
+    fused = None
+    if executor == "fused":
+        fused = executor_lib.Fused(
+            steps={name: fn for name, (fn, _) in packed.items()},
+            reads={b.name: b.streams for b in bound}, multi={b.name: b.multi_stream for b in bound},
+            streams=streams, schedule=schedule, mesh=mesh, chunk_steps=chunk_steps,
+            abstract_state=abstract_state, counter=counter, state_sharding=state_sh,
+            stops=executor_lib.boundaries(log_every_steps, eval_every_steps,
+                                          checkpoint_every_steps, schedule.feedback_every or 0),
+            no_prefetch_after=executor_lib.boundaries(checkpoint_every_steps,
+                                                      schedule.feedback_every or 0),
+            total_steps=total_steps)
 
     writer = metrics_lib.MetricWriter(workdir, process_index=pidx,
                                       resume_step=start_step if resumed is not None else None)
@@ -496,20 +539,29 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         with _StopSignals(handle_signals, pcount > 1) as stop:
             step = start_step
             while step < total_steps:
-                # 1. which phase
-                name = schedule.next_phase(step)
-                b = by_name[name]
-                # 2. its batch
-                if b.multi_stream:
-                    batch = {s: parallel.shard_batch(next(streams[s]), mesh) for s in b.streams}
+                if fused is not None:
+                    # 1-3 for a chunk of steps ending before the next periodic action.
+                    state, plan, rows = fused.run_chunk(state, step)
+                    for name, m in zip(plan, rows):
+                        phase_counts[name] += 1
+                        records.add(step, name, m, phase_counts[name])
+                        timeline.record(step, name)
+                        step += 1
                 else:
-                    batch = parallel.shard_batch(next(streams[b.streams[0]]), mesh)
-                # 3. the step
-                state, m = steps[name](state, batch)
-                phase_counts[name] += 1
-                records.add(step, name, m, phase_counts[name])
-                timeline.record(step, name)
-                step += 1
+                    # 1. which phase
+                    name = schedule.next_phase(step)
+                    b = by_name[name]
+                    # 2. its batch
+                    if b.multi_stream:
+                        batch = {s: parallel.shard_batch(next(streams[s]), mesh) for s in b.streams}
+                    else:
+                        batch = parallel.shard_batch(next(streams[b.streams[0]]), mesh)
+                    # 3. the step
+                    state, m = steps[name](state, batch)
+                    phase_counts[name] += 1
+                    records.add(step, name, m, phase_counts[name])
+                    timeline.record(step, name)
+                    step += 1
                 # 4. periodic actions
                 if feedback_every and step % feedback_every == 0:
                     _feed_schedule(schedule, records, eval_sets, state, step)
@@ -652,7 +704,8 @@ def _check_resumable(checkpointer, step, target, config) -> list[tuple[str, Any,
     return [c for c in changes if c not in unsafe]
 
 
-def _load_init_from(spec, target, rep, say, make_state_from, state_rng) -> TrainState:
+def _load_init_from(spec, target, shardings, rep, say, make_state_from,
+                    state_rng) -> TrainState:
     other = ckpt_lib.Checkpointer(spec["workdir"], create=False, async_save=False,
                                   max_to_keep=None)
     steps = other.all_steps()
@@ -669,7 +722,7 @@ def _load_init_from(spec, target, rep, say, make_state_from, state_rng) -> Train
                 "the parameters.")
         state = other.restore(step, target)["state"]
         state = jax.jit(lambda s: s.replace(step=jnp.zeros((), jnp.int32)),
-                        out_shardings=rep)(state)
+                        out_shardings=shardings)(state)
     else:
         saved = other.metadata(step)["params"]
         diff = ckpt_lib.structure_diff(saved, target.params)
@@ -679,7 +732,7 @@ def _load_init_from(spec, target, rep, say, make_state_from, state_rng) -> Train
                 "run's model:\n" + "\n".join(diff))
         raw = other.restore(step, other.abstract_from_metadata(step, rep))["state"]["params"]
         params = jax.tree.unflatten(jax.tree.structure(target.params), jax.tree.leaves(raw))
-        state = jax.jit(make_state_from, out_shardings=rep)(params, state_rng)
+        state = jax.jit(make_state_from, out_shardings=shardings)(params, state_rng)
     other.close()
     say(f"initialized from {spec['workdir']} step {step} ({spec['mode']})")
     return state
@@ -800,7 +853,8 @@ def _make_eval_fn(loss_fn, mesh, counter, name):
         return sums, mask.sum()
 
     rep = parallel.replicated(mesh)
-    return jax.jit(counter.wrap(name, fn), in_shardings=(rep, rep, parallel.batch_sharding(mesh)),
+    # Params and extras keep the sharding they come with (replicated, or fsdp-split).
+    return jax.jit(counter.wrap(name, fn), in_shardings=(None, None, parallel.batch_sharding(mesh)),
                    out_shardings=rep)
 
 

@@ -5,40 +5,150 @@ are sharded along it, the TrainState is replicated, and XLA inserts the
 gradient all-reduce because the loss is a mean over the *global* batch. No
 ``shard_map``/``pmean`` is involved, so there is no risk of the N-fold
 gradient that a pmap-style ``pmean(grads)`` gives under ``shard_map``.
+
+A mesh may also have an ``fsdp`` axis (``make_mesh(fsdp=k)``): batches are
+then split over both axes (every device gets its own examples), and
+parameters and optimizer states are sharded along ``fsdp`` by
+:func:`state_shardings` (each large leaf split on one dimension, or by
+user rules), so a model ``k`` times larger than one device's memory fits.
+XLA gathers a sharded parameter where a step needs it whole and
+reduce-scatters its gradient; the arithmetic is that of data parallelism,
+so results match a data-only mesh up to summation order (tested).
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import threading
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA = "data"
+FSDP = "fsdp"
+MIN_SHARD_SIZE = 2 ** 14  # smaller leaves stay replicated: splitting them costs more than it saves
 
 
-def make_mesh(devices: Any = None) -> Mesh:
-    """A 1-D mesh with a ``data`` axis over all (global) devices."""
-    devices = np.asarray(jax.devices() if devices is None else devices)
-    return Mesh(devices.reshape(-1), (DATA,))
+def make_mesh(devices: Any = None, *, fsdp: int = 1) -> Mesh:
+    """A mesh over all (global) devices: ``data`` only, or ``data`` x ``fsdp``.
+
+    Args:
+      devices: the devices (default ``jax.devices()``).
+      fsdp: > 1 adds an ``fsdp`` axis of that size (parameters and optimizer
+        states sharded over it, see :func:`state_shardings`); the ``data``
+        axis gets the remaining factor.
+
+    Raises:
+      ValueError: ``fsdp`` does not divide the number of devices.
+    """
+    devices = np.asarray(jax.devices() if devices is None else devices).reshape(-1)
+    if fsdp < 1 or devices.size % fsdp:
+        raise ValueError(f"fsdp={fsdp} must be >= 1 and divide the {devices.size} devices; "
+                         f"valid: {[k for k in range(1, devices.size + 1) if devices.size % k == 0]}.")
+    if fsdp == 1:
+        return Mesh(devices, (DATA,))
+    return Mesh(devices.reshape(-1, fsdp), (DATA, FSDP))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def batch_axes(mesh: Mesh) -> str | tuple[str, ...]:
+    """The mesh axes a batch's leading dimension is split over."""
+    return (DATA, FSDP) if FSDP in mesh.axis_names else DATA
+
+
+def batch_devices(mesh: Mesh) -> int:
+    """How many ways a global batch is split."""
+    return mesh.shape[DATA] * (mesh.shape[FSDP] if FSDP in mesh.axis_names else 1)
+
+
 @functools.lru_cache(maxsize=None)
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     # Cached: built for every batch on the hot path.
-    return NamedSharding(mesh, P(DATA))
+    return NamedSharding(mesh, P(batch_axes(mesh)))
+
+
+def _leaf_spec(shape: tuple[int, ...], size: int) -> P:
+    """Splits the largest dimension divisible by ``size``; small leaves stay whole."""
+    if size == 1 or int(np.prod(shape, dtype=np.int64)) < MIN_SHARD_SIZE:
+        return P()
+    dims = sorted(range(len(shape)), key=lambda d: -shape[d])
+    for d in dims:
+        if shape[d] % size == 0:
+            return P(*([None] * d + [FSDP]))
+    return P()
+
+
+def state_shardings(tree: Any, mesh: Mesh, rules: Sequence[tuple[str, Any]] = ()) -> Any:
+    """Shardings for a TrainState (or any pytree of arrays) on ``mesh``.
+
+    Without an ``fsdp`` axis everything is replicated. With one, each leaf of
+    at least ``MIN_SHARD_SIZE`` elements is split along ``fsdp`` on its
+    largest dimension that the axis size divides (so a parameter and its Adam
+    moments are split alike); others are replicated.
+
+    Args:
+      tree: the state, or its ``jax.eval_shape``.
+      mesh: the mesh.
+      rules: ordered ``(regex, PartitionSpec or None)`` pairs matched
+        (``re.search``) against each leaf's path, e.g. ``params/Dense_0/kernel``
+        or ``opt_state/a/0/mu/Dense_0/kernel``; the first match wins,
+        ``None`` replicates. Unmatched leaves get the default rule.
+
+    Returns:
+      A pytree of ``NamedSharding`` with the structure of ``tree``.
+
+    Raises:
+      ValueError: a rule's spec names an axis the mesh lacks, or does not
+        divide the leaf (naming the path).
+    """
+    size = mesh.shape[FSDP] if FSDP in mesh.axis_names else 1
+    compiled = [(re.compile(rx), spec) for rx, spec in rules]
+
+    def one(path, leaf):
+        shape = tuple(getattr(leaf, "shape", ()))
+        name = "/".join(_key(k) for k in path)
+        for rx, spec in compiled:
+            if rx.search(name):
+                spec = P() if spec is None else P(*spec)
+                _check_spec(name, shape, spec, mesh)
+                return NamedSharding(mesh, spec)
+        return NamedSharding(mesh, _leaf_spec(shape, size))
+
+    return jax.tree_util.tree_map_with_path(one, tree)
+
+
+def _key(k) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def _check_spec(name: str, shape: tuple[int, ...], spec: P, mesh: Mesh) -> None:
+    if len(spec) > len(shape):
+        raise ValueError(f"sharding rule for {name!r}: spec {spec} has more entries than the "
+                         f"leaf's {len(shape)} dimensions {shape}.")
+    for dim, axes in zip(shape, spec):
+        for a in (axes if isinstance(axes, tuple) else (axes,)):
+            if a is None:
+                continue
+            if a not in mesh.axis_names:
+                raise ValueError(f"sharding rule for {name!r}: axis {a!r} is not a mesh axis; "
+                                 f"mesh axes: {list(mesh.axis_names)}.")
+            if dim % mesh.shape[a]:
+                raise ValueError(f"sharding rule for {name!r}: dimension {dim} of {shape} does "
+                                 f"not split over axis {a!r} of size {mesh.shape[a]}.")
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, where: str) -> None:
     """Raises a clear error when a global batch does not split across devices."""
-    n = mesh.shape[DATA]
+    n = batch_devices(mesh)
     if batch_size % n:
         lo, hi = batch_size - batch_size % n, batch_size + n - batch_size % n
         raise ValueError(
@@ -76,10 +186,15 @@ class TraceCounter:
 
 
 def jit_step(step: Callable, mesh: Mesh, *, counter: TraceCounter | None = None,
-             name: str = "step") -> Callable:
-    """Jits ``step(state, batch)`` once: state replicated and donated, batch sharded."""
+             name: str = "step", state_sharding: Any = None) -> Callable:
+    """Jits ``step(state, batch)`` once: state donated, batch sharded.
+
+    ``state_sharding``: the state's shardings (:func:`state_shardings`);
+    default replicated.
+    """
     fn = counter.wrap(name, step) if counter else step
     rep = replicated(mesh)
+    st = rep if state_sharding is None else state_sharding
     # The batch sharding is a pytree prefix: it covers flat and {stream: batch} batches.
-    return jax.jit(fn, in_shardings=(rep, batch_sharding(mesh)), out_shardings=(rep, rep),
+    return jax.jit(fn, in_shardings=(st, batch_sharding(mesh)), out_shardings=(st, rep),
                    donate_argnums=0)

@@ -21,3 +21,34 @@ def test_step_overhead_quick_prints_its_ratios():
     for key in ("ratio", "cpu_time_ratio", "ratio_vs_bare", "host_loop_ratio"):
         assert result[key] > 0
     assert result["library_steps_per_s"] > 0 and result["handwritten_steps_per_s"] > 0
+
+
+def _strict_json(line):
+    def reject(name):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(line, parse_constant=reject)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script,checks", [
+    ("fused.py", lambda r: r["tiny"]["steps_per_s"]["fused"]["median"] > 0
+     and "fused_vs_hand_scan" in r["tiny"] and "fused_vs_host" in r["tiny"]),
+    ("seeds.py", lambda r: r["num_seeds"] == 8 and r["replica_steps_per_s"]["vectorized"]["median"] > 0),
+    ("compiles.py", lambda r: r["one_per_phase_plus_eval"] is True),
+    ("opt_state.py", lambda r: r["equal"] is True and r["library_bytes"] == r["expected_bytes"]
+     and r["library_bytes"] < r["full_tree_per_phase_bytes"]),
+    ("data_parallel.py", lambda r: r["same_results"] is True and r["devices"] == [1, 2]),
+    ("data_pipeline.py", lambda r: r["steps_per_s"]["fused_pipeline"]["median"] > 0
+     and "host_pipeline_vs_in_memory" in r),
+    ("pytorch_baseline.py", lambda r: "skipped" in r or r["tiny"]["host_vs_torch"]["median"] > 0),
+])
+def test_benchmark_quick_mode_prints_strict_json(script, checks):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # 1 device
+    out = subprocess.run([sys.executable, os.path.join("benchmarks", script), "--quick"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = _strict_json(out.stdout.strip().splitlines()[-1])
+    assert result["benchmark"] == script[:-3]
+    assert checks(result), result
+    if "skipped" not in result:
+        assert result["nproc"] >= 1 and result["cpu"]  # the machine is recorded

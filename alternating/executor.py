@@ -1,0 +1,293 @@
+"""The fused executor: a chunk of scheduled steps in one compiled program.
+
+The host executor (in :mod:`alternating.loop`) dispatches one jitted step per
+global step, which costs tens of microseconds of Python and runtime work a
+step. The fused executor asks the schedule for the phases of the next ``n``
+steps, gathers their ``n`` batches in schedule order, and runs one jitted
+``lax.scan`` whose body ``lax.switch``-es over the phases' steps. The steps
+are the very functions the host executor jits, so the final TrainState is the
+same, bit for bit on CPU (tested).
+
+Chunks end where the loop acts on the host: every log, evaluation,
+checkpoint, schedule-feedback and final step. A schedule that adapts to
+feedback therefore sees exactly what it sees under the host executor (its
+feedback arrives at its own ``feedback_every`` boundaries, which are chunk
+boundaries), but a small ``feedback_every`` means short chunks.
+
+Compiles: one per distinct chunk length (typically ``chunk_steps`` and the
+remainder before a boundary), independent of the number of steps and switches.
+
+Batches: every stream gets a ``[n, batch, ...]`` stack whose row ``t`` is the
+batch of step ``t`` when that step's phase reads the stream, zeros otherwise.
+When all phases read one stream (the common case) nothing is padded; with
+several streams the chunk carries some zero rows, which costs host-to-device
+bandwidth but keeps one program per chunk length.
+
+Metrics: each phase's packed metrics vector is padded to the longest one, so
+the chunk returns one ``[n, M]`` array; each step's record is a lazy row of it
+(fetched with the rest of the records at the next log, never per step).
+
+Prefetch: after dispatching a chunk (which returns at once), the host gathers
+the next chunk's batches and places them on the devices while the device
+computes. It never reads ahead across a checkpoint (the saved stream positions
+must match the saved state) or a schedule feedback (the next phases are not
+known yet).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from alternating import parallel
+
+EXECUTORS = ("host", "fused")
+
+
+def check_executor(executor: str, chunk_steps: int) -> None:
+    """Raises a clear error for an unknown executor or a bad chunk length."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor={executor!r}; valid executors: {list(EXECUTORS)}.")
+    if executor == "fused" and (not isinstance(chunk_steps, (int, np.integer)) or chunk_steps < 1):
+        raise ValueError(f"chunk_steps={chunk_steps!r}; the fused executor needs an integer >= 1 "
+                         "(steps per compiled chunk, e.g. 100).")
+
+
+class _Chunk:
+    """A chunk's ``[..., n, M]`` metrics array and, once fetched, its host copy."""
+
+    __slots__ = ("array", "requested", "host")
+
+    def __init__(self, array: jax.Array):
+        self.array, self.requested, self.host = array, False, None
+
+    def request(self) -> None:
+        if not self.requested:
+            self.requested = True
+            self.array.copy_to_host_async()
+
+    def fetch(self) -> np.ndarray:
+        if self.host is None:
+            self.host = np.asarray(self.array)
+        return self.host
+
+
+class _Row:
+    """Step ``i`` of a chunk's metrics, fetched lazily.
+
+    ``jax.device_get`` calls ``copy_to_host_async`` on every leaf, then
+    ``__array__``; the rows of a chunk share one :class:`_Chunk`, so they cost
+    one transfer together and a few microseconds each.
+    """
+
+    __slots__ = ("chunk", "i")
+
+    def __init__(self, chunk: _Chunk, i: int):
+        self.chunk, self.i = chunk, i
+
+    def copy_to_host_async(self):
+        self.chunk.request()
+
+    def __array__(self, dtype=None, copy=None):
+        row = self.chunk.fetch()[..., self.i, :]
+        return row if dtype is None else row.astype(dtype)
+
+
+def boundaries(*intervals: int) -> Callable[[int], bool]:
+    """``is_boundary(step)``: True when ``step`` is a multiple of a nonzero interval."""
+    every = [int(i) for i in intervals if i]
+    return lambda step: any(step % e == 0 for e in every)
+
+
+def stack_batches(plan: Sequence[str], reads: Mapping[str, Sequence[str]],
+                  streams: Mapping[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+    """Reads the batches of a plan, in schedule order, stacked per stream.
+
+    Row ``t`` of stream ``s`` is the batch of step ``t`` when ``plan[t]`` reads
+    ``s``, zeros otherwise. Streams are read in exactly the order the host
+    executor reads them, so both executors see the same batches.
+    """
+    n = len(plan)
+    rows: dict[str, list] = {s: [None] * n for s in streams}
+    for t, name in enumerate(plan):
+        for s in reads[name]:
+            rows[s][t] = next(streams[s])
+    out = {}
+    for s, batches in rows.items():
+        spec = streams[s].element_spec
+        if all(b is not None for b in batches):
+            out[s] = {k: np.stack([b[k] for b in batches]) for k in spec}
+            continue
+        stacked = {k: np.zeros((n,) + tuple(shape), dtype) for k, (shape, dtype) in spec.items()}
+        for t, b in enumerate(batches):
+            if b is not None:
+                for k in spec:
+                    stacked[k][t] = b[k]
+        out[s] = stacked
+    return out
+
+
+class Fused:
+    """Runs chunks of scheduled steps as one ``lax.scan`` + ``lax.switch`` program.
+
+    Args:
+      steps: ``{phase: packed step}``: ``step(state, batch) -> (state, f32[m])``,
+        in phase-index order (the order of the switch branches).
+      reads: ``{phase: stream names}``; a phase reading several streams gets
+        ``{stream: batch}``, one stream its batch.
+      multi: ``{phase: whether its batch is {stream: batch}}``.
+      streams: ``{stream: Stream}``; only streams some phase reads.
+      schedule: the run's schedule (``plan`` when it ``can_plan``, else
+        ``next_phase`` step by step, valid because chunks end on feedback).
+      mesh: the device mesh (batches sharded on its ``data`` axis).
+      chunk_steps: the longest chunk.
+      abstract_state: the TrainState's shapes (to size the metrics padding).
+      counter: a :class:`~alternating.parallel.TraceCounter`; compiles are
+        counted as ``fused:<chunk length>``.
+      stops: ``is_stop(step)``: the loop acts on the host after ``step``
+        steps (log, eval, checkpoint, feedback); chunks end there.
+      no_prefetch_after: ``f(step)``: True where reading ahead is unsafe
+        (checkpoints, feedback).
+      total_steps: the run's end (always a stop).
+      state_sharding: the state's shardings (default replicated).
+      vectorized: ``schedule`` and ``streams`` are lists, one per replica
+        (seed); the state has a leading replica axis and the chunk program is
+        ``jax.vmap``-ped over it. Replicas whose phases differ at a step run
+        every phase's step and keep their own (``switch`` under ``vmap``).
+    """
+
+    def __init__(self, *, steps: Mapping[str, Callable], reads: Mapping[str, Sequence[str]],
+                 multi: Mapping[str, bool], streams: Mapping[str, Any], schedule: Any,
+                 mesh: Any, chunk_steps: int, abstract_state: Any,
+                 counter: parallel.TraceCounter | None, stops: Callable[[int], bool],
+                 no_prefetch_after: Callable[[int], bool], total_steps: int,
+                 vectorized: bool = False, state_sharding: Any = None):
+        self.names = list(steps)
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.reads, self.multi = dict(reads), dict(multi)
+        used = sorted({s for n in self.names for s in reads[n]})
+        self.vectorized = vectorized
+        # Replicas (vectorized seeds): each its own schedule and streams.
+        self.schedules = list(schedule) if vectorized else [schedule]
+        self.stream_sets = [{s: st[s] for s in used} for st in (streams if vectorized else [streams])]
+        self.streams = self.stream_sets[0]
+        self.schedule, self.mesh = self.schedules[0], mesh
+        self.chunk_steps, self.total_steps = int(chunk_steps), int(total_steps)
+        self.stops, self.no_prefetch_after = stops, no_prefetch_after
+        self.counter = counter
+        self.state_sharding = state_sharding
+        # Metric widths, from the steps' shapes (which also fills their names).
+        widths = {}
+        for n, fn in steps.items():
+            s = self.streams
+            specs = {st: {k: jax.ShapeDtypeStruct(shape, dtype)
+                          for k, (shape, dtype) in s[st].element_spec.items()}
+                     for st in reads[n]}
+            batch = specs if multi[n] else specs[reads[n][0]]
+            widths[n] = jax.eval_shape(fn, abstract_state, batch)[1].shape[0]
+        self.width = max(widths.values())
+        self._branches = [self._branch(n, steps[n], widths[n]) for n in self.names]
+        self._compiled: dict[int, Callable] = {}
+        self._pending: tuple[int, list[str], Any] | None = None
+
+    def _branch(self, name, step, width):
+        streams, multi, pad = self.reads[name], self.multi[name], self.width - width
+
+        def branch(state, batches):
+            batch = {s: batches[s] for s in streams} if multi else batches[streams[0]]
+            state, m = step(state, batch)
+            return state, jnp.pad(m, (0, pad)) if pad else m
+
+        return branch
+
+    def _program(self, n: int, shared: bool = False) -> Callable:
+        fn = self._compiled.get((n, shared))
+        if fn is not None:
+            return fn
+        branches = self._branches
+
+        def chunk(state, batches, phase_ids):
+            def body(state, xs):
+                ids, b = xs
+                if len(branches) == 1:
+                    return branches[0](state, b)
+                return jax.lax.switch(ids, branches, state, b)
+            return jax.lax.scan(body, state, (phase_ids, batches))
+
+        if self.vectorized:
+            # Replicas running the same phases share one phase index: a real
+            # switch, instead of every branch for every replica.
+            chunk = jax.vmap(chunk, in_axes=(0, 0, None if shared else 0))
+        if self.counter is not None:
+            chunk = self.counter.wrap(f"fused:{n}" + (":shared" if shared else ""), chunk)
+        rep = parallel.replicated(self.mesh)
+        st = rep if self.state_sharding is None else self.state_sharding
+        stacked = self._batch_sharding()
+        fn = jax.jit(chunk, in_shardings=(st, stacked, rep), out_shardings=(st, rep),
+                     donate_argnums=0)
+        self._compiled[(n, shared)] = fn
+        return fn
+
+    def chunk_length(self, step: int) -> int:
+        """Steps from ``step`` to the next stop, at most ``chunk_steps``."""
+        n = 1
+        while n < self.chunk_steps and step + n < self.total_steps and not self.stops(step + n):
+            n += 1
+        return n
+
+    def _batch_sharding(self) -> NamedSharding:
+        lead = (None, None) if self.vectorized else (None,)
+        return NamedSharding(self.mesh, P(*lead, parallel.batch_axes(self.mesh)))
+
+    @staticmethod
+    def _plan(schedule, step: int, n: int) -> list[str]:
+        if getattr(schedule, "can_plan", False):
+            return list(schedule.plan(step, n))
+        return [schedule.next_phase(step + i) for i in range(n)]
+
+    def _prepare(self, step: int):
+        n = self.chunk_length(step)
+        plans = [self._plan(sch, step, n) for sch in self.schedules]
+        hosts = [stack_batches(p, self.reads, st) for p, st in zip(plans, self.stream_sets)]
+        ids = np.asarray([[self.index[p] for p in plan] for plan in plans], np.int32)
+        if self.vectorized:
+            host = jax.tree.map(lambda *xs: np.stack(xs), *hosts)
+            if all(p == plans[0] for p in plans):
+                ids = ids[0]  # shared by every replica (see _program)
+        else:
+            host, ids = hosts[0], ids[0]
+        stacked = self._batch_sharding()
+        if jax.process_count() == 1:
+            batches = jax.device_put(host, stacked)
+        else:
+            batches = jax.tree.map(
+                lambda v: jax.make_array_from_process_local_data(stacked, v), host)
+        return step, (plans if self.vectorized else plans[0]), (batches, ids)
+
+    def run_chunk(self, state: Any, step: int) -> tuple[Any, list[str], list[_Row]]:
+        """Runs the chunk starting at global step ``step``.
+
+        Returns:
+          ``(state, plan, rows)``: the new state, the phase of each step run
+          and each step's metrics (lazy rows of the chunk's metrics array).
+          Vectorized: ``plan`` is one plan per replica, and the rows are
+          ``[replicas, M]``.
+        """
+        if self._pending is not None and self._pending[0] == step:
+            _, plan, (batches, ids) = self._pending
+        else:
+            _, plan, (batches, ids) = self._prepare(step)
+        self._pending = None
+        n = ids.shape[-1]
+        shared = self.vectorized and ids.ndim == 1
+        state, metrics = self._program(n, shared)(state, batches, ids)
+        end = step + n
+        # Dispatch returned at once; prepare the next chunk while it computes.
+        if end < self.total_steps and not self.no_prefetch_after(end):
+            self._pending = self._prepare(end)
+        chunk = _Chunk(metrics)
+        return state, plan, [_Row(chunk, i) for i in range(n)]
