@@ -193,6 +193,7 @@ class Fused:
         self._branches = [self._branch(n, steps[n], widths[n]) for n in self.names]
         self._compiled: dict[int, Callable] = {}
         self._pending: tuple[int, list[str], Any] | None = None
+        self.states_at_end: tuple[int, Any] | None = None
 
     def _branch(self, name, step, width):
         streams, multi, pad = self.reads[name], self.multi[name], self.width - width
@@ -268,6 +269,17 @@ class Fused:
                 lambda v: jax.make_array_from_process_local_data(stacked, v), host)
         return step, (plans if self.vectorized else plans[0]), (batches, ids)
 
+    def resume_states(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(stream states, schedule state)`` as they are now (not vectorized)."""
+        return ({n: s.get_state() for n, s in self.streams.items()},
+                self.schedule.state_dict())
+
+    def states_for_checkpoint(self, step: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The states at ``step`` if a read-ahead has moved the live ones past it."""
+        if self._pending is not None and self.states_at_end and self.states_at_end[0] == step:
+            return self.states_at_end[1]
+        return None
+
     def run_chunk(self, state: Any, step: int) -> tuple[Any, list[str], list[_Row]]:
         """Runs the chunk starting at global step ``step``.
 
@@ -287,7 +299,12 @@ class Fused:
         state, metrics = self._program(n, shared)(state, batches, ids)
         end = step + n
         # Dispatch returned at once; prepare the next chunk while it computes.
+        # Reading ahead moves the streams (and a stepwise schedule) past
+        # ``end``; their states at ``end`` are kept for a checkpoint there
+        # (a stop signal can end the run at any chunk boundary).
+        self.states_at_end = None
         if end < self.total_steps and not self.no_prefetch_after(end):
+            self.states_at_end = (end, self.resume_states())
             self._pending = self._prepare(end)
         chunk = _Chunk(metrics)
         return state, plan, [_Row(chunk, i) for i in range(n)]

@@ -530,15 +530,20 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         timeline.flush(writer)
         host_state = {"records": records.state_dict(), "timeline": timeline.state_dict(),
                       "skips": skips}
-        checkpointer.save(step, state, schedule=schedule.state_dict(),
-                          data={n: s.get_state() for n, s in streams.items()},
+        data_state = {n: s.get_state() for n, s in streams.items()}
+        schedule_state = schedule.state_dict()
+        ahead = fused.states_for_checkpoint(step) if fused is not None else None
+        if ahead is not None:  # the fused executor has read the next chunk already
+            data_state, schedule_state = ahead
+        checkpointer.save(step, state, schedule=schedule_state, data=data_state,
                           meta={**meta, "step": step, "host": host_state}, force=force)
 
     stopped = None
     try:
         with _StopSignals(handle_signals, pcount > 1) as stop:
-            step = start_step
+            step, iteration = start_step, 0
             while step < total_steps:
+                iteration += 1
                 if fused is not None:
                     # 1-3 for a chunk of steps ending before the next periodic action.
                     state, plan, rows = fused.run_chunk(state, step)
@@ -576,7 +581,9 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
                         or step == total_steps):
                     checkpoint(step, force=step == total_steps)
                 bar.update(step, name)
-                if stop.should_stop(step):
+                # Asked once per iteration (a step, or a fused chunk), the same
+                # on every process: JAX's sync point needs consecutive ids.
+                if stop.should_stop(iteration):
                     checkpoint(step, force=True)
                     stopped = Preempted(step, stop.signum)
                     break

@@ -340,3 +340,28 @@ def test_load_state_rebuilds_the_train_state_from_the_saved_config(tmp_path):
     _leaves_equal(state, final)
     with pytest.raises(alternating.CheckpointError, match="saved steps: \\[6\\]"):
         alternating.load_state(str(tmp_path), step=3)
+
+
+def test_a_signal_under_the_fused_executor_saves_the_states_before_its_read_ahead(
+        tmp_path, straight40):
+    """The fused executor reads the next chunk while one computes; a stop at
+    that boundary must save the streams' and schedule's states of the stop
+    step, not of the read-ahead."""
+    from alternating.schedules.static import Alternate
+
+    class SignalWhilePlanning(Alternate):
+        def plan(self, step, n):
+            if step == 10:  # the read-ahead after the chunk ending at the log step 10
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().plan(step, n)
+
+    workdir = str(tmp_path / "run")
+    schedule = SignalWhilePlanning(["a", "b"], pattern=[["a", 3], ["b", 2]])
+    with pytest.raises(alternating.Preempted) as e:
+        resume_worker.run(workdir, total_steps=40, executor="fused", schedule_obj=schedule,
+                          print_fn=None)
+    assert e.value.code == alternating.EXIT_PREEMPTED and e.value.step == 10
+    assert ckpt_lib.Checkpointer(workdir).all_steps() == [7, 10]
+    state = resume_worker.run(workdir, total_steps=40, executor="fused", print_fn=None)
+    _leaves_equal(state, straight40[1])  # host executor, never interrupted
+    assert _train_rows(workdir) == _train_rows(straight40[0])

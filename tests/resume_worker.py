@@ -33,7 +33,7 @@ def _loss(params, batch, rng, extras):
     return loss, {"accuracy": (logits.argmax(-1) == batch["y"]).mean()}
 
 
-def run(workdir, schedule="alternate", total_steps=400, data=None, **kw):
+def run(workdir, schedule="alternate", total_steps=400, data=None, schedule_obj=None, **kw):
     phases = [
         alternating.Phase("a", loss=_loss, data="digits",
                           params=[("Dense_0/.*", True), (".*", None)],
@@ -43,7 +43,7 @@ def run(workdir, schedule="alternate", total_steps=400, data=None, **kw):
                           optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
     ]
     return alternating.train(
-        phases=phases, schedule=SCHEDULES[schedule],
+        phases=phases, schedule=schedule_obj or SCHEDULES[schedule],
         data=data or {"digits": DIGITS},
         init=lambda rng: MODEL.init(rng, jnp.zeros((1, 64)))["params"],
         workdir=str(workdir), total_steps=total_steps, ema_decay=0.9, seed=3,
