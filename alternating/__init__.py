@@ -11,7 +11,7 @@ from alternating.phase import Phase, make_optimizer
 from alternating.state import TrainState
 from alternating.experiment import load_state, train_and_evaluate
 from alternating import schedules
-from alternating import convex_relu, cross_phase  # register their losses  # noqa: F401
+from alternating import convex_relu, cross_phase, regression_transformer  # register losses  # noqa: F401,E501
 
 __version__ = "0.1.0"
 

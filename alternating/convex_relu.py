@@ -92,10 +92,6 @@ def admm_primal(model, *, beta: float = 1e-3, rho: float = 1.0, slack: str = "sl
     return loss
 
 
-def _constraints_on(model, params, batch_fn):
-    return model.apply(params, batch_fn["x"], part="constraints")
-
-
 def slack_rule(model, *, data: Any, rho: float = 1.0, dual: str = "dual") -> Callable:
     """``s = max(0, G u + lam / rho)`` over the whole training set ``data['x']``."""
     x = jnp.asarray(np.asarray(data["x"]), jnp.float32)

@@ -281,7 +281,3 @@ def stale_policy_gradient(model, *, eta: int = 0, objective: str = "ppo", clip: 
         return -obj.mean(), {"reward": reward.mean(), "clip_frac": frac}
     return loss
 
-
-def params_or_extra(params: Any, extras: Mapping[str, Any], name: str | None) -> Any:
-    """``extras[name]`` (e.g. a teacher) when ``name`` is given, else ``params``."""
-    return params if name is None else extras[name]

@@ -129,7 +129,12 @@ def write_markdown(path, runs, summary, *, command, steps, seeds, wall) -> None:
         if a in summary and b in summary:
             for m in METRICS:
                 lines.append(f"* {judge(summary, a, b, m)[0]}")
-    lines += ["", verdict(summary), "", "## Reproduce", "", "```", command, "```", "",
+    lines += ["", verdict(summary), "",
+              "Differences from the paper's setting: a soft (dense) gate over four small MLP "
+              "experts, not a sparse top-k MoE inside a ResNet or ViT; 8x8 digits; a "
+              "TRADES-style KL objective for both arms. The alternating arm does twice the "
+              "PGD work of `joint`, and each of its groups sees its own minibatches.",
+              "", "## Reproduce", "", "```", command, "```", "",
               f"* date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
               f"* machine: nproc = {mach['nproc']}, CPU: {mach['cpu']}, {mach['platform']}",
               f"* python {mach['python']}, jax {mach['jax']}, devices: {mach['devices']}",

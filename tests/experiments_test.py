@@ -92,3 +92,14 @@ def test_admm_quick_reports_both_arms(tmp_path):
     assert all(np.isfinite(r["final"]) for r in result["runs"])
     md = (tmp_path / "out" / "admm.md").read_text()
     assert "One initialization only: no verdict." in md and "| sgd | 0 |" in md
+
+
+@pytest.mark.slow
+def test_rt_quick_reports_both_arms(tmp_path):
+    from experiments import rt
+    result = rt.main(["--quick", "--steps", "6", "--out", str(tmp_path / "out"),
+                      "--workdir", str(tmp_path / "runs")])
+    assert [r["arm"] for r in result["runs"]] == ["plain", "sc"]
+    assert all(-1.0 <= r["spearman"] <= 1.0 for r in result["runs"])
+    md = (tmp_path / "out" / "rt.md").read_text()
+    assert "One seed only: no verdict." in md and "| sc | 0 |" in md

@@ -7,7 +7,6 @@ import pytest
 
 import alternating
 from alternating import extras as extras_lib
-from alternating import partition
 from alternating.models import MLP
 from alternating.phase import Phase, bind, make_step
 from alternating.state import init_state

@@ -100,7 +100,14 @@ def _relu_net(*, width, dim) -> Model:
     return Model(ReLUNet(width=int(width)), {"x": (int(dim),)})
 
 
+def _seq_model(*, length, dim=64, heads=4, layers=2) -> Model:
+    from alternating.regression_transformer import SeqModel
+    return Model(SeqModel(length=int(length), dim=int(dim), heads=int(heads), layers=int(layers)),
+                 {"x": (int(length),)}, init_method="init_all")
+
+
 MODELS: dict[str, Callable[..., Model]] = {
+    "seq_model": _seq_model,
     "convex_relu": _convex_relu,
     "relu_net": _relu_net,
     "ensemble": _ensemble,
