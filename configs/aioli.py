@@ -14,9 +14,12 @@ training loss) and ``aioli`` (schedule ``aioli``: probe sweeps of
 0.625, smoothing 0.1; its probe steps count toward the budget). Metric:
 average over groups of the test loss.
 
-Command (3 seeds, a few minutes on a 2-core CPU; writes docs/results/aioli.md)::
+Command (3 seeds; 107 s measured on a 2-core CPU; writes docs/results/aioli.md)::
 
     python experiments/aioli.py
+
+Expected (3 seeds, docs/results/aioli.md): average test loss about 2.85 nats
+stratified, 2.91 Aioli, 3.29 multiplicative weights.
 
 Variants: ``smoke`` (a few steps, tests).
 """
