@@ -159,19 +159,23 @@ def summarize(runs):
 
 
 def verdict(summary, runs) -> str:
+    """Paired by seed (same data and init): Aioli's average test loss minus stratified's."""
     s, a = summary.get("stratified"), summary.get("aioli")
     if s is None or a is None or a["n"] < 3:
         return "not judged (fewer than 3 seeds)"
     base = {r["seed"]: r["avg_test_loss"] for r in runs if r["arm"] == "stratified"}
-    diffs = [r["avg_test_loss"] - base[r["seed"]] for r in runs if r["arm"] == "aioli"]
-    wins = sum(d < 0 for d in diffs)
-    mean = float(np.mean(diffs))
-    if wins == len(diffs):
-        return f"holds: Aioli below stratified on every seed (mean difference {mean:+.4f} nats)"
-    if abs(mean) < 2 * s["avg"][1] + 1e-4:
-        return (f"matches (the published claim is 'matches or beats'): mean difference "
-                f"{mean:+.4f} nats, within the seed spread; Aioli lower on {wins}/{len(diffs)} seeds")
-    return f"does not show: Aioli {mean:+.4f} nats vs stratified, lower on {wins}/{len(diffs)} seeds"
+    diffs = np.array([r["avg_test_loss"] - base[r["seed"]] for r in runs if r["arm"] == "aioli"])
+    wins, n, mean = int((diffs < 0).sum()), len(diffs), float(diffs.mean())
+    spread = float(diffs.std(ddof=1))
+    if wins == n:
+        return f"holds: Aioli below stratified on every seed (mean paired difference {mean:+.4f} nats)"
+    if wins == 0:
+        return (f"does not show: Aioli above (worse than) stratified on every seed, mean paired "
+                f"difference {mean:+.4f} nats (sample std {spread:.4f})")
+    if abs(mean) <= spread:
+        return (f"matches (the published claim is 'matches or beats'): mean paired difference "
+                f"{mean:+.4f} nats within its seed spread ({spread:.4f}); Aioli lower on {wins}/{n} seeds")
+    return f"does not show: mean paired difference {mean:+.4f} nats, Aioli lower on {wins}/{n} seeds"
 
 
 def write_markdown(path, summary, runs, cfg, seconds, command):
