@@ -51,5 +51,5 @@ def get_config(arg=None):
     c.seeds = [0, 1, 2]
     c.arms = ["uniform", "ucb", "ucb_no_explore"]
     if "smoke" in opts:
-        c.steps, c.eval_every, c.seeds = 40, 20, [0]
+        c.steps, c.eval_every, c.seeds, c.levels = 40, 20, [0], 3
     return c
