@@ -42,7 +42,6 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 import alternating  # noqa: E402
-from alternating import metrics  # noqa: E402
 from alternating.models import MLP  # noqa: E402
 from configs import aioli as aioli_config  # noqa: E402
 from experiments.ccl import _cpu  # noqa: E402
@@ -100,6 +99,16 @@ def windows(seq: np.ndarray, context: int, lo: int, n: int) -> dict[str, np.ndar
     idx = lo + np.arange(n)[:, None] + np.arange(context + 1)[None]
     w = seq[idx]
     return {"x": w[:, :context].astype(np.float32), "y": w[:, context].astype(np.int32)}
+
+
+_NOTE = (
+    'Notes: the groups share one MLP that sees only the last tokens (no group indicator) and '
+    "each group is a phase with its own Adam state, the same in every arm. Aioli's probe "
+    'sweeps run one after another without rolling back, so each is measured at a later point '
+    'of training than the one before it; its step budget includes them. Multiplicative '
+    'weights on the raw training loss sends most steps to the near-uniform chain, whose loss '
+    'is mostly irreducible.'
+)
 
 
 def schedule_for(arm: str, cfg) -> dict[str, Any]:
@@ -203,7 +212,7 @@ def write_markdown(path, summary, runs, cfg, seconds, command):
                      f"{' '.join(f'{v:.3f}' for v in r['per_group'])} | "
                      f"{' '.join(f'{v:.2f}' for v in r['share'])} |")
     lines += ["", "mean ± sample std [min, max] over seeds; per-group columns (in the group order "
-              "above) are seed means.", "", f"Verdict: {verdict(summary, runs)}.", ""]
+              "above) are seed means.", "", f"Verdict: {verdict(summary, runs)}.", "", _NOTE, ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 

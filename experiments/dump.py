@@ -50,6 +50,18 @@ _ANSWERS = {"mod10": "mod 10 as one token (a random policy is right 10% of the t
             "mod100": "mod 100 as two tokens, tens and units (right 1% of the time by chance)"}
 
 
+_NOTE = (
+    'Notes: each level is a phase with its own Adam state (a phase owns its optimizer state '
+    "in this library), the same in every arm. DUMP's window counts samples; here it counts "
+    'steps, each the mean over a batch of prompts and their group. Why UCB loses here: the '
+    'mean absolute advantage is 0 on a level whose every sampled group gets the same reward, '
+    'whether the level is too hard or its answer simply has not been found yet (level 1 of '
+    'the two-token task: UCB gives it fewer steps and its reward stays near 0), and it stays '
+    'high where chance-level rewards make groups mixed (the hardest levels of the one-token '
+    'task, which UCB then favours).'
+)
+
+
 def schedule_for(arm: str, cfg) -> dict[str, Any]:
     if arm == "uniform":
         return {"name": "weighted"}
@@ -148,7 +160,7 @@ def write_markdown(path, summary, cfg, seconds, command):
                      f"{' '.join(f'{v:.2f}' for v in r['per_level'])} | "
                      f"{' '.join(f'{v:.2f}' for v in r['share'])} |")
     lines += ["", "mean ± sample std [min, max] over seeds; per-level columns are seed means.", "",
-              f"Verdict: {verdict(summary)}.", ""]
+              f"Verdict: {verdict(summary)}.", "", _NOTE, ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 
