@@ -353,6 +353,7 @@ def test_plot_probabilities_reads_the_logged_probabilities(tmp_path):
     assert out.stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_loop_resume_of_an_adaptive_schedule_is_exact_at_a_feedback_point(tmp_path):
     spec = {"name": "ucb", "metric": "loss", "feedback_every": 4, "temperature": 0.05}
     straight = _run(tmp_path / "straight", spec, total_steps=16)
@@ -362,3 +363,22 @@ def test_loop_resume_of_an_adaptive_schedule_is_exact_at_a_feedback_point(tmp_pa
                  jax.device_get(resumed.params))
     read = lambda d: json.loads((d / "results.json").read_text())["steps_per_phase"]  # noqa: E731
     assert read(tmp_path / "straight") == read(tmp_path / "split")
+
+
+@pytest.mark.slow
+def test_adaptive_schedule_from_an_ml_collections_config(tmp_path):
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from configs import default
+    cfg = default.get_config("smoke").unlock()
+    cfg.schedule = {"name": "interpolated", "mode": "linear",
+                    "points": [[0, {"images": 1.0}], [cfg.total_steps, {"signals": 1.0}]]}
+    alternating.train_and_evaluate(cfg, str(tmp_path), progress=False, print_fn=None)
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["schedule"]["name"] == "interpolated"
+    assert sum(res["steps_per_phase"].values()) == cfg.total_steps
+    assert min(res["steps_per_phase"].values()) > 0  # both ends of the interpolation ran
+    cfg.schedule = {"name": "ucb", "metric": "no_such_metric"}
+    with pytest.raises(ValueError, match=r"needs metric\(s\) \['no_such_metric'\]"):
+        alternating.train_and_evaluate(cfg, str(tmp_path / "bad"), progress=False, print_fn=None)
