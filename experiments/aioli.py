@@ -42,6 +42,7 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 import alternating  # noqa: E402
+from alternating import plots  # noqa: E402
 from alternating.models import MLP  # noqa: E402
 from configs import aioli as aioli_config  # noqa: E402
 from experiments.ccl import _cpu  # noqa: E402
@@ -250,6 +251,10 @@ def main(argv=None):
         pathlib.Path(tempfile.mkdtemp()) if args.quick else ROOT / "docs" / "results")
     command = ("python experiments/aioli.py " + shlex.join(_public_args(argv))).strip()
     write_markdown(out / "aioli.md", summary, runs, cfg, time.time() - t0, command)
+    if "aioli" in arms:  # the Aioli run of the first seed: probes and proportions over steps
+        png = plots.plot_probabilities(work / f"aioli_s{cfg.seeds[0]}", out=out / "aioli.png")
+        with (out / "aioli.md").open("a") as f:
+            f.write(f"\n![Aioli group probabilities and timeline, seed {cfg.seeds[0]}]({png.name})\n")
     print((out / "aioli.md").read_text())
     return {"runs": runs, "summary": summary, "out": str(out)}
 

@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
 import jax  # noqa: E402
 
 import alternating  # noqa: E402
-from alternating import metrics  # noqa: E402
+from alternating import metrics, plots  # noqa: E402
 from configs import dump as dump_config  # noqa: E402
 from experiments import seqtasks  # noqa: E402
 from experiments.ccl import _cpu  # noqa: E402
@@ -202,6 +202,10 @@ def main(argv=None):
     command = ("python experiments/dump.py " + shlex.join(_public_args(argv))).strip()
     md = out / ("dump.md" if cfg.answer == "mod100" else f"dump_{cfg.answer}.md")
     write_markdown(md, summary, cfg, time.time() - t0, command)
+    if "ucb" in arms:  # the UCB run of the first seed: its level probabilities over steps
+        png = plots.plot_probabilities(work / f"ucb_s{cfg.seeds[0]}", out=md.with_suffix(".png"))
+        with md.open("a") as f:
+            f.write(f"\n![UCB level probabilities and timeline, seed {cfg.seeds[0]}]({png.name})\n")
     print(md.read_text())
     return {"runs": runs, "summary": summary, "out": str(out)}
 
