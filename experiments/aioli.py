@@ -119,7 +119,8 @@ def schedule_for(arm: str, cfg) -> dict[str, Any]:
         return {"name": "multiplicative_weights", "metric": "loss", "eta": cfg.mw_eta,
                 "feedback_every": cfg.feedback_every}
     return {"name": "aioli", "evals": {g: f"val_{g}" for g in GROUPS},
-            "probe_steps": cfg.probe_steps, "exploit_steps": cfg.exploit_steps, "eta": cfg.eta}
+            "probe_steps": cfg.probe_steps, "exploit_steps": cfg.exploit_steps, "eta": cfg.eta,
+            "shuffle_probes": arm == "aioli_shuffled"}
 
 
 def run_one(cfg, arm: str, seed: int, workdir: pathlib.Path) -> dict[str, Any]:
