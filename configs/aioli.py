@@ -16,7 +16,7 @@ training loss) and ``aioli`` (schedule ``aioli``: probe sweeps of
 our addition). Metric:
 average over groups of the test loss.
 
-Command (3 seeds; 107-169 s for three arms, measured on a 2-core CPU shared with
+Command (3 seeds; 61 s for the four arms on a quiet 2-core CPU, up to ~170 s when shared with
 other jobs; writes docs/results/aioli.md)::
 
     python experiments/aioli.py
