@@ -303,8 +303,16 @@ def plot_probabilities(workdir: str | os.PathLike[str],
         steps = probs[names[0]][0]
         if all(len(probs[n][0]) == len(steps) and np.array_equal(probs[n][0], steps)
                for n in names):
-            ax.stackplot(steps, [probs[n][1] for n in names], labels=names,
-                         colors=[colors[n] for n in names], alpha=0.85, step="post")
+            # Stacked bars, each logged vector held until the next log step
+            # (stackplot's stepped fills leave gaps on narrow intervals).
+            widths = np.diff(steps, append=steps[-1] + (np.median(np.diff(steps))
+                                                          if len(steps) > 1 else 1.0))
+            bottom = np.zeros(len(steps))
+            for n in names:
+                v = np.nan_to_num(probs[n][1])
+                ax.bar(steps, v, width=widths, bottom=bottom, align="edge", color=colors[n],
+                       label=n, linewidth=0)
+                bottom = bottom + v
             ax.set_ylim(0, 1)
         else:  # columns logged at different steps: plain lines
             for n in names:

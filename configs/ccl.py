@@ -21,6 +21,9 @@ Command (both datasets, 5 seeds; 73 s measured on a 2-core CPU; writes
 
     python experiments/ccl.py
 
+Expected (5 seeds, docs/results/ccl.md): best test accuracy about 97.0-97.3% on
+digits and 64.7-65.0% on MNIST-1D for every arm; no arm reliably beats vanilla.
+
 Variants: ``digits`` (default), ``mnist1d``, ``smoke`` (a few steps, tests).
 """
 

@@ -12,9 +12,13 @@ Arms at equal steps: ``uniform`` (each step a level drawn uniformly),
 ``ucb`` (schedule ``ucb`` on the mean absolute advantage: window, c=1,
 temperature 0.1) and ``ucb_no_explore`` (c=0).
 
-Command (3 seeds, a few minutes on a 2-core CPU; writes docs/results/dump.md)::
+Command (3 seeds; writes docs/results/dump.md)::
 
     python experiments/dump.py
+
+Expected (3 seeds, docs/results/dump.md; 478 s measured on a 2-core CPU shared
+with other jobs):
+reward AUC about 0.20 uniform, 0.17 UCB, 0.16 UCB without exploration.
 
 Variants: ``smoke`` (a few steps, tests), ``mod10`` (the one-token task;
 ``python experiments/dump.py --answer mod10`` writes docs/results/dump_mod10.md).
@@ -47,5 +51,5 @@ def get_config(arg=None):
     c.seeds = [0, 1, 2]
     c.arms = ["uniform", "ucb", "ucb_no_explore"]
     if "smoke" in opts:
-        c.steps, c.eval_every, c.seeds = 40, 20, [0]
+        c.steps, c.eval_every, c.seeds, c.levels = 40, 20, [0], 3
     return c

@@ -16,6 +16,10 @@ Command (3 seeds; 108-154 s measured on a 2-core CPU; writes docs/results/sasr.m
 
     python experiments/sasr.py
 
+Expected (3 seeds, docs/results/sasr.md): final expected test reward about 0.28
+for sft_only and adaptive (which stays on SFT), 0.02 rl_only, 0.82 mix_50_50,
+0.996 sft_then_rl.
+
 Variants: ``smoke`` (a few steps, tests).
 """
 

@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
 import jax  # noqa: E402
 
 import alternating  # noqa: E402
-from alternating import metrics  # noqa: E402
+from alternating import metrics, plots  # noqa: E402
 from configs import dump as dump_config  # noqa: E402
 from experiments import seqtasks  # noqa: E402
 from experiments.ccl import _cpu  # noqa: E402
@@ -48,6 +48,18 @@ from experiments.sasr import _one_device_mesh  # noqa: E402
 
 _ANSWERS = {"mod10": "mod 10 as one token (a random policy is right 10% of the time)",
             "mod100": "mod 100 as two tokens, tens and units (right 1% of the time by chance)"}
+
+
+_NOTE = (
+    'Notes: each level is a phase with its own Adam state (a phase owns its optimizer state '
+    "in this library), the same in every arm. DUMP's window counts samples; here it counts "
+    'steps, each the mean over a batch of prompts and their group. Why UCB loses here: the '
+    'mean absolute advantage is 0 on a level whose every sampled group gets the same reward, '
+    'whether the level is too hard or its answer simply has not been found yet (level 1 of '
+    'the two-token task: UCB gives it fewer steps and its reward stays near 0), and it stays '
+    'high where chance-level rewards make groups mixed (the hardest levels of the one-token '
+    'task, which UCB then favours).'
+)
 
 
 def schedule_for(arm: str, cfg) -> dict[str, Any]:
@@ -148,7 +160,7 @@ def write_markdown(path, summary, cfg, seconds, command):
                      f"{' '.join(f'{v:.2f}' for v in r['per_level'])} | "
                      f"{' '.join(f'{v:.2f}' for v in r['share'])} |")
     lines += ["", "mean ± sample std [min, max] over seeds; per-level columns are seed means.", "",
-              f"Verdict: {verdict(summary)}.", ""]
+              f"Verdict: {verdict(summary)}.", "", _NOTE, ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 
@@ -190,6 +202,10 @@ def main(argv=None):
     command = ("python experiments/dump.py " + shlex.join(_public_args(argv))).strip()
     md = out / ("dump.md" if cfg.answer == "mod100" else f"dump_{cfg.answer}.md")
     write_markdown(md, summary, cfg, time.time() - t0, command)
+    if "ucb" in arms:  # the UCB run of the first seed: its level probabilities over steps
+        png = plots.plot_probabilities(work / f"ucb_s{cfg.seeds[0]}", out=md.with_suffix(".png"))
+        with md.open("a") as f:
+            f.write(f"\n![UCB level probabilities and timeline, seed {cfg.seeds[0]}]({png.name})\n")
     print(md.read_text())
     return {"runs": runs, "summary": summary, "out": str(out)}
 

@@ -353,6 +353,7 @@ def test_plot_probabilities_reads_the_logged_probabilities(tmp_path):
     assert out.stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_loop_resume_of_an_adaptive_schedule_is_exact_at_a_feedback_point(tmp_path):
     spec = {"name": "ucb", "metric": "loss", "feedback_every": 4, "temperature": 0.05}
     straight = _run(tmp_path / "straight", spec, total_steps=16)
@@ -362,3 +363,40 @@ def test_loop_resume_of_an_adaptive_schedule_is_exact_at_a_feedback_point(tmp_pa
                  jax.device_get(resumed.params))
     read = lambda d: json.loads((d / "results.json").read_text())["steps_per_phase"]  # noqa: E731
     assert read(tmp_path / "straight") == read(tmp_path / "split")
+
+
+@pytest.mark.slow
+def test_adaptive_schedule_from_an_ml_collections_config(tmp_path):
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from configs import default
+    cfg = default.get_config("smoke").unlock()
+    cfg.schedule = {"name": "interpolated", "mode": "linear",
+                    "points": [[0, {"images": 1.0}], [cfg.total_steps, {"signals": 1.0}]]}
+    alternating.train_and_evaluate(cfg, str(tmp_path), progress=False, print_fn=None)
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["schedule"]["name"] == "interpolated"
+    assert sum(res["steps_per_phase"].values()) == cfg.total_steps
+    assert min(res["steps_per_phase"].values()) > 0  # both ends of the interpolation ran
+    cfg.schedule = {"name": "ucb", "metric": "no_such_metric"}
+    with pytest.raises(ValueError, match=r"needs metric\(s\) \['no_such_metric'\]"):
+        alternating.train_and_evaluate(cfg, str(tmp_path / "bad"), progress=False, print_fn=None)
+
+
+def test_aioli_shuffled_probe_order_is_seeded_and_solved_in_that_order():
+    s = schedules.make_schedule({"name": "aioli", "evals": {p: f"val_{p}" for p in "abc"},
+                                 "probe_steps": 1, "exploit_steps": 1, "shuffle_probes": True},
+                                ["a", "b", "c"], seed=4)
+    orders = [s.probe_order(r).tolist() for r in range(6)]
+    assert all(sorted(o) == [0, 1, 2] for o in orders) and len({tuple(o) for o in orders}) > 1
+    order = s.probe_order(0)
+    for j in range(3):  # round 0: step 0 exploits, steps 1..3 probe in `order`
+        np.testing.assert_allclose(s.current_probs(1 + j), s.q[order[j]])
+    a_true = np.array([[0.3, 0.1, 0.0], [0.0, 0.2, 0.1], [0.1, 0.0, 0.4]])
+    losses = np.array([3.0, 3.0, 3.0])
+    for j, step in enumerate((1, 2, 3, 4)):  # boundaries of the three probes
+        s.observe_eval(step, {f"val_{p}": {"loss": losses[i]} for i, p in enumerate("abc")})
+        if j < 3:
+            losses = losses - a_true @ s.q[order[j]]
+    np.testing.assert_allclose(s.A, a_true / 0.4, atol=1e-12)

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from alternating.schedules.base import Schedule, check_phases
-from alternating.schedules.curriculum import Draws, check_int, check_range, prob_vector
+from alternating.schedules.curriculum import Draws, check_int, check_range
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -38,7 +38,10 @@ class Aioli(AdaptiveSchedule):
         p_j  <- p_j * exp(eta * sum_i A_ij), renormalized
 
     Published values: eta 0.2, probe weight 0.625, smoothing 0.1 (the share
-    of the previous estimate, ``ema`` here). ``feedback_every`` is
+    of the previous estimate, ``ema`` here). The probes run one after another,
+    so later probes start from a more trained model; ``shuffle_probes=True``
+    (our addition, not from the paper) draws each round's probe order from
+    ``(seed, round)`` so that no group is always measured last. ``feedback_every`` is
     ``probe_steps``; ``exploit_steps`` must be a positive multiple of it.
     """
 
@@ -46,7 +49,8 @@ class Aioli(AdaptiveSchedule):
 
     def __init__(self, phases: Sequence[str], evals: Any = None, eval_metric: str = "loss",
                  probe_steps: int = 50, exploit_steps: int = 200, probe_weight: float = 0.625,
-                 eta: float = 0.2, ema: float = 0.1, init: Any = None, seed: int = 0):
+                 eta: float = 0.2, ema: float = 0.1, init: Any = None,
+                 shuffle_probes: bool = False, seed: int = 0):
         probe_steps = check_int("schedule 'aioli'", "probe_steps", probe_steps, 1)
         super().__init__(phases, seed=seed, feedback_every=probe_steps)
         where = "schedule 'aioli'"
@@ -73,6 +77,7 @@ class Aioli(AdaptiveSchedule):
                                         lo_open=True)
         self.eta = check_range(where, "eta", eta, 0.0, math.inf, lo_open=True, hi_open=True)
         self.ema = check_range(where, "ema", ema, 0.0, 1.0, hi_open=True)
+        self.shuffle_probes = bool(shuffle_probes)
         self.init = (prob_vector(init, self.phases, f"{where} init") if init is not None
                      else np.full(m, 1.0 / m))
         self.probs = self.init.copy()
@@ -89,9 +94,18 @@ class Aioli(AdaptiveSchedule):
         r = step % self.round_len - self.exploit_steps
         return None if r < 0 else r // self.probe_steps
 
+    def probe_order(self, round_index: int) -> np.ndarray:
+        """The groups of round ``round_index``'s probes, in the order they run."""
+        m = len(self.phases)
+        if not self.shuffle_probes:
+            return np.arange(m)
+        return np.random.default_rng((self.seed, round_index, 1)).permutation(m)
+
     def current_probs(self, step: int) -> np.ndarray:
         j = self._probe_index(step)
-        return self.probs if j is None else self.q[j]
+        if j is None:
+            return self.probs
+        return self.q[self.probe_order(step // self.round_len)[j]]
 
     def next_phase(self, step: int) -> str:
         return self.phases[self._draws.pick(step, self.current_probs(step))]
@@ -109,13 +123,13 @@ class Aioli(AdaptiveSchedule):
                              for p in self.phases])
         if r == 0:  # end of the last probe: the round is complete
             if len(self._losses) == len(self.phases) + 1:
-                self._update(np.array(self._losses))
+                self._update(np.array(self._losses), self.probe_order(step // self.round_len - 1))
             self._losses = []
 
-    def _update(self, losses: np.ndarray) -> None:
+    def _update(self, losses: np.ndarray, order: np.ndarray) -> None:
         # losses[j] = per-group eval losses at the start of probe j (j < m), losses[m] at the end.
         d = losses[:-1] - losses[1:]  # d[j, i]: drop of group i during probe j
-        a_hat = np.linalg.solve(self.q, d).T  # row i solves Q a_i = d[:, i]
+        a_hat = np.linalg.solve(self.q[order], d).T  # row i solves Q a_i = d[:, i]
         scale = np.abs(a_hat).max()
         if scale > 0:
             a_hat = a_hat / scale
@@ -138,4 +152,5 @@ class Aioli(AdaptiveSchedule):
         return {"name": self.name, "evals": self.evals, "eval_metric": self.eval_metric,
                 "probe_steps": self.probe_steps, "exploit_steps": self.exploit_steps,
                 "probe_weight": self.probe_weight, "eta": self.eta, "ema": self.ema,
-                "init": dict(zip(self.phases, self.init.tolist())), "seed": self.seed}
+                "init": dict(zip(self.phases, self.init.tolist())),
+                "shuffle_probes": self.shuffle_probes, "seed": self.seed}
