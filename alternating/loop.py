@@ -14,6 +14,10 @@ Order of one iteration (host executor):
 Metrics stay on the device between logs, so ordinary steps never wait for the
 device: Python dispatches step ``t+1`` while step ``t`` computes.
 
+The fused executor (``executor='fused'``, :mod:`alternating.executor`) does
+1-3 for a chunk of steps in one compiled program; chunks end where 4 has
+something to do, so 4 is the same code for both.
+
 Where a run starts (the resume order):
 
 1. the newest checkpoint in ``WORKDIR/checkpoints`` that restores (damaged
@@ -436,10 +440,8 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         f"{total_steps} steps, {mesh.shape[parallel.DATA]} device(s) x {pcount} process(es)")
     say(partition.table(abstract_params, {b.name: b.trainable for b in bound}))
 
-    # --- State: built by a jitted init so that it is a global, replicated array
-    # on every process (multi-host safe).
-    rep = parallel.replicated(mesh)
-
+    # --- State: built by a jitted init so that it is a global array (replicated,
+    # or split over an fsdp axis) on every process (multi-host safe).
     def make_state(init_rng, state_rng):
         return init_state(init_fn(init_rng), bound, state_rng, ema_decay=ema_decay,
                           extra_specs=extras)

@@ -37,7 +37,8 @@ import numpy as np
 from alternating import data as data_lib
 from alternating import executor as executor_lib
 from alternating import metrics as metrics_lib
-from alternating import parallel, phase as phase_lib
+from alternating import parallel
+from alternating import phase as phase_lib
 from alternating.schedules import Schedule, make_schedule
 from alternating.state import init_state
 

@@ -33,7 +33,6 @@ import tempfile
 import warnings
 
 import harness
-import jax
 from jax._src import monitoring  # the public jax.monitoring has no unregister
 
 from alternating import loop as loop_lib

@@ -87,7 +87,7 @@ def main(argv=None):
     if args.quick:
         n1 = 0
     out_dir = tempfile.mkdtemp(prefix="bench_dp_")
-    runs = {}
+    runs, failed = {}, {}
     for d in [int(x) for x in args.devices.split(",")]:
         env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={d}"}
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", f"--n1={n1}", f"--n2={n2}",
@@ -95,10 +95,18 @@ def main(argv=None):
                f"--log-every={args.log_every}", f"--workload={args.workload}"]
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
         if p.returncode:
-            raise RuntimeError(f"worker with {d} devices failed:\n{p.stderr[-3000:]}")
+            # Recorded, not raised: on a busy 2-core machine XLA's CPU collectives can
+            # abort a run (a device thread misses the all-reduce rendezvous for 40 s).
+            lines = [l for l in p.stderr.splitlines() if l.strip() and not l.startswith("    @")]
+            failed[d] = next((l[:300] for l in lines if "rendezvous" in l.lower()),
+                             lines[-1][:300] if lines else f"exit code {p.returncode}")
+            print(f"  {d} device(s): FAILED: {failed[d]}", flush=True)
+            continue
         runs[d] = json.loads(p.stdout.strip().splitlines()[-1])
         print(f"  {d} device(s): steps/s host {harness.summary(runs[d]['host'])['median']}, "
               f"fused {harness.summary(runs[d]['fused'])['median']}", flush=True)
+    if not runs:
+        raise RuntimeError(f"every worker failed: {failed}")
     base = min(runs)
     result = {"benchmark": "data_parallel", "workload": args.workload, "steps": [n1, n2],
               "repeats": args.repeats, "quick": args.quick, "per_devices": {}}
@@ -122,6 +130,7 @@ def main(argv=None):
             }
         result["per_devices"][str(d)] = entry
     result["same_results"] = same
+    result["failed"] = {str(d): why for d, why in failed.items()}
     result["tolerance"] = TOLERANCE
     result.update(harness.machine())
     result["devices"] = sorted(runs)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
 import time
 import warnings
 

@@ -83,8 +83,10 @@ def main(argv=None):
         for k in names[r % 3:] + names[:r % 3]:
             seeds, executor = kinds[k]
             t2 = run(n2, seeds, executor, args.chunk, args.log_every)
-            t1 = run(n1, seeds, executor, args.chunk, args.log_every)
-            rate[k].append(seeds * (n2 - n1) / (t2 - t1) if t2 > t1 else float("nan"))
+            # --quick: one run each, rate over the whole run (compile included)
+            t1 = 0.0 if args.quick else run(n1, seeds, executor, args.chunk, args.log_every)
+            steps = n2 if args.quick else n2 - n1
+            rate[k].append(seeds * steps / (t2 - t1) if t2 > t1 else float("nan"))
             e2e[k].append(t2 * (s // seeds))
         print(f"  repeat {r + 1}/{args.repeats}: replica-steps/s "
               + ", ".join(f"{k} {rate[k][-1]:.0f}" for k in kinds), flush=True)

@@ -7,11 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from loop_test import MODEL, _Greedy, _loss
 
 import alternating
 from alternating import executor, metrics, parallel
-
-from loop_test import MODEL, _Greedy, _loss
 
 
 def _tiny_run(workdir, mesh=None, total_steps=12, phases=None, log_every_steps=3,

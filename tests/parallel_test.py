@@ -4,11 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from executor_test import _tiny_run
 from jax.sharding import PartitionSpec as P
 
 from alternating import parallel, partition
-
-from executor_test import _tiny_run
 
 
 def test_default_rule_splits_large_leaves_on_a_divisible_dimension():

@@ -1,16 +1,14 @@
 """Vectorized seeds: every replica equals its single-seed run; per-seed outputs."""
 
 import json
-import os
 
 import jax
 import numpy as np
 import pytest
+from executor_test import _tiny_run
 
 from alternating import metrics, parallel
 from alternating.schedules import Alternate
-
-from executor_test import _tiny_run
 
 
 def test_each_replica_equals_its_single_seed_run(tmp_path):
