@@ -66,7 +66,10 @@ NAN_POLICIES = ("raise", "skip")
 # checkpoint holds or how the saved schedule and data continue.
 RESUME_SAFE_FIELDS = ("total_steps", "log_every_steps", "eval_every_steps",
                       "checkpoint_every_steps", "max_checkpoints_to_keep", "data_dir", "eval",
-                      "init_from", "nan_policy", "max_consecutive_skips")
+                      "init_from", "nan_policy", "max_consecutive_skips",
+                      # Execution and layout only: fused equals host bit for bit,
+                      # and restores reshard to the current mesh.
+                      "executor", "chunk_steps", "fsdp", "sharding_rules")
 
 
 class NonFiniteError(FloatingPointError):
