@@ -489,8 +489,10 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         if init_from:
             say("  (init_from ignored: this workdir has its own checkpoint)")
     elif init_from:
-        state = _load_init_from(init_from, target, state_sh, rep, say, lambda p, r: init_state(
-            p, bound, r, ema_decay=ema_decay, extra_specs=extras), state_rng)
+        state = _load_init_from(
+            init_from, target, state_sh, parallel.replicated(mesh), say,
+            lambda p, r: init_state(p, bound, r, ema_decay=ema_decay, extra_specs=extras),
+            state_rng)
     else:
         state = jax.jit(make_state, out_shardings=state_sh)(init_rng, state_rng)
 
