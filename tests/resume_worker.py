@@ -1,7 +1,7 @@
 """A small two-phase run for the kill-and-resume tests, runnable as a script.
 
-``python tests/resume_worker.py WORKDIR SCHEDULE [TOTAL_STEPS]`` trains it (or
-resumes it: same command); the tests also call :func:`run` in-process for the
+``python tests/resume_worker.py WORKDIR SCHEDULE [TOTAL_STEPS [CHECKPOINT_EVERY
+[MAX_TO_KEEP]]]`` trains it (or resumes it: same command); the tests also call :func:`run` in-process for the
 uninterrupted reference.
 """
 
@@ -53,4 +53,7 @@ def run(workdir, schedule="alternate", total_steps=400, data=None, schedule_obj=
 
 
 if __name__ == "__main__":
-    run(sys.argv[1], sys.argv[2], *(int(a) for a in sys.argv[3:4]))
+    # WORKDIR SCHEDULE [TOTAL_STEPS [CHECKPOINT_EVERY [MAX_TO_KEEP]]]
+    extra = dict(zip(("checkpoint_every_steps", "max_checkpoints_to_keep"),
+                     (int(a) for a in sys.argv[4:6])))
+    run(sys.argv[1], sys.argv[2], *(int(a) for a in sys.argv[3:4]), **extra)
