@@ -25,9 +25,7 @@ Writes ``docs/results/admm.md``::
 from __future__ import annotations
 
 import argparse
-import datetime
 import pathlib
-import shlex
 import sys
 import tempfile
 import time
@@ -42,7 +40,7 @@ if str(ROOT) not in sys.path:
 import alternating  # noqa: E402
 from alternating import convex_relu, metrics as metrics_lib  # noqa: E402
 from configs import admm  # noqa: E402
-from experiments.multimodal import machine  # noqa: E402
+from experiments import common  # noqa: E402
 
 
 def run_one(arm: str, init: int, steps: int, workdir: pathlib.Path) -> dict:
@@ -110,7 +108,6 @@ def verdict(summary) -> str:
 
 
 def write_markdown(path, runs, summary, *, command, steps, inits, wall) -> None:
-    mach = machine()
     marks = sorted(next(iter(summary.values()))["curve"])
     marks = [m for m in marks if m in (50, 100, 250, 500, 1000, 2000) or m == marks[-1]]
     lines = [
@@ -142,11 +139,7 @@ def write_markdown(path, runs, summary, *, command, steps, inits, wall) -> None:
                   f"(range {v['min']:.4f}-{v['max']:.4f}); objective of the ReLU network built "
                   f"from its solution {n['mean']:.4f} ± {n['std']:.4f} (it differs from the convex "
                   "objective where constraints are violated)."]
-    lines += ["", "## Verdict", "", verdict(summary), "", "## Reproduce", "", "```", command, "```",
-              "", f"* date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-              f"* machine: nproc = {mach['nproc']}, CPU: {mach['cpu']}, {mach['platform']}",
-              f"* python {mach['python']}, jax {mach['jax']}, devices: {mach['devices']}",
-              f"* total wall time: {wall:.0f} s for {len(runs)} runs (shared, noisy machine)",
+    lines += ["", "## Verdict", "", verdict(summary), "", *common.provenance(command, wall, len(runs)),
               "", "## Per run", "", "| arm | init | final objective | violation | network objective | seconds |",
               "|---|---|---|---|---|---|"]
     for r in runs:
@@ -166,16 +159,13 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.quick:
         args.inits, args.steps = args.inits[:1], min(args.steps, 40)
-    out = pathlib.Path(args.out) if args.out else (
-        pathlib.Path(tempfile.mkdtemp()) if args.quick else ROOT / "docs" / "results")
-    out.mkdir(parents=True, exist_ok=True)
+    out = common.output_dir(args.out, args.quick)
     base = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="admm_"))
     t0 = time.perf_counter()
     runs = [run_one(arm, init, args.steps, base / f"{arm}_i{init}")
             for init in args.inits for arm in admm.ARMS]
     summary = summarize(runs)
-    given = argv if argv is not None else sys.argv[1:]
-    cmd = ".venv/bin/python experiments/admm.py" + (" " + shlex.join(given) if given else "")
+    cmd = common.command("admm.py", argv)
     write_markdown(out / "admm.md", runs, summary, command=cmd, steps=args.steps,
                    inits=args.inits, wall=time.perf_counter() - t0)
     print(verdict(summary))

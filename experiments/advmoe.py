@@ -23,10 +23,8 @@ Writes ``docs/results/advmoe.md``::
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import pathlib
-import shlex
 import sys
 import tempfile
 import time
@@ -39,7 +37,7 @@ if str(ROOT) not in sys.path:
 
 import alternating  # noqa: E402
 from configs import advmoe  # noqa: E402
-from experiments.multimodal import machine  # noqa: E402
+from experiments import common  # noqa: E402
 
 METRICS = {"clean": "accuracy", "robust": "adv_accuracy"}
 
@@ -101,7 +99,6 @@ def verdict(summary) -> str:
 
 
 def write_markdown(path, runs, summary, *, command, steps, seeds, wall) -> None:
-    mach = machine()
     cell = lambda s: f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f} [{100 * s['min']:.1f}, {100 * s['max']:.1f}]"
     lines = [
         "# Router/expert alternating adversarial training (scheme 3, AdvMoE)", "",
@@ -134,11 +131,7 @@ def write_markdown(path, runs, summary, *, command, steps, seeds, wall) -> None:
               "experts, not a sparse top-k MoE inside a ResNet or ViT; 8x8 digits; a "
               "TRADES-style KL objective for both arms. The alternating arm does twice the "
               "PGD work of `joint`, and each of its groups sees its own minibatches.",
-              "", "## Reproduce", "", "```", command, "```", "",
-              f"* date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-              f"* machine: nproc = {mach['nproc']}, CPU: {mach['cpu']}, {mach['platform']}",
-              f"* python {mach['python']}, jax {mach['jax']}, devices: {mach['devices']}",
-              f"* total wall time: {wall:.0f} s for {len(runs)} runs (shared, noisy machine)",
+              "", *common.provenance(command, wall, len(runs)),
               "", "## Per run", "", "| arm | seed | clean % | robust % | seconds |",
               "|---|---|---|---|---|"]
     for r in runs:
@@ -157,16 +150,13 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.steps = args.seeds[:1], min(args.steps, 20)
-    out = pathlib.Path(args.out) if args.out else (
-        pathlib.Path(tempfile.mkdtemp()) if args.quick else ROOT / "docs" / "results")
-    out.mkdir(parents=True, exist_ok=True)
+    out = common.output_dir(args.out, args.quick)
     base = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="advmoe_"))
     t0 = time.perf_counter()
     runs = [run_one(arm, seed, args.steps, base / f"{arm}_s{seed}")
             for seed in args.seeds for arm in advmoe.ARMS]
     summary = summarize(runs)
-    given = argv if argv is not None else sys.argv[1:]
-    cmd = ".venv/bin/python experiments/advmoe.py" + (" " + shlex.join(given) if given else "")
+    cmd = common.command("advmoe.py", argv)
     write_markdown(out / "advmoe.md", runs, summary, command=cmd, steps=args.steps,
                    seeds=args.seeds, wall=time.perf_counter() - t0)
     print(verdict(summary))

@@ -42,6 +42,7 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 import alternating  # noqa: E402
+from experiments import common  # noqa: E402
 from alternating import plots  # noqa: E402
 from alternating.models import MLP  # noqa: E402
 from configs import aioli as aioli_config  # noqa: E402
@@ -219,15 +220,6 @@ def write_markdown(path, summary, runs, cfg, seconds, command):
     path.write_text("\n".join(lines))
 
 
-def _public_args(argv):
-    """The command-line arguments minus the scratch --workdir (a machine path)."""
-    args = list(argv if argv is not None else sys.argv[1:])
-    if "--workdir" in args:
-        i = args.index("--workdir")
-        del args[i:i + 2]
-    return args
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
@@ -250,7 +242,7 @@ def main(argv=None):
     summary = summarize(runs)
     out = pathlib.Path(args.out) if args.out else (
         pathlib.Path(tempfile.mkdtemp()) if args.quick else ROOT / "docs" / "results")
-    command = ("python experiments/aioli.py " + shlex.join(_public_args(argv))).strip()
+    command = ("python experiments/aioli.py " + shlex.join(common.public_args(argv))).strip()
     write_markdown(out / "aioli.md", summary, runs, cfg, time.time() - t0, command)
     if "aioli" in arms:  # the Aioli run of the first seed: probes and proportions over steps
         png = plots.plot_probabilities(work / f"aioli_s{cfg.seeds[0]}", out=out / "aioli.png")

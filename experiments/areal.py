@@ -24,9 +24,7 @@ Writes ``docs/results/areal.md``::
 from __future__ import annotations
 
 import argparse
-import datetime
 import pathlib
-import shlex
 import sys
 import tempfile
 import time
@@ -40,7 +38,7 @@ if str(ROOT) not in sys.path:
 import alternating  # noqa: E402
 from alternating import metrics as metrics_lib  # noqa: E402
 from configs import areal  # noqa: E402
-from experiments.multimodal import machine  # noqa: E402
+from experiments import common  # noqa: E402
 
 ETAS = (0, 1, 4, 8)
 
@@ -103,7 +101,6 @@ def verdict(summary) -> str:
 
 
 def write_markdown(path, runs, summary, *, command, steps, seeds, wall) -> None:
-    mach = machine()
     cell = lambda s: f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
     steps_logged = sorted(next(iter(summary.values()))["curve"])
     lines = [
@@ -140,11 +137,7 @@ def write_markdown(path, runs, summary, *, command, steps, seeds, wall) -> None:
               "bounded. The decoupled objective stayed flat, as published, but the contrast "
               "the claim rests on (PPO degrading) did not appear. With eta = 0 both objectives "
               "give identical numbers, as they must.",
-              "", "## Reproduce", "", "```", command, "```", "",
-              f"* date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-              f"* machine: nproc = {mach['nproc']}, CPU: {mach['cpu']}, {mach['platform']}",
-              f"* python {mach['python']}, jax {mach['jax']}, devices: {mach['devices']}",
-              f"* total wall time: {wall:.0f} s for {len(runs)} runs (shared, noisy machine)",
+              "", *common.provenance(command, wall, len(runs)),
               "", "## Per run (final greedy reward %)", "", "| objective | eta | seed | final | seconds |",
               "|---|---|---|---|---|"]
     for r in runs:
@@ -164,16 +157,13 @@ def main(argv=None) -> dict:
     etas = ETAS
     if args.quick:
         args.seeds, args.steps, etas = args.seeds[:1], min(args.steps, 40), (0, max(ETAS))
-    out = pathlib.Path(args.out) if args.out else (
-        pathlib.Path(tempfile.mkdtemp()) if args.quick else ROOT / "docs" / "results")
-    out.mkdir(parents=True, exist_ok=True)
+    out = common.output_dir(args.out, args.quick)
     base = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="areal_"))
     t0 = time.perf_counter()
     runs = [run_one(obj, eta, seed, args.steps, base / f"{obj}_eta{eta}_s{seed}")
             for seed in args.seeds for obj in areal.OBJECTIVES for eta in etas]
     summary = summarize(runs)
-    given = argv if argv is not None else sys.argv[1:]
-    cmd = ".venv/bin/python experiments/areal.py" + (" " + shlex.join(given) if given else "")
+    cmd = common.command("areal.py", argv)
     write_markdown(out / "areal.md", runs, summary, command=cmd, steps=args.steps,
                    seeds=args.seeds, wall=time.perf_counter() - t0)
     print(verdict(summary))

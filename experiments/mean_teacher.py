@@ -22,10 +22,8 @@ Writes ``docs/results/mean_teacher.md``::
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import pathlib
-import shlex
 import sys
 import tempfile
 import time
@@ -38,7 +36,7 @@ if str(ROOT) not in sys.path:
 
 import alternating  # noqa: E402
 from configs import mean_teacher as mt  # noqa: E402
-from experiments.multimodal import machine  # noqa: E402
+from experiments import common  # noqa: E402
 
 # The set whose accuracy stands for each arm (the teacher, where there is one).
 HEADLINE = {"supervised": "student", "mean_teacher": "teacher", "dual": "teacher"}
@@ -86,7 +84,6 @@ def judge(summary, a: str, b: str) -> str:
 
 def write_markdown(path: pathlib.Path, runs, summary, *, command: str, steps: int, seeds,
                    wall: float) -> None:
-    mach = machine()
     pct = lambda s: f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f} [{100 * s['min']:.1f}, {100 * s['max']:.1f}]"
     lines = [
         "# Mean teacher and dual students on semi-supervised digits (scheme 14)", "",
@@ -122,11 +119,7 @@ def write_markdown(path: pathlib.Path, runs, summary, *, command: str, steps: in
             lines.append(f"* {judge(summary, a, 'supervised')}")
     if "mean_teacher" in summary and "dual" in summary:
         lines.append(f"* {judge(summary, 'dual', 'mean_teacher')}")
-    lines += ["", verdict(summary), "", "## Reproduce", "", "```", command, "```", "",
-              f"* date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-              f"* machine: nproc = {mach['nproc']}, CPU: {mach['cpu']}, {mach['platform']}",
-              f"* python {mach['python']}, jax {mach['jax']}, devices: {mach['devices']}",
-              f"* total wall time: {wall:.0f} s for {len(runs)} runs (shared, noisy machine)",
+    lines += ["", verdict(summary), "", *common.provenance(command, wall, len(runs)),
               "", "## Per run", "", "| arm | seed | " + " | ".join(sorted({k for r in runs for k in r['acc']})) + " | seconds |",
               "|---|---|" + "---|" * (len({k for r in runs for k in r['acc']}) + 1)]
     keys = sorted({k for r in runs for k in r["acc"]})
@@ -163,16 +156,13 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.steps = args.seeds[:1], min(args.steps, 60)
-    out = pathlib.Path(args.out) if args.out else (
-        pathlib.Path(tempfile.mkdtemp()) if args.quick else ROOT / "docs" / "results")
-    out.mkdir(parents=True, exist_ok=True)
+    out = common.output_dir(args.out, args.quick)
     base = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="mean_teacher_"))
     t0 = time.perf_counter()
     runs = [run_one(arm, seed, args.steps, base / f"{arm}_s{seed}")
             for seed in args.seeds for arm in mt.ARMS]
     summary = summarize(runs)
-    given = argv if argv is not None else sys.argv[1:]
-    cmd = ".venv/bin/python experiments/mean_teacher.py" + (" " + shlex.join(given) if given else "")
+    cmd = common.command("mean_teacher.py", argv)
     write_markdown(out / "mean_teacher.md", runs, summary, command=cmd, steps=args.steps,
                    seeds=args.seeds, wall=time.perf_counter() - t0)
     print(verdict(summary))

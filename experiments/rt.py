@@ -24,9 +24,7 @@ Writes ``docs/results/rt.md``::
 from __future__ import annotations
 
 import argparse
-import datetime
 import pathlib
-import shlex
 import sys
 import tempfile
 import time
@@ -41,7 +39,7 @@ import alternating  # noqa: E402
 from alternating import regression_transformer as rt  # noqa: E402
 from alternating.models import get_model  # noqa: E402
 from configs import rt as rt_config  # noqa: E402
-from experiments.multimodal import machine  # noqa: E402
+from experiments import common  # noqa: E402
 
 METRICS = ("prop_mae", "spearman")
 
@@ -86,7 +84,6 @@ def verdict(summary) -> str:
 
 
 def write_markdown(path, runs, summary, *, command, steps, seeds, wall) -> None:
-    mach = machine()
     cell = lambda s, f="{:.3f}": f"{f.format(s['mean'])} ± {f.format(s['std'])} [{f.format(s['min'])}, {f.format(s['max'])}]"
     lines = [
         "# Regression-Transformer-style alternation (scheme 13)", "",
@@ -108,12 +105,7 @@ def write_markdown(path, runs, summary, *, command, steps, seeds, wall) -> None:
         lines.append(f"| {arm} | {cell(s['prop_mae'])} | {cell(s['spearman'], '{:.2f}')} | "
                      f"{s['spearman_unchanged']['mean']:.2f} | {s['seconds']['mean']:.1f} |")
     lines += ["", "## Verdict", "", "Rule: a difference is measurable only when the per-seed "
-              "ranges do not overlap.", "", verdict(summary), "", "## Reproduce", "", "```",
-              command, "```", "",
-              f"* date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-              f"* machine: nproc = {mach['nproc']}, CPU: {mach['cpu']}, {mach['platform']}",
-              f"* python {mach['python']}, jax {mach['jax']}, devices: {mach['devices']}",
-              f"* total wall time: {wall:.0f} s for {len(runs)} runs (shared, noisy machine)",
+              "ranges do not overlap.", "", verdict(summary), "", *common.provenance(command, wall, len(runs)),
               "", "## Per run", "", "| arm | seed | property MAE | Spearman | seconds |",
               "|---|---|---|---|---|"]
     for r in runs:
@@ -132,16 +124,13 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.steps = args.seeds[:1], min(args.steps, 20)
-    out = pathlib.Path(args.out) if args.out else (
-        pathlib.Path(tempfile.mkdtemp()) if args.quick else ROOT / "docs" / "results")
-    out.mkdir(parents=True, exist_ok=True)
+    out = common.output_dir(args.out, args.quick)
     base = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="rt_"))
     t0 = time.perf_counter()
     runs = [run_one(arm, seed, args.steps, base / f"{arm}_s{seed}")
             for seed in args.seeds for arm in rt_config.ARMS]
     summary = summarize(runs)
-    given = argv if argv is not None else sys.argv[1:]
-    cmd = ".venv/bin/python experiments/rt.py" + (" " + shlex.join(given) if given else "")
+    cmd = common.command("rt.py", argv)
     write_markdown(out / "rt.md", runs, summary, command=cmd, steps=args.steps, seeds=args.seeds,
                    wall=time.perf_counter() - t0)
     print(verdict(summary))

@@ -39,6 +39,7 @@ if str(ROOT) not in sys.path:
 import jax  # noqa: E402
 
 import alternating  # noqa: E402
+from experiments import common  # noqa: E402
 from alternating import metrics  # noqa: E402
 from configs import sasr as sasr_config  # noqa: E402
 from experiments import seqtasks  # noqa: E402
@@ -152,15 +153,6 @@ def write_markdown(path, summary, cfg, seconds, command):
     path.write_text("\n".join(lines))
 
 
-def _public_args(argv):
-    """The command-line arguments minus the scratch --workdir (a machine path)."""
-    args = list(argv if argv is not None else sys.argv[1:])
-    if "--workdir" in args:
-        i = args.index("--workdir")
-        del args[i:i + 2]
-    return args
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
@@ -189,7 +181,7 @@ def main(argv=None):
     summary = summarize(runs)
     out = pathlib.Path(args.out) if args.out else (
         pathlib.Path(tempfile.mkdtemp()) if args.quick else ROOT / "docs" / "results")
-    command = ("python experiments/sasr.py " + shlex.join(_public_args(argv))).strip()
+    command = ("python experiments/sasr.py " + shlex.join(common.public_args(argv))).strip()
     md = out / ("sasr.md" if cfg.noise == default_noise else f"sasr_noise{cfg.noise:g}.md")
     write_markdown(md, summary, cfg, time.time() - t0, command)
     print(md.read_text())

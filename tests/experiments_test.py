@@ -103,3 +103,14 @@ def test_rt_quick_reports_both_arms(tmp_path):
     assert all(-1.0 <= r["spearman"] <= 1.0 for r in result["runs"])
     md = (tmp_path / "out" / "rt.md").read_text()
     assert "One seed only: no verdict." in md and "| sc | 0 |" in md
+
+
+def test_the_command_on_a_results_page_drops_the_scratch_workdir():
+    from experiments import common
+    argv = ["--seeds", "0", "1", "--workdir", "scratch/a", "--workdir=scratch/b", "--quick"]
+    assert common.public_args(argv) == ["--seeds", "0", "1", "--quick"]
+    assert common.command("advmoe.py", argv) == (
+        ".venv/bin/python experiments/advmoe.py --seeds 0 1 --quick")
+    lines = common.provenance("cmd", 12.4, 3)
+    assert lines[:5] == ["## Reproduce", "", "```", "cmd", "```"]
+    assert lines[-1] == "* total wall time: 12 s for 3 runs (shared, noisy machine)"

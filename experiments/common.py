@@ -1,0 +1,51 @@
+"""What every reproduction script shares: its command line as run, where its
+page goes, and the page's "Reproduce" section (command, date, machine, time)."""
+
+from __future__ import annotations
+
+import datetime
+import pathlib
+import shlex
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def public_args(argv=None) -> list[str]:
+    """The command-line arguments minus the scratch ``--workdir`` (a machine path)."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--workdir":
+            skip = True
+        elif not a.startswith("--workdir="):
+            out.append(a)
+    return out
+
+
+def command(script: str, argv=None) -> str:
+    """``.venv/bin/python experiments/<script> <args>``, as a reader would rerun it."""
+    given = public_args(argv)
+    return f".venv/bin/python experiments/{script}" + (" " + shlex.join(given) if given else "")
+
+
+def output_dir(out: str | None, quick: bool) -> pathlib.Path:
+    """``out``, else a temporary directory for ``--quick``, else ``docs/results``."""
+    path = pathlib.Path(out) if out else (
+        pathlib.Path(tempfile.mkdtemp()) if quick else ROOT / "docs" / "results")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def provenance(cmd: str, wall: float, n_runs: int) -> list[str]:
+    """The markdown lines of a results page's "Reproduce" section."""
+    from experiments.multimodal import machine  # pylint: disable=g-import-not-at-top
+    mach = machine()
+    return ["## Reproduce", "", "```", cmd, "```", "",
+            f"* date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+            f"* machine: nproc = {mach['nproc']}, CPU: {mach['cpu']}, {mach['platform']}",
+            f"* python {mach['python']}, jax {mach['jax']}, devices: {mach['devices']}",
+            f"* total wall time: {wall:.0f} s for {n_runs} runs (shared, noisy machine)"]
