@@ -240,8 +240,7 @@ def main(argv=None):
             runs.append(run_one(cfg, arm, seed, work / f"{arm}_s{seed}"))
             print(runs[-1], flush=True)
     summary = summarize(runs)
-    out = pathlib.Path(args.out) if args.out else (
-        pathlib.Path(tempfile.mkdtemp()) if args.quick else ROOT / "docs" / "results")
+    out = common.output_dir(args.out, args.quick)
     command = ("python experiments/aioli.py " + shlex.join(common.public_args(argv))).strip()
     write_markdown(out / "aioli.md", summary, runs, cfg, time.time() - t0, command)
     if "aioli" in arms:  # the Aioli run of the first seed: probes and proportions over steps

@@ -36,7 +36,6 @@ import pathlib
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -52,6 +51,7 @@ if str(ROOT) not in sys.path:
 from alternating import data  # noqa: E402
 from alternating.data import CurriculumStream  # noqa: E402
 from alternating.models import MLP  # noqa: E402
+from experiments import common  # noqa: E402
 from configs import ccl  # noqa: E402
 
 
@@ -233,9 +233,8 @@ def main(argv=None) -> dict[str, Any]:
     t0 = time.time()
     runs = [r for cfg in configs for r in run_dataset(cfg)]
     summary = summarize(runs)
-    out = pathlib.Path(args.out) if args.out else (
-        pathlib.Path(tempfile.mkdtemp()) if args.quick else ROOT / "docs" / "results")
-    command = "python experiments/ccl.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    out = common.output_dir(args.out, args.quick)
+    command = "python experiments/ccl.py " + shlex.join(common.public_args(argv))
     write_markdown(out / "ccl.md", summary, configs, time.time() - t0, command.strip())
     print((out / "ccl.md").read_text())
     return {"runs": runs, "summary": summary, "out": str(out)}

@@ -189,8 +189,7 @@ def main(argv=None):
             runs.append(run_one(cfg, arm, seed, work / f"{arm}_s{seed}"))
             print(runs[-1], flush=True)
     summary = summarize(runs)
-    out = pathlib.Path(args.out) if args.out else (
-        pathlib.Path(tempfile.mkdtemp()) if args.quick else ROOT / "docs" / "results")
+    out = common.output_dir(args.out, args.quick)
     command = ("python experiments/dump.py " + shlex.join(common.public_args(argv))).strip()
     md = out / ("dump.md" if cfg.answer == "mod100" else f"dump_{cfg.answer}.md")
     write_markdown(md, summary, cfg, time.time() - t0, command)

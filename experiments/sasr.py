@@ -179,8 +179,7 @@ def main(argv=None):
             runs.append(run_one(cfg, arm, seed, work / f"{arm}_s{seed}"))
             print(runs[-1], flush=True)
     summary = summarize(runs)
-    out = pathlib.Path(args.out) if args.out else (
-        pathlib.Path(tempfile.mkdtemp()) if args.quick else ROOT / "docs" / "results")
+    out = common.output_dir(args.out, args.quick)
     command = ("python experiments/sasr.py " + shlex.join(common.public_args(argv))).strip()
     md = out / ("sasr.md" if cfg.noise == default_noise else f"sasr_noise{cfg.noise:g}.md")
     write_markdown(md, summary, cfg, time.time() - t0, command)
