@@ -24,14 +24,16 @@ several streams the chunk carries some zero rows, which costs host-to-device
 bandwidth but keeps one program per chunk length.
 
 Metrics: each phase's packed metrics vector is padded to the longest one, so
-the chunk returns one ``[n, M]`` array; each step's record is a lazy row of it
-(fetched with the rest of the records at the next log, never per step).
+the chunk returns one ``[n, M]`` array, kept on the device with the chunk's
+phase indices until the next log fetches it; the loop's records, phase counts
+and timeline take a chunk at a time (numpy), never a step at a time.
 
 Prefetch: after dispatching a chunk (which returns at once), the host gathers
-the next chunk's batches and places them on the devices while the device
-computes. It never reads ahead across a checkpoint (the saved stream positions
-must match the saved state) or a schedule feedback (the next phases are not
-known yet).
+the next chunk's batches (one ``next_batches`` gather per stream) and places
+them on the devices while the device computes (on CPU devices the program
+takes the host arrays directly: there is no transfer to overlap). It never
+reads ahead across a checkpoint (the saved stream positions must match the
+saved state) or a schedule feedback (the next phases are not known yet).
 """
 
 from __future__ import annotations
@@ -58,76 +60,63 @@ def check_executor(executor: str, chunk_steps: int) -> None:
                          "(steps per compiled chunk, e.g. 100).")
 
 
-class _Chunk:
-    """A chunk's ``[..., n, M]`` metrics array and, once fetched, its host copy."""
-
-    __slots__ = ("array", "requested", "host")
-
-    def __init__(self, array: jax.Array):
-        self.array, self.requested, self.host = array, False, None
-
-    def request(self) -> None:
-        if not self.requested:
-            self.requested = True
-            self.array.copy_to_host_async()
-
-    def fetch(self) -> np.ndarray:
-        if self.host is None:
-            self.host = np.asarray(self.array)
-        return self.host
-
-
-class _Row:
-    """Step ``i`` of a chunk's metrics, fetched lazily.
-
-    ``jax.device_get`` calls ``copy_to_host_async`` on every leaf, then
-    ``__array__``; the rows of a chunk share one :class:`_Chunk`, so they cost
-    one transfer together and a few microseconds each.
-    """
-
-    __slots__ = ("chunk", "i")
-
-    def __init__(self, chunk: _Chunk, i: int):
-        self.chunk, self.i = chunk, i
-
-    def copy_to_host_async(self):
-        self.chunk.request()
-
-    def __array__(self, dtype=None, copy=None):
-        row = self.chunk.fetch()[..., self.i, :]
-        return row if dtype is None else row.astype(dtype)
-
-
-def boundaries(*intervals: int) -> Callable[[int], bool]:
+class boundaries:  # noqa: N801 (used like a function: boundaries(log, eval)(step))
     """``is_boundary(step)``: True when ``step`` is a multiple of a nonzero interval."""
-    every = [int(i) for i in intervals if i]
-    return lambda step: any(step % e == 0 for e in every)
+
+    def __init__(self, *intervals: int):
+        self.every = [int(i) for i in intervals if i]
+
+    def __call__(self, step: int) -> bool:
+        return any(step % e == 0 for e in self.every)
+
+    def next_after(self, step: int) -> int | None:
+        """The first boundary after ``step`` (None: there is none)."""
+        return min(((step // e + 1) * e for e in self.every), default=None)
 
 
-def stack_batches(plan: Sequence[str], reads: Mapping[str, Sequence[str]],
-                  streams: Mapping[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+def read_batches(stream: Any, k: int) -> dict[str, np.ndarray]:
+    """The next ``k`` batches of ``stream``, stacked: ``{key: [k, batch, ...]}``.
+
+    A stream with ``next_batches(k)`` (the library's :class:`~alternating.data.Stream`)
+    gathers them in one call; any other iterator is read batch by batch.
+    """
+    many = getattr(stream, "next_batches", None)
+    if many is not None:
+        return many(k)
+    batches = [next(stream) for _ in range(k)]
+    return {key: np.stack([b[key] for b in batches]) for key in stream.element_spec}
+
+
+def stack_batches(plan: Sequence[str] | np.ndarray, reads: Mapping[str, Sequence[str]],
+                  streams: Mapping[str, Any],
+                  names: Sequence[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Reads the batches of a plan, in schedule order, stacked per stream.
 
     Row ``t`` of stream ``s`` is the batch of step ``t`` when ``plan[t]`` reads
-    ``s``, zeros otherwise. Streams are read in exactly the order the host
-    executor reads them, so both executors see the same batches.
+    ``s``, zeros otherwise. Each stream hands out its batches in the order the
+    host executor reads them (streams are independent, so reading one
+    stream's batches for the whole chunk at once changes nothing), and both
+    executors see the same batches.
+
+    ``plan``: phase names, or phase indices into ``names``.
     """
     n = len(plan)
-    rows: dict[str, list] = {s: [None] * n for s in streams}
-    for t, name in enumerate(plan):
-        for s in reads[name]:
-            rows[s][t] = next(streams[s])
+    ids = np.asarray(plan) if names is not None else None
     out = {}
-    for s, batches in rows.items():
-        spec = streams[s].element_spec
-        if all(b is not None for b in batches):
-            out[s] = {k: np.stack([b[k] for b in batches]) for k in spec}
+    for s, stream in streams.items():
+        if ids is not None:
+            rows = np.flatnonzero(np.asarray([s in reads[p] for p in names])[ids])
+        else:
+            rows = np.asarray([t for t, name in enumerate(plan) if s in reads[name]], np.int64)
+        if len(rows) == n:
+            out[s] = read_batches(stream, n)
             continue
+        spec = stream.element_spec
         stacked = {k: np.zeros((n,) + tuple(shape), dtype) for k, (shape, dtype) in spec.items()}
-        for t, b in enumerate(batches):
-            if b is not None:
-                for k in spec:
-                    stacked[k][t] = b[k]
+        if len(rows):
+            got = read_batches(stream, len(rows))
+            for k in spec:
+                stacked[k][rows] = got[k]
         out[s] = stacked
     return out
 
@@ -181,6 +170,7 @@ class Fused:
         self.stops, self.no_prefetch_after = stops, no_prefetch_after
         self.counter = counter
         self.state_sharding = state_sharding
+        self._on_cpu = all(d.platform == "cpu" for d in np.ravel(mesh.devices))
         # Metric widths, from the steps' shapes (which also fills their names).
         widths = {}
         for n, fn in steps.items():
@@ -193,7 +183,7 @@ class Fused:
         self.width = max(widths.values())
         self._branches = [self._branch(n, steps[n], widths[n]) for n in self.names]
         self._compiled: dict[int, Callable] = {}
-        self._pending: tuple[int, list[str], Any] | None = None
+        self._pending: tuple[int, Any] | None = None
         self.states_at_end: tuple[int, Any] | None = None
 
     def _branch(self, name, step, width):
@@ -236,8 +226,13 @@ class Fused:
 
     def chunk_length(self, step: int) -> int:
         """Steps from ``step`` to the next stop, at most ``chunk_steps``."""
+        end = min(step + self.chunk_steps, self.total_steps)
+        after = getattr(self.stops, "next_after", None)
+        if after is not None:
+            stop = after(step)
+            return (end if stop is None else min(end, stop)) - step
         n = 1
-        while n < self.chunk_steps and step + n < self.total_steps and not self.stops(step + n):
+        while step + n < end and not self.stops(step + n):
             n += 1
         return n
 
@@ -253,22 +248,28 @@ class Fused:
 
     def _prepare(self, step: int):
         n = self.chunk_length(step)
-        plans = [self._plan(sch, step, n) for sch in self.schedules]
-        hosts = [stack_batches(p, self.reads, st) for p, st in zip(plans, self.stream_sets)]
-        ids = np.asarray([[self.index[p] for p in plan] for plan in plans], np.int32)
+        index = self.index
+        ids = np.asarray([[index[p] for p in self._plan(sch, step, n)] for sch in self.schedules],
+                         np.int32)
+        hosts = [stack_batches(i, self.reads, st, self.names) for i, st in zip(ids, self.stream_sets)]
         if self.vectorized:
             host = jax.tree.map(lambda *xs: np.stack(xs), *hosts)
-            if all(p == plans[0] for p in plans):
+            if (ids == ids[0]).all():
                 ids = ids[0]  # shared by every replica (see _program)
         else:
             host, ids = hosts[0], ids[0]
         stacked = self._batch_sharding()
-        if jax.process_count() == 1:
+        if jax.process_count() == 1 and self._on_cpu:
+            # On CPU there is no transfer to overlap: the program takes the host
+            # arrays as they are (about 8 us against 50-200 us for a
+            # device_put of the chunk on JAX 0.10's CPU backend).
+            batches = host
+        elif jax.process_count() == 1:
             batches = jax.device_put(host, stacked)
         else:
             batches = jax.tree.map(
                 lambda v: jax.make_array_from_process_local_data(stacked, v), host)
-        return step, (plans if self.vectorized else plans[0]), (batches, ids)
+        return step, (batches, ids)
 
     def resume_states(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(stream states, schedule state)`` as they are now (not vectorized)."""
@@ -281,19 +282,20 @@ class Fused:
             return self.states_at_end[1]
         return None
 
-    def run_chunk(self, state: Any, step: int) -> tuple[Any, list[str], list[_Row]]:
+    def run_chunk(self, state: Any, step: int) -> tuple[Any, np.ndarray, jax.Array]:
         """Runs the chunk starting at global step ``step``.
 
         Returns:
-          ``(state, plan, rows)``: the new state, the phase of each step run
-          and each step's metrics (lazy rows of the chunk's metrics array).
-          Vectorized: ``plan`` is one plan per replica, and the rows are
-          ``[replicas, M]``.
+          ``(state, ids, metrics)``: the new state, the phase index (into
+          ``names``) of each step run, ``int32[n]``, and the chunk's metrics,
+          ``[n, width]`` on the device (each phase's packed vector, padded).
+          Vectorized: ``ids`` is ``[replicas, n]`` and ``metrics``
+          ``[replicas, n, width]``.
         """
         if self._pending is not None and self._pending[0] == step:
-            _, plan, (batches, ids) = self._pending
+            _, (batches, ids) = self._pending
         else:
-            _, plan, (batches, ids) = self._prepare(step)
+            _, (batches, ids) = self._prepare(step)
         self._pending = None
         n = ids.shape[-1]
         shared = self.vectorized and ids.ndim == 1
@@ -307,5 +309,6 @@ class Fused:
         if end < self.total_steps and not self.no_prefetch_after(end):
             self.states_at_end = (end, self.resume_states())
             self._pending = self._prepare(end)
-        chunk = _Chunk(metrics)
-        return state, plan, [_Row(chunk, i) for i in range(n)]
+        if shared:
+            ids = np.broadcast_to(ids, (len(self.schedules), n))
+        return state, ids, metrics

@@ -3,11 +3,12 @@
 Order of one iteration (host executor):
 
 1. ``phase = schedule.next_phase(step)``
-2. ``batch = next(streams[phase.stream])``, placed on the batch sharding
-3. ``state, metrics = steps[phase](state, batch)``: jitted once per phase,
-   the state's buffers donated
+2. ``batch = next(streams[phase.stream])`` (numpy; the jitted step places it)
+3. ``state, ring = steps[phase](state, batch, ring)``: jitted once per phase,
+   the state's buffers donated; the step writes its metrics into a row of
+   the device-side ``ring`` (:class:`_MetricRing`)
 4. periodic actions, after the step: schedule feedback (every
-   ``schedule.feedback_every`` steps), logging (one ``device_get`` for all the
+   ``schedule.feedback_every`` steps), logging (one fetch for all the
    metrics since the last log, non-finite check), evaluation, checkpoint,
    progress bar.
 
@@ -60,6 +61,8 @@ from alternating.state import TrainState, init_state, param_count, tree_bytes
 log = logging.getLogger("alternating")
 
 EXIT_NONFINITE = 3
+_LOG_LAG = 32  # host steps a quiet log waits before it is fetched and written
+_RING_ROWS = 1024  # the host executor fetches its metrics at least this often
 EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: "temporary failure, retry": rerun to resume.
 NAN_POLICIES = ("raise", "skip")
 # Config fields a resumed run may change: none of them alters what the
@@ -174,58 +177,137 @@ def _stream_seed(seed: int, name: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**31)
 
 
+class _MetricRing:
+    """The host executor's per-step metrics, written on the device into rows of a ring.
+
+    Each host step is jitted as ``step(state, batch, ring) -> (state, ring)``
+    (:meth:`wrap`): it writes its packed metrics into row ``count % capacity``
+    of ``ring = (rows f32[capacity, width], count)``, which is donated, so a
+    log interval of steps costs one transfer to fetch instead of one array
+    per step (about 1-10 us each on a CPU, more on an accelerator) and no
+    per-step output array. The host reads the last ``k`` rows (``read``) at
+    least every ``capacity`` steps.
+    """
+
+    def __init__(self, capacity: int, width: int, mesh: Any):
+        self.capacity, self.width = int(capacity), max(int(width), 1)
+        cap, w = self.capacity, self.width
+        self.buf = jax.jit(lambda: (jnp.zeros((cap, w), jnp.float32), jnp.zeros((), jnp.int32)),
+                           out_shardings=parallel.replicated(mesh))()
+        self.pos = 0  # the first row not read yet
+
+    def wrap(self, step: Callable) -> Callable:
+        cap = self.capacity
+
+        def ringed(state, batch, ring):
+            rows, count = ring
+            state, m = step(state, batch)
+            m = jnp.pad(m, (0, rows.shape[1] - m.shape[0]))[None].astype(rows.dtype)
+            rows = jax.lax.dynamic_update_slice(rows, m, (count, jnp.zeros_like(count)))
+            return state, (rows, (count + 1) % cap)
+
+        ringed.__name__ = getattr(step, "__name__", "step")
+        return ringed
+
+    def read(self, k: int) -> np.ndarray:
+        """The rows of the last ``k`` steps (``k <= capacity``), oldest first."""
+        rows = np.asarray(self.buf[0].addressable_data(0))
+        out = rows[(self.pos + np.arange(k)) % self.capacity]  # a copy
+        self.pos = (self.pos + k) % self.capacity
+        return out
+
+
 class _Records:
     """Per-step metrics kept on the device until a log or the schedule needs them.
 
     Logging and schedule feedback read the same records at their own intervals,
     each through its own cursor; a record is dropped once both have read it.
-    Each read costs one ``device_get`` for all records not fetched yet.
+    Each read fetches everything not fetched yet in one go (the host
+    executor's rows from its :class:`_MetricRing`, the fused executor's chunk
+    arrays), and the fetched records are kept as one
+    :class:`~alternating.metrics.StepTable` (arrays, not a dict per step),
+    which the log reduces with numpy. Fetching also feeds the phase timeline,
+    so the loop does no per-step bookkeeping beyond a list append.
     """
 
-    def __init__(self, feedback: bool, names: Mapping[str, Sequence[str]]):
+    def __init__(self, feedback: bool, names: Mapping[str, Sequence[str]],
+                 counts: Mapping[str, int], timeline: metrics_lib.TimelineRecorder,
+                 ring: _MetricRing | None = None):
         self.names = names  # {phase: metric names of its packed metrics vector}
-        self.items: list[tuple[int, str, Any]] = []  # (step, phase, metrics)
-        self.fetched = 0
+        self.phases = list(names)
+        self.width = max([len(n) for n in names.values()] + [0])
+        self.counts = dict(counts)  # {phase: its steps so far}, advanced as rows are fetched
+        self.timeline, self.ring = timeline, ring
+        self._start, self._ids = 0, []  # host steps whose metrics are in the ring
+        self._chunks: list[tuple[int, np.ndarray, Any]] = []  # fused chunks not fetched
+        self.table = metrics_lib.StepTable.empty(self.phases, names)
         self.cursors = {"log": 0, "feedback": 0} if feedback else {"log": 0}
 
-    def add(self, step: int, phase: str, metrics: Any, phase_step: int) -> None:
-        self.items.append((step, phase, (metrics, phase_step)))
+    def add(self, step: int, index: int) -> None:
+        """Host step ``step`` ran phase ``phases[index]``; its metrics are in the ring."""
+        if not self._ids:
+            self._start = step
+        self._ids.append(index)
+        if len(self._ids) == self.ring.capacity:
+            self.sync()
 
-    def _fetch(self) -> None:
-        todo = self.items[self.fetched:]
-        if todo:
-            host = jax.device_get([m for _, _, (m, _) in todo])
-            for i, ((s, p, (_, ps)), m) in enumerate(zip(todo, host)):
-                self.items[self.fetched + i] = (
-                    s, p, {**dict(zip(self.names[p], m.tolist())), "phase_step": float(ps)})
-            self.fetched = len(self.items)
+    def add_chunk(self, step: int, ids: np.ndarray, metrics: Any) -> None:
+        """A fused chunk: ``ids[t]`` ran step ``step + t``; ``metrics`` is ``[n, W]``."""
+        self._chunks.append((step, ids, metrics))
 
-    def pending(self, reader: str = "log") -> list[tuple[int, str, dict[str, float]]]:
-        """What ``reader`` has not seen yet, as host floats, without consuming it."""
-        self._fetch()
-        return self.items[self.cursors[reader]:]
+    def _part(self, step: int, ids: np.ndarray, rows: np.ndarray) -> metrics_lib.StepTable:
+        n = len(ids)
+        values = np.zeros((n, self.width))
+        values[:, :rows.shape[-1]] = rows[:, :self.width]
+        self.timeline.record_ids(step, ids, self.phases)
+        return metrics_lib.StepTable(step + np.arange(n), ids, values,
+                                     _count_phase_steps(ids, self.counts, self.phases),
+                                     self.phases, self.names)
+
+    def sync(self) -> None:
+        """Fetches every step run so far into the table (and the timeline)."""
+        parts = []
+        if self._chunks:
+            host = parallel.fetch([m for _, _, m in self._chunks])
+            parts += [self._part(step, ids, m) for (step, ids, _), m in zip(self._chunks, host)]
+            self._chunks = []
+        if self._ids:
+            ids = np.asarray(self._ids, np.int32)
+            parts.append(self._part(self._start, ids, self.ring.read(len(ids))))
+            self._ids = []
+        if parts:
+            self.table = metrics_lib.StepTable.concat([self.table] + parts)
+
+    def pending(self, reader: str = "log") -> metrics_lib.StepTable:
+        """What ``reader`` has not seen yet, without consuming it."""
+        self.sync()
+        return self.table[self.cursors[reader]:]
 
     def state_dict(self) -> dict[str, Any]:
         """Every unconsumed record as host floats, for a checkpoint."""
-        self._fetch()
-        return {"items": [[s, p, m] for s, p, m in self.items], "cursors": dict(self.cursors)}
+        self.sync()
+        return {"items": [[s, p, m] for s, p, m in self.table.rows()],
+                "cursors": dict(self.cursors)}
 
     def load_state_dict(self, state: Mapping[str, Any] | None) -> None:
         if not state:
             return
-        self.items = [(int(s), str(p), dict(m)) for s, p, m in state["items"]]
-        self.fetched = len(self.items)
-        self.cursors = {k: int(state["cursors"].get(k, len(self.items))) for k in self.cursors}
+        self.table = metrics_lib.StepTable.from_rows(
+            [(int(s), str(p), dict(m)) for s, p, m in state["items"]], self.phases, self.names)
+        n = len(self.table)
+        self.cursors = {k: int(state["cursors"].get(k, n)) for k in self.cursors}
 
-    def take(self, reader: str) -> list[tuple[int, str, dict[str, float]]]:
-        """The records ``reader`` has not seen yet, as host floats."""
-        self._fetch()
-        out = self.items[self.cursors[reader]:]
-        self.cursors[reader] = len(self.items)
+    def take(self, reader: str, upto: int | None = None) -> metrics_lib.StepTable:
+        """The records ``reader`` has not seen yet (of steps before ``upto``)."""
+        self.sync()
+        end = len(self.table)
+        if upto is not None:  # rows are in step order
+            end = int(np.searchsorted(self.table.steps, upto))
+        out = self.table[self.cursors[reader]:end]
+        self.cursors[reader] = end
         done = min(self.cursors.values())
         if done:
-            del self.items[:done]
-            self.fetched -= done
+            self.table = self.table[done:]
             self.cursors = {k: v - done for k, v in self.cursors.items()}
         return out
 
@@ -410,7 +492,7 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
             mesh=mesh, chunk_steps=chunk_steps if executor == "fused" else 1,
             progress=progress, print_fn=print_fn, stream_seed=_stream_seed,
             build_evals=_build_evals, evaluate=_evaluate, pack=_pack_metrics,
-            check_steps=_check_steps)
+            check_steps=_check_steps, count_phase_steps=_count_phase_steps)
 
     # --- Everything that can be wrong with the input is checked before compiling.
     schedule = make_schedule(schedule, names, seed=seed)
@@ -496,10 +578,13 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     else:
         state = jax.jit(make_state, out_shardings=state_sh)(init_rng, state_rng)
 
-    steps = {name: parallel.jit_step(fn, mesh, counter=counter, name=name, state_sharding=state_sh)
-             for name, (fn, _) in packed.items()}
     by_name = {b.name: b for b in bound}
-    fused = None
+    fused = ring = None
+    if executor == "host":
+        ring = _MetricRing(_RING_ROWS, max(len(n) for _, n in packed.values()), mesh)
+        steps = {name: parallel.jit_step(ring.wrap(fn), mesh, counter=counter, name=name,
+                                         state_sharding=state_sh, carry=True)
+                 for name, (fn, _) in packed.items()}
     if executor == "fused":
         fused = executor_lib.Fused(
             steps={name: fn for name, (fn, _) in packed.items()},
@@ -517,20 +602,43 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     timeline = metrics_lib.TimelineRecorder()
     if resumed is not None:
         timeline.resume(host.get("timeline"), start_step, workdir if pidx == 0 else None)
+    # Host copy of state.phase_steps (one transfer here, none per step).
+    phase_counts = {k: int(v) for k, v in jax.device_get(state.phase_steps).items()}
     records = _Records(feedback=bool(schedule.feedback_every),
-                       names={name: names for name, (_, names) in packed.items()})
+                       names={name: names for name, (_, names) in packed.items()},
+                       counts=phase_counts, timeline=timeline, ring=ring)
     records.load_state_dict(host.get("records"))
     skips = {"streak": {n: 0 for n in names}, "total": {n: 0 for n in names}}
     for k in skips:
         skips[k].update({p: int(v) for p, v in (host.get("skips") or {}).get(k, {}).items()})
-    # Host copy of state.phase_steps (one transfer here, none per step).
-    phase_counts = {k: int(v) for k, v in jax.device_get(state.phase_steps).items()}
     bar = metrics_lib.Progress(total_steps, initial_step=start_step,
                                disable=not progress or pidx != 0)
     final_eval: dict[str, dict[str, float]] = {}
     feedback_every = schedule.feedback_every or 0
 
+    # A log at a step where nothing else happens (no evaluation, checkpoint,
+    # feedback, end) is written a little later (``catch_up``): after the next
+    # fused chunk is dispatched, or ``_LOG_LAG`` host steps later. Fetching the
+    # records waits for the device to reach the log step; written at once, the
+    # device would then sit idle while the host reduces and writes them, and
+    # later it has queued work. The rows are the same; a non-finite metric is
+    # reported that much later (never after a checkpoint: saving catches up).
+    deferred: list[tuple[int, Any]] = []  # (step, the schedule's scalars at it)
+
+    def write_log(at, scalars):
+        _log(records.take("log", upto=at), at, writer, bar, nan_policy, skips,
+             max_consecutive_skips)
+        writer.write_schedule(at, scalars)
+        timeline.flush(writer)  # the timeline is complete to ``at``: take() fetched it
+
+    def catch_up():
+        while deferred:
+            write_log(*deferred.pop(0))
+
     def checkpoint(step, force=False):
+        catch_up()
+        writer.flush(force=True)  # TensorBoard up to date with what the checkpoint covers
+        records.sync()
         if nan_policy == "raise":
             # Never save a state that followed a non-finite step.
             _raise_if_nonfinite(records.pending())
@@ -553,39 +661,44 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
                 iteration += 1
                 if fused is not None:
                     # 1-3 for a chunk of steps ending before the next periodic action.
-                    state, plan, rows = fused.run_chunk(state, step)
-                    for name, m in zip(plan, rows):
-                        phase_counts[name] += 1
-                        records.add(step, name, m, phase_counts[name])
-                        timeline.record(step, name)
-                        step += 1
+                    state, ids, chunk_metrics = fused.run_chunk(state, step)
+                    catch_up()  # the previous boundary's log, while this chunk computes
+                    records.add_chunk(step, ids, chunk_metrics)
+                    step += len(ids)
+                    name = fused.names[ids[-1]]
                 else:
                     # 1. which phase
                     name = schedule.next_phase(step)
                     b = by_name[name]
                     # 2. its batch
                     if b.multi_stream:
-                        batch = {s: parallel.shard_batch(next(streams[s]), mesh) for s in b.streams}
+                        batch = {s: parallel.step_batch(next(streams[s]), mesh) for s in b.streams}
                     else:
-                        batch = parallel.shard_batch(next(streams[b.streams[0]]), mesh)
+                        batch = parallel.step_batch(next(streams[b.streams[0]]), mesh)
                     # 3. the step
-                    state, m = steps[name](state, batch)
-                    phase_counts[name] += 1
-                    records.add(step, name, m, phase_counts[name])
-                    timeline.record(step, name)
+                    state, ring.buf = steps[name](state, batch, ring.buf)
+                    if deferred and step - deferred[0][0] >= _LOG_LAG:
+                        catch_up()
+                    records.add(step, b.index)
                     step += 1
                 # 4. periodic actions
                 if feedback_every and step % feedback_every == 0:
                     _feed_schedule(schedule, records, eval_sets, state, step)
+                evaluate_now = ((eval_every_steps and step % eval_every_steps == 0)
+                                or step == total_steps)
+                save_now = ((checkpoint_every_steps and step % checkpoint_every_steps == 0)
+                            or step == total_steps)
                 if (log_every_steps and step % log_every_steps == 0) or step == total_steps:
-                    _log(records.take("log"), step, writer, bar, nan_policy, skips,
-                         max_consecutive_skips)
-                    writer.write_schedule(step, schedule.log_scalars(step))
-                    timeline.flush(writer)
-                if (eval_every_steps and step % eval_every_steps == 0) or step == total_steps:
+                    scalars = schedule.log_scalars(step)
+                    if (not evaluate_now and not save_now
+                            and not (feedback_every and step % feedback_every == 0)):
+                        deferred.append((step, scalars))
+                    else:
+                        catch_up()
+                        write_log(step, scalars)
+                if evaluate_now:
                     final_eval = _evaluate(eval_sets, state, step, writer)
-                if ((checkpoint_every_steps and step % checkpoint_every_steps == 0)
-                        or step == total_steps):
+                if save_now:
                     checkpoint(step, force=step == total_steps)
                 bar.update(step, name)
                 # Asked once per iteration (a step, or a fused chunk), the same
@@ -598,6 +711,10 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         bar.close()
         checkpointer.close()
         if stopped is None:
+            try:  # the steps run since the last log, after an error too
+                records.sync()
+            except Exception:  # pylint: disable=broad-except
+                pass
             timeline.close(writer)
         writer.close()
     if stopped is not None:
@@ -641,11 +758,24 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     return state
 
 
+def _count_phase_steps(ids: np.ndarray, counts: dict[str, int],
+                       names: Sequence[str]) -> np.ndarray:
+    """Each row's phase step count (``counts`` advanced past the chunk)."""
+    out = np.empty(len(ids), np.int64)
+    for i, name in enumerate(names):
+        mask = ids == i
+        k = int(np.count_nonzero(mask))
+        if k:
+            out[mask] = counts[name] + np.arange(1, k + 1)
+            counts[name] += k
+    return out
+
+
 def _feed_schedule(schedule, records, eval_sets, state, step) -> None:
     """Feedback point: the step records since the last one, then (only for a
     schedule that asks, e.g. Aioli) its evaluation sets. The evaluation's
     ``device_get`` is the only sync it adds, and only at these points."""
-    for s, p, hm in records.take("feedback"):
+    for s, p, hm in records.take("feedback").rows():
         schedule.observe(s, p, hm)
     if schedule.feedback_evals and schedule.needs_eval(step):
         wanted = [e for e in eval_sets if e.name in schedule.feedback_evals]
@@ -752,8 +882,21 @@ def _load_init_from(spec, target, shardings, rep, say, make_state_from,
     return state
 
 
+def _metric_column(table, name: str) -> np.ndarray:
+    """The values of metric ``name`` in every row of ``table`` (0 where a phase lacks it)."""
+    out = np.zeros(len(table))
+    for i, phase in enumerate(table.phases):
+        names = list(table.names[phase])
+        if name in names:
+            mask = table.ids == i
+            out[mask] = table.values[mask, names.index(name)]
+    return out
+
+
 def _raise_if_nonfinite(items) -> None:
-    bad = metrics_lib.first_nonfinite(items)
+    """``items``: a StepTable or a list of ``(step, phase, metrics)`` records."""
+    bad = (items.first_nonfinite() if isinstance(items, metrics_lib.StepTable)
+           else metrics_lib.first_nonfinite(items))
     if bad is not None:
         s, p, metric = bad
         raise NonFiniteError(f"non-finite {metric} at step {s} in phase {p!r}; stopping. "
@@ -761,12 +904,22 @@ def _raise_if_nonfinite(items) -> None:
                              "or set nan_policy='skip'.")
 
 
-def _log(items, step, writer, bar, nan_policy="raise", skips=None,
+def _log(table, step, writer, bar, nan_policy="raise", skips=None,
          max_consecutive_skips=10) -> None:
-    if not items:
+    """Writes the per-phase means of ``table`` (a StepTable) at ``step``."""
+    if not len(table):
         return
     skipped: dict[str, int] = {}
+    items, drop = table, ()
     if nan_policy == "skip":
+        col = _metric_column(table, "skipped")
+        if not col.any():  # no skipped step: every streak ends, no row is dropped
+            for i in np.unique(table.ids).tolist():
+                skips["streak"][table.phases[i]] = 0
+            drop = ("skipped",)
+        else:
+            items = table.rows()
+    if nan_policy == "skip" and not drop:
         kept = []
         for s, p, m in items:
             if m.get("skipped", 0.0) > 0:
@@ -784,7 +937,8 @@ def _log(items, step, writer, bar, nan_policy="raise", skips=None,
                 kept.append((s, p, {k: v for k, v in m.items() if k != "skipped"}))
         items = kept
     _raise_if_nonfinite(items)
-    agg = metrics_lib.aggregate(items)
+    agg = (items.aggregate(drop=drop) if isinstance(items, metrics_lib.StepTable)
+           else metrics_lib.aggregate(items))
     for p, n in skipped.items():
         agg.setdefault(p, {})["skipped"] = float(n)
     for phase, scalars in agg.items():

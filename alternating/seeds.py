@@ -81,7 +81,7 @@ def train_seeds(*, phases, schedule, data, init: Callable, workdir: str, total_s
                 eval_every_steps: int, ema_decay: float, data_dir: str | None, mesh: Any,
                 chunk_steps: int, progress: bool, print_fn, stream_seed: Callable,
                 build_evals: Callable, evaluate: Callable, pack: Callable,
-                check_steps: Callable) -> Any:
+                check_steps: Callable, count_phase_steps: Callable) -> Any:
     """Trains ``num_seeds`` replicas; see the module docstring.
 
     Called by :func:`alternating.loop.train` (which has checked the common
@@ -150,29 +150,31 @@ def train_seeds(*, phases, schedule, data, init: Callable, workdir: str, total_s
 
     writer = metrics_lib.MetricWriter(workdir, process_index=pidx)
     bar = metrics_lib.Progress(total_steps, disable=not progress or pidx != 0)
-    pending: list[tuple[int, list[list[str]], Any]] = []
+    pending: list[tuple[int, np.ndarray, Any]] = []  # (first step, ids [S, n], metrics)
     counts = [{n: 0 for n in names} for _ in seeds]
     final_eval: dict[str, dict[str, float]] = {}
     per_seed_eval: list[dict[str, dict[str, float]]] = []
 
     def log(step):
         host = jax.device_get([m for _, _, m in pending])
-        items: list[list] = [[] for _ in seeds]
-        for (start, plans, _), chunk in zip(pending, host):
-            for i, plan in enumerate(plans):
-                for t, p in enumerate(plan):
-                    counts[i][p] += 1
-                    vals = chunk[i, t, :len(metric_names[p])].tolist()
-                    items[i].append((start + t, p, {**dict(zip(metric_names[p], vals)),
-                                                    "phase_step": float(counts[i][p])}))
+        tables = []
+        for i in range(num_seeds):
+            parts = []
+            for (start, ids, _), chunk in zip(pending, host):
+                n = ids.shape[1]
+                parts.append(metrics_lib.StepTable(
+                    start + np.arange(n), ids[i], chunk[i],
+                    count_phase_steps(ids[i], counts[i], fused.names), fused.names,
+                    metric_names))
+            tables.append(metrics_lib.StepTable.concat(parts))
         pending.clear()
-        for i, it in enumerate(items):
-            bad = metrics_lib.first_nonfinite(it)
+        for i, table in enumerate(tables):
+            bad = table.first_nonfinite()
             if bad is not None:
                 from alternating.loop import NonFiniteError  # the loop owns the error
                 raise NonFiniteError(f"non-finite {bad[2]} at step {bad[0]} in phase {bad[1]!r} "
                                      f"of seed {seeds[i]}; stopping.")
-        aggs = [metrics_lib.aggregate(it) for it in items]
+        aggs = [t.aggregate() for t in tables]
         for p in names:
             present = [a[p] for a in aggs if p in a]
             if present:
@@ -194,15 +196,15 @@ def train_seeds(*, phases, schedule, data, init: Callable, workdir: str, total_s
     try:
         step = 0
         while step < total_steps:
-            state, plans, rows = fused.run_chunk(state, step)
-            pending.append((step, plans, rows[0].chunk.array))
-            step += len(plans[0])
+            state, ids, chunk_metrics = fused.run_chunk(state, step)
+            pending.append((step, ids, chunk_metrics))
+            step += ids.shape[1]
             if (log_every_steps and step % log_every_steps == 0) or step == total_steps:
                 log(step)
             if eval_sets and ((eval_every_steps and step % eval_every_steps == 0)
                               or step == total_steps):
                 run_evals(step)
-            bar.update(step, plans[0][-1])
+            bar.update(step, fused.names[ids[0, -1]])
     finally:
         bar.close()
         writer.close()

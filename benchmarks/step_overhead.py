@@ -15,12 +15,16 @@ Loops, measured side by side in one process on one CPU device:
   a real run, and a fresh temporary workdir per run.
 * ``handwritten``: two ``jax.jit(step, donate_argnums=0)`` written with plain
   optax on a hand split of the parameters (``value_and_grad`` on the trained
-  sub-tree only); each batch is ``jax.device_put``; the per-step metrics
+  sub-tree only); each numpy batch goes straight into the jitted call (as
+  the library does: on JAX 0.10's CPU backend that is ~40 us a step cheaper
+  than a ``jax.device_put`` first); the per-step metrics
   ``{loss, accuracy}`` stay on the device and are fetched with one
-  ``jax.device_get`` every ``log_every_steps`` steps, as the library does.
+  ``jax.device_get`` every ``log_every_steps`` steps (the library writes them
+  into a device-side ring instead and fetches that; see
+  ``loop._MetricRing``).
 * ``lib_steps`` (diagnostic; ``--no-breakdown`` skips it): the library's own
   jitted steps (``phase.make_step`` + ``parallel.jit_step``, state from
-  ``state.init_state``, batches put on ``parallel.batch_sharding``) driven by
+  ``state.init_state``, numpy batches as the library passes them) driven by
   the hand-written loop. ``handwritten -> lib_steps`` is the cost of the
   library's step function: what it computes (rng, counters, ``grad_norm``) and
   the metric arrays it returns, which the loop keeps and fetches;
@@ -158,8 +162,7 @@ def lib_steps(model):
     steps = {name: parallel.jit_step(fn, mesh, name=name) for name, fn in fns.items()}
     init = jax.jit(lambda r, s: init_state(model.init(r), bound, s),
                    out_shardings=parallel.replicated(mesh))
-    sharding = parallel.batch_sharding(mesh)
-    return steps, lambda: init(init_rng, state_rng), lambda b: jax.device_put(b, sharding)
+    return steps, lambda: init(init_rng, state_rng), lambda b: b  # as parallel.step_batch
 
 
 # --- The hand-written loop. -----------------------------------------------------------
@@ -208,7 +211,7 @@ def handwritten_steps(model, grad_norm: bool = True):
     init_rng, _ = jax.random.split(jax.random.PRNGKey(SEED))  # The library's init key.
     steps = {"a": jax.jit(step_a, donate_argnums=0), "b": jax.jit(step_b, donate_argnums=0)}
     init = jax.jit(init)
-    return steps, lambda: init(init_rng), jax.device_put
+    return steps, lambda: init(init_rng), lambda b: b
 
 
 def run_loop(steps, init, put, n: int, args) -> dict[str, float]:
@@ -380,7 +383,7 @@ def benchmark(args) -> dict:
         "steps": args.steps,
         "repeats": args.repeats,
         "log_every_steps": args.log_every,
-        "data_source": "alternating.data.make_stream (same spec and seed), jax.device_put",
+        "data_source": "alternating.data.make_stream (same spec and seed), numpy batches",
         "nproc": os.cpu_count(),
         "cpu": cpu_model(),
         "jax": jax.__version__,

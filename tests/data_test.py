@@ -302,6 +302,34 @@ def test_two_processes_slice_the_global_batch():
     np.testing.assert_array_equal(next(half)['y'], next(single)['y'][2:])
 
 
+@pytest.mark.parametrize('batch_size,process_count', [(4, 1), (6, 2), (10, 1), (4, 2)])
+def test_next_batches_is_k_nexts_in_one_gather(batch_size, process_count):
+    """A fused chunk's read: the same batches and the same state as k next() calls."""
+    from alternating.data import curriculum
+    arrays = _arrays(n=10)
+    for index in range(process_count):
+        kw = dict(batch_size=batch_size, seed=5, process_index=index, process_count=process_count)
+        for make in (lambda: data.Stream(arrays, **kw),
+                     lambda: curriculum.CurriculumStream(arrays, scores=np.arange(1.0, 11.0), **kw)):
+            many, one = make(), make()
+            for k in (1, 7, 3, 12):  # chunks spanning several epochs
+                got = many.next_batches(k)
+                want = _take(one, k)
+                for key in arrays:
+                    np.testing.assert_array_equal(got[key], np.stack([b[key] for b in want]))
+                assert many.get_state() == one.get_state()
+
+
+def test_next_batches_respects_a_subclass_own_next():
+    class Doubled(data.Stream):  # overrides __next__ only: read batch by batch
+        def __next__(self):
+            b = super().__next__()
+            return {k: v * 2 for k, v in b.items()}
+
+    s, ref = Doubled(_arrays(), batch_size=4, seed=1), data.Stream(_arrays(), batch_size=4, seed=1)
+    np.testing.assert_array_equal(s.next_batches(3)['x'], 2 * np.stack([b['x'] for b in _take(ref, 3)]))
+
+
 # --- Evaluation batches. ----------------------------------------------------------------
 
 

@@ -40,6 +40,10 @@ def _train_rows(workdir):
             for r in rows if r["split"] == "train"]
 
 
+def _timeline(workdir):
+    return metrics.read_jsonl(os.path.join(workdir, "timeline.jsonl"))
+
+
 def _same_state(a, b):
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(a), jax.device_get(b))
 
@@ -60,6 +64,7 @@ def test_fused_equals_host_bit_for_bit(tmp_path, schedule):
     assert int(fused.step) == 17
     # Metrics are logged as if stepped one by one: the same rows, the same values.
     assert _train_rows(tmp_path / "fused") == _train_rows(tmp_path / "host")
+    assert _timeline(tmp_path / "fused") == _timeline(tmp_path / "host")
     # log_every_steps=3 (and feedback every 4 for the adaptive schedule) cut the chunks.
     compiles = _results(tmp_path / "fused")["compiles"]
     assert set(compiles) <= {"fused:1", "fused:2", "fused:3"} and set(compiles.values()) == {1}
@@ -126,3 +131,26 @@ def test_chunk_length_stops_at_every_boundary():
     f = executor.Fused.__new__(executor.Fused)
     f.chunk_steps, f.total_steps, f.stops = 4, 14, stop
     assert [f.chunk_length(s) for s in (0, 3, 5, 6, 10, 12)] == [3, 2, 1, 3, 2, 2]
+
+
+def test_host_metric_ring_wraps_and_deferred_logs_keep_every_row(tmp_path, monkeypatch):
+    """The host executor's device-side metric ring, smaller than a log interval,
+    and logs written late (every 2 steps, lag 32) give exactly the rows and
+    timeline of the fused executor, whose records are whole chunks."""
+    from alternating import loop as loop_lib
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    schedule = {"name": "weighted", "weights": {"a": 1.0, "b": 1.0}}
+    fused = _tiny_run(tmp_path / "fused", mesh=mesh, total_steps=41, schedule=schedule,
+                      log_every_steps=2, executor="fused", chunk_steps=8)
+    monkeypatch.setattr(loop_lib, "_RING_ROWS", 3)  # fetched every 3 steps, logged every 2
+    host = _tiny_run(tmp_path / "host", mesh=mesh, total_steps=41, schedule=schedule,
+                     log_every_steps=2)
+    _same_state(host, fused)
+    rows = _train_rows(tmp_path / "host")
+    assert rows == _train_rows(tmp_path / "fused")
+    assert sorted({r["step"] for r in rows}) == list(range(2, 41, 2)) + [41]
+    assert sum(r["steps"] for r in rows) == 41  # every step in exactly one row
+    assert _timeline(tmp_path / "host") == _timeline(tmp_path / "fused")
+    segments = [(r["start"], r["end"]) for r in _timeline(tmp_path / "host")]
+    assert segments[0][0] == 0 and segments[-1][1] == 41
+    assert all(a[1] == b[0] for a, b in zip(segments, segments[1:]))

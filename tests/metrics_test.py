@@ -315,3 +315,77 @@ def test_write_results_atomic_round_trip(tmp_path):
         metrics.write_results(path, {"a": object()})
     assert json.loads(path.read_text()) == {"a": 1}
     assert os.listdir(path.parent) == ["results.json"]
+
+
+# ---------------------------------------------------------------------------
+# StepTable (the vectorized records) and TimelineRecorder.record_ids
+
+
+def _random_rows(rng, n, names, nan_at=None):
+    rows, counts = [], {p: 0 for p in names}
+    for t in range(n):
+        p = ["a", "b"][int(rng.integers(0, 2))]
+        counts[p] += 1
+        m = {k: float(np.float32(rng.normal())) for k in names[p]}
+        if t == nan_at:
+            m[names[p][-1]] = float("nan")
+        rows.append((10 + t, p, {**m, "phase_step": float(counts[p])}))
+    return rows
+
+
+@pytest.mark.parametrize("nan_at", [None, 0, 17])
+def test_step_table_equals_the_record_functions(nan_at):
+    rng = np.random.default_rng(3)
+    names = {"a": ["accuracy", "grad_norm", "loss", "lr"], "b": ["grad_norm", "loss"]}
+    rows = _random_rows(rng, 40, names, nan_at)
+    table = metrics.StepTable.from_rows(rows, ["a", "b"], names)
+    same = lambda a, b: json.dumps(a) == json.dumps(b)  # NaN == NaN here
+    assert same(table.rows(), rows)
+    # Sliced and concatenated back: the same records.
+    again = metrics.StepTable.concat([table[:13], table[13:]])
+    assert same(again.rows(), rows)
+    got, want = table.aggregate(), metrics.aggregate(rows)
+    assert list(got) == list(want) and all(list(got[p]) == list(want[p]) for p in want)
+    for p in want:  # identical floats (fsum), NaN where it propagates
+        np.testing.assert_array_equal(list(got[p].values()), list(want[p].values()))
+    assert table.first_nonfinite() == metrics.first_nonfinite(rows)
+    assert (table.first_nonfinite() is None) == (nan_at is None)
+    dropped = table.aggregate(drop=("lr",))
+    assert "lr" not in dropped.get("a", {}) and same(dropped["b"], want["b"])
+    assert metrics.StepTable.empty(["a", "b"], names).aggregate() == {}
+
+
+def test_step_table_errors_name_the_record():
+    names = {"a": ["loss"], "b": ["steps"]}
+    with pytest.raises(ValueError, match="lacks metric 'loss'"):
+        metrics.StepTable.from_rows([(3, "a", {"acc": 1.0})], ["a", "b"], names)
+    with pytest.raises(ValueError, match="names phase 'c'; the phases are"):
+        metrics.StepTable.from_rows([(3, "c", {"loss": 1.0})], ["a", "b"], names)
+    table = metrics.StepTable.from_rows([(0, "b", {"steps": 1.0})], ["a", "b"], names)
+    with pytest.raises(ValueError, match="reserves"):
+        table.aggregate()
+
+
+def test_timeline_record_ids_equals_step_by_step():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        one, many = metrics.TimelineRecorder(), metrics.TimelineRecorder()
+        step = int(rng.integers(0, 3))
+        for _ in range(5):
+            n = int(rng.integers(1, 12))
+            ids = rng.integers(0, int(rng.integers(1, 4)), n)
+            if rng.random() < 0.2:  # a gap (a restore)
+                step += int(rng.integers(1, 3))
+            for t, i in enumerate(ids):
+                one.record(step + t, "abc"[i])
+            many.record_ids(step, ids, ["a", "b", "c"])
+            step += n
+            assert one.segments == many.segments
+
+
+def test_timeline_rows_are_the_json_of_each_segment(tmp_path):
+    with metrics.MetricWriter(tmp_path, tensorboard=False) as w:
+        w.write_timeline([(0, 3, "a"), (3, 4, 'b "quoted"')])
+    lines = (tmp_path / "timeline.jsonl").read_text().splitlines()
+    assert lines == [json.dumps({"start": 0, "end": 3, "phase": "a"}),
+                     json.dumps({"start": 3, "end": 4, "phase": 'b "quoted"'})]

@@ -302,11 +302,48 @@ class Stream:
         idx = self._indices(batch)
         return {k: v[idx] for k, v in self._arrays.items()}
 
+    def _indices_many(self, first: int, k: int) -> np.ndarray:
+        """`_indices` of batches `first .. first + k - 1`, concatenated."""
+        if type(self)._indices is not Stream._indices:  # a subclass's own order
+            return np.concatenate([self._indices(b) for b in range(first, first + k)])
+        n = self.num_examples
+        pos = ((first + np.arange(k))[:, None] * self.batch_size + self._offset
+               + np.arange(self.local_batch_size)[None, :]).ravel()
+        epochs = pos // n
+        lo, hi = int(epochs[0]), int(epochs[-1])
+        if lo == hi:
+            return self._permutation(lo)[pos - lo * n]
+        perms = np.stack([self._permutation(e) for e in range(lo, hi + 1)])
+        return perms[epochs - lo, pos - epochs * n]
+
     def __iter__(self) -> 'Stream':
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
         return next(self._iterator)
+
+    def next_batches(self, k: int) -> dict[str, np.ndarray]:
+        """The next `k` batches stacked, `{key: [k, local batch, ...]}`, in one gather.
+
+        Exactly the batches `k` calls of `next()` return, and the stream's
+        state afterwards is the same: the position is still the grain
+        iterator's, advanced by `k`. The fused executor reads a chunk this
+        way: one numpy gather instead of `k` trips through the iterator
+        (about 6 us each) and a stack. A subclass that overrides `__next__`
+        is read batch by batch unless it overrides this too.
+        """
+        state = self._iterator.get_state()
+        first = state.get('next_index') if isinstance(state, Mapping) else None
+        own_next = (type(self).__next__ is not Stream.__next__
+                    and type(self).next_batches is Stream.next_batches)
+        if own_next or not isinstance(first, int):
+            batches = [next(self) for _ in range(k)]
+            return {key: np.stack([b[key] for b in batches]) for key in self.element_spec}
+        idx = self._indices_many(first, k)
+        out = {key: v[idx].reshape((k, self.local_batch_size) + v.shape[1:])
+               for key, v in self._arrays.items()}
+        self._iterator.set_state({**state, 'next_index': first + k})
+        return out
 
     def _fingerprint(self) -> dict[str, int]:
         return {'seed': self.seed, 'num_examples': self.num_examples, 'batch_size': self.batch_size}
