@@ -179,15 +179,19 @@ class Checkpointer:
         return None
 
     def _set_aside_unfinished(self) -> None:
-        if not os.path.isdir(self.directory):
-            return
-        for name in sorted(os.listdir(self.directory)):
-            if TMP_MARKER in name:
-                where = self._set_aside(name)
-                log.warning("found %s, a checkpoint whose save never finished (the process "
-                            "died mid-save); moved to %s.", name, where)
+        names = sorted(n for n in os.listdir(self.directory)
+                       if TMP_MARKER in n) if os.path.isdir(self.directory) else []
+        # Every process lists before process 0 moves anything: otherwise a
+        # process that lists late sees nothing and the processes disagree.
+        _sync("alternating:unfinished_listed")
+        for name in names:
+            where = self._set_aside(name, sync=False)
+            log.warning("found %s, a checkpoint whose save never finished (the process "
+                        "died mid-save); moved to %s.", name, where)
+        _sync("alternating:unfinished_set_aside")
+        self.manager.reload()
 
-    def _set_aside(self, name: str) -> str:
+    def _set_aside(self, name: str, sync: bool = True) -> str:
         """Moves ``checkpoints/<name>`` to ``checkpoints_damaged/`` (process 0 only)."""
         src = os.path.join(self.directory, name)
         dst_dir = os.path.join(self.workdir, DAMAGED_DIR)
@@ -195,10 +199,9 @@ class Checkpointer:
         if jax.process_index() == 0 and os.path.exists(src):
             os.makedirs(dst_dir, exist_ok=True)
             shutil.move(src, dst)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-            multihost_utils.sync_global_devices(f"alternating:set_aside:{name}")
-        self.manager.reload()
+        if sync:
+            _sync(f"alternating:set_aside:{name}")
+            self.manager.reload()
         return os.path.join(DAMAGED_DIR, os.path.basename(dst))
 
     def wait(self) -> None:
@@ -207,6 +210,13 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _sync(name: str) -> None:
+    """A barrier across processes (nothing with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+        multihost_utils.sync_global_devices(name)
 
 
 def abstract_like(state: Any) -> Any:

@@ -61,7 +61,8 @@ from alternating.state import TrainState, init_state, param_count, tree_bytes
 log = logging.getLogger("alternating")
 
 EXIT_NONFINITE = 3
-_LOG_LAG = 32  # host steps a quiet log waits before it is fetched and written
+_LOG_LAG = 32  # host steps a quiet log waits before it is fetched and written,
+_LOG_LAG_S = 0.05  # or seconds, whichever comes first (slow steps: rows stay prompt)
 _RING_ROWS = 1024  # the host executor fetches its metrics at least this often
 EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: "temporary failure, retry": rerun to resume.
 NAN_POLICIES = ("raise", "skip")
@@ -618,14 +619,15 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
 
     # A log at a step where nothing else happens (no evaluation, checkpoint,
     # feedback, end) is written a little later (``catch_up``): after the next
-    # fused chunk is dispatched, or ``_LOG_LAG`` host steps later. Fetching the
+    # fused chunk is dispatched, or ``_LOG_LAG`` host steps or ``_LOG_LAG_S``
+    # seconds later, whichever comes first. Fetching the
     # records waits for the device to reach the log step; written at once, the
     # device would then sit idle while the host reduces and writes them, and
     # later it has queued work. The rows are the same; a non-finite metric is
     # reported that much later (never after a checkpoint: saving catches up).
-    deferred: list[tuple[int, Any]] = []  # (step, the schedule's scalars at it)
+    deferred: list[tuple[int, Any, float]] = []  # (step, the schedule's scalars, when)
 
-    def write_log(at, scalars):
+    def write_log(at, scalars, when=None):  # pylint: disable=unused-argument
         _log(records.take("log", upto=at), at, writer, bar, nan_policy, skips,
              max_consecutive_skips)
         writer.write_schedule(at, scalars)
@@ -677,7 +679,8 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
                         batch = parallel.step_batch(next(streams[b.streams[0]]), mesh)
                     # 3. the step
                     state, ring.buf = steps[name](state, batch, ring.buf)
-                    if deferred and step - deferred[0][0] >= _LOG_LAG:
+                    if deferred and (step - deferred[0][0] >= _LOG_LAG
+                                     or time.monotonic() - deferred[0][2] >= _LOG_LAG_S):
                         catch_up()
                     records.add(step, b.index)
                     step += 1
@@ -692,7 +695,7 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
                     scalars = schedule.log_scalars(step)
                     if (not evaluate_now and not save_now
                             and not (feedback_every and step % feedback_every == 0)):
-                        deferred.append((step, scalars))
+                        deferred.append((step, scalars, time.monotonic()))
                     else:
                         catch_up()
                         write_log(step, scalars)

@@ -11,6 +11,7 @@ import numpy as np
 
 import alternating
 from alternating import checkpoint as ckpt_lib
+from alternating import metrics
 from configs import default
 from experiments import launch_local
 
@@ -28,11 +29,18 @@ def _logged_step(workdir):
         return -1
 
 
-def _launch(workdir, stop_after=None, sig=None, timeout=300):
+def _saved(workdir, step):
+    """Whether the checkpoint of ``step`` is finalized (Orbax renames it from a tmp name)."""
+    return os.path.isdir(os.path.join(workdir, "checkpoints", str(step)))
+
+
+def _launch(workdir, stop_after=None, sig=None, timeout=300, saved=None):
     procs = launch_local.launch(2, 2, FLAGS + [f"--workdir={workdir}"], all_to_files=True)
     deadline = time.time() + timeout
     if stop_after is not None:
-        while _logged_step(workdir) < stop_after:
+        # Quiet logs are written a few steps late, and an async save finalizes
+        # in the background: wait for the step logged and the checkpoint wanted.
+        while _logged_step(workdir) < stop_after or (saved and not _saved(workdir, saved)):
             assert all(p.poll() is None for p in procs), _logs(workdir)
             assert time.time() < deadline, "two-process run too slow"
             time.sleep(0.05)
@@ -49,12 +57,19 @@ def _logs(workdir):
 def test_two_processes_killed_and_resumed_match_one_process_on_four_devices(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     workdir = str(tmp_path / "two")
-    codes = _launch(workdir, stop_after=15, sig=signal.SIGKILL)
+    codes = _launch(workdir, stop_after=15, sig=signal.SIGKILL, saved=10)
     assert codes == [-signal.SIGKILL] * 2
     killed_at = ckpt_lib.Checkpointer(workdir).latest_step()
     assert killed_at and killed_at >= 10
     # Resume; a SIGTERM to both processes: they agree on one step, save it, exit 75.
-    codes = _launch(workdir, stop_after=35, sig=signal.SIGTERM)
+    # Rows the killed run logged past its checkpoint would satisfy the wait
+    # below at once; the resumed run drops them too.
+    metrics.truncate_jsonl(os.path.join(workdir, "metrics.jsonl"),
+                           lambda row: int(row.get("step", 0)) <= killed_at)
+    # Sent 10 steps after the resume point: the processes agree on a stop step
+    # through the coordination service, which takes some steps, so the signal
+    # must leave the run enough of them (60 in all).
+    codes = _launch(workdir, stop_after=killed_at + 10, sig=signal.SIGTERM)
     assert codes == [alternating.EXIT_PREEMPTED] * 2, _logs(workdir)
     log0 = open(os.path.join(workdir, "process_0.log")).read()
     assert "resumed from" in log0 and f"at step {killed_at}" in log0
