@@ -114,3 +114,16 @@ def test_the_command_on_a_results_page_drops_the_scratch_workdir():
     lines = common.provenance("cmd", 12.4, 3)
     assert lines[:5] == ["## Reproduce", "", "```", "cmd", "```"]
     assert lines[-1] == "* total wall time: 12 s for 3 runs (shared, noisy machine)"
+
+
+@pytest.mark.slow
+def test_multimodal_vectorized_seeds_equal_one_run_per_seed(tmp_path):
+    """The sweep's default: consecutive seeds of an arm in one num_seeds program."""
+    both = multimodal.run_seeds("alternating", True, [0, 1], 20, tmp_path / "vec")
+    one = multimodal.run_one("alternating", True, 1, 20, tmp_path / "one")
+    assert [r["seed"] for r in both] == [0, 1]
+    for m in multimodal.MODALITIES:
+        for k in ("accuracy", "loss"):
+            np.testing.assert_allclose(both[1][m][k], one[m][k], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="not consecutive"):
+        multimodal.run_seeds("alternating", True, [0, 2], 20, tmp_path / "gap")
