@@ -1,12 +1,15 @@
 """The real data pipeline vs batches already in memory: steps/s of the same training run.
 
-Workload ``mlp`` (MLP 64-256-256-10, batch 128; ``harness.py``) on ``digits``
-(flattened 8x8 images), the two phases alternating, with each executor:
+Workload ``mlp`` (MLP 64-256-256-10, batch 128; ``harness.py``) or
+``tiny_digits`` (MLP 64-16-16-10, batch 8: a step so small that the stream's
+per-batch cost shows most) on ``digits`` (flattened 8x8 images), the two
+phases alternating, with each executor:
 
 * ``pipeline``: the library's stream over the TFDS-prepared ``digits`` split
   (ArrayRecord read once; the position is a grain iterator over batch numbers;
-  the host executor gathers each shuffled batch from memory through it, the
-  fused executor a whole chunk's batches in one gather, ``next_batches``) -
+  the host executor's ``next()`` gathers a block of shuffled batches ahead
+  and serves them one by one, the fused executor a whole chunk's batches in
+  one gather, ``next_batches``) -
   what a config's data spec gives;
 * ``in_memory``: the same class of stream, but ``next()`` hands out batches
   gathered before the run (the first 1,000 batches of the same stream,
@@ -43,7 +46,9 @@ from alternating import loop as loop_lib
 
 TARGET = 0.9
 CACHED = 1000  # pre-gathered batches (a multiple of the default chunk: chunks are slices)
-SPEC = {"dataset": "digits", "batch_size": 128, "transforms": [{"name": "flatten"}]}
+def spec(workload: str) -> dict:
+    return {"dataset": "digits", "batch_size": harness.WORKLOADS[workload]["batch"],
+            "transforms": [{"name": "flatten"}]}
 
 
 class PipelineStream(harness.TimedStream):
@@ -69,8 +74,8 @@ class InMemoryStream(harness.TimedStream):
         return {key: v[idx] for key, v in self.stacked.items()}
 
 
-def make(kind: str, mark: int, data_dir: str):
-    base = data_lib.make_stream(SPEC, seed=loop_lib._stream_seed(harness.SEED, "train"),
+def make(kind: str, mark: int, data_dir: str, workload: str = "mlp"):
+    base = data_lib.make_stream(spec(workload), seed=loop_lib._stream_seed(harness.SEED, "train"),
                                 data_dir=data_dir)
     cls = PipelineStream if kind == "pipeline" else InMemoryStream
     s = cls(base._arrays, batch_size=base.batch_size, seed=base.seed)
@@ -87,6 +92,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=None, help="default 5; --quick 1")
     ap.add_argument("--chunk", type=int, default=200)
     ap.add_argument("--log-every", type=int, default=1000)
+    ap.add_argument("--workload", choices=["mlp", "tiny_digits"], default="mlp")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--data-dir", default=None, help="TFDS data dir (default: a temp dir)")
     args = ap.parse_args(argv)
@@ -112,9 +118,10 @@ def main(argv=None):
             names = list(loops)
             for k in names[r % 4:] + names[:r % 4]:
                 ex, kind = loops[k]
-                run = lambda n: harness.run_library("mlp", n, mark, args.log_every, executor=ex,
+                run = lambda n: harness.run_library(args.workload, n, mark, args.log_every, executor=ex,
                                                     chunk_steps=args.chunk,
-                                                    source=make(kind, mark, data_dir))
+                                                    source=make(kind, mark, data_dir,
+                                                                args.workload))
                 wall_rate, cpu_rate = harness.diff_rates(run, None if args.quick else n1, n2, mark)
                 rates[k].append(wall_rate)
                 cpu[k].append(cpu_rate)
@@ -125,7 +132,7 @@ def main(argv=None):
             shutil.rmtree(data_dir, ignore_errors=True)
     ratio = lambda ex, t=rates: harness.summary([a / b for a, b in zip(t[f"{ex}_pipeline"],
                                                                    t[f"{ex}_in_memory"])])
-    result = {"benchmark": "data_pipeline", "workload": "mlp on digits", "steps": [n1, n2],
+    result = {"benchmark": "data_pipeline", "workload": f"{args.workload} on digits", "steps": [n1, n2],
               "repeats": args.repeats, "quick": args.quick, "chunk_steps": args.chunk,
               "steps_per_s": {k: harness.summary(v) for k, v in rates.items()},
               "host_pipeline_vs_in_memory": ratio("host"),

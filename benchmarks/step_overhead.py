@@ -105,7 +105,7 @@ class TimedStream(data_lib.Stream):
             self.t_mark, self.cpu_mark = time.perf_counter(), time.process_time()
         elif self.count == self.last_at:
             self.t_last, self.cpu_last = time.perf_counter(), time.process_time()
-        return next(self._iterator)
+        return data_lib.Stream.__next__(self)  # the library stream's batch (read ahead)
 
     def times(self) -> dict[str, float]:
         """Seconds from the mark to the last batch, and to now (the end of the loop)."""

@@ -312,12 +312,52 @@ def test_next_batches_is_k_nexts_in_one_gather(batch_size, process_count):
         for make in (lambda: data.Stream(arrays, **kw),
                      lambda: curriculum.CurriculumStream(arrays, scores=np.arange(1.0, 11.0), **kw)):
             many, one = make(), make()
+            one.read_ahead = 1  # the reference: grain's iterator, one batch at a time
             for k in (1, 7, 3, 12):  # chunks spanning several epochs
                 got = many.next_batches(k)
                 want = _take(one, k)
                 for key in arrays:
                     np.testing.assert_array_equal(got[key], np.stack([b[key] for b in want]))
                 assert many.get_state() == one.get_state()
+
+
+@pytest.mark.parametrize('process_count', [1, 2])
+def test_read_ahead_serves_the_batches_and_state_of_one_by_one_reads(process_count):
+    """next() reads a block ahead; batches, states, resumes and chunk reads are unchanged."""
+    arrays = _arrays(n=10)
+    for index in range(process_count):
+        kw = dict(batch_size=4, seed=7, process_index=index, process_count=process_count)
+        ahead, ref = data.Stream(arrays, **kw), data.Stream(arrays, **kw)
+        ref.read_ahead = 1
+        assert ahead.read_ahead == data.pipeline.READ_AHEAD_MAX  # 10 tiny examples
+        for i in range(150):  # the block (64 batches) is read three times
+            got, want = next(ahead), next(ref)
+            for key in arrays:
+                np.testing.assert_array_equal(got[key], want[key])
+            assert ahead.get_state() == ref.get_state()
+            if i in (5, 70):  # a chunk read from inside a block
+                got, want = ahead.next_batches(5), ref.next_batches(5)
+                np.testing.assert_array_equal(got['x'], want['x'])
+                assert ahead.get_state() == ref.get_state()
+            if i in (3, 100):  # a resume from a state saved inside a block
+                resumed, twin = data.Stream(arrays, **kw), data.Stream(arrays, **kw)
+                resumed.set_state(json.loads(json.dumps(ahead.get_state())))
+                twin.read_ahead = 1
+                twin.set_state(ref.get_state())
+                for got, want in zip(_take(resumed, 70), _take(twin, 70)):
+                    np.testing.assert_array_equal(got['y'], want['y'])
+        ahead.set_state(ref.get_state())  # set_state drops the block read ahead
+        np.testing.assert_array_equal(next(ahead)['x'], next(ref)['x'])
+
+
+def test_read_ahead_sizes():
+    big = {'x': np.zeros((64, 256, 256), np.float32), 'y': np.zeros(64, np.int32)}  # 256 KiB each
+    assert data.Stream(big, batch_size=1, seed=0).read_ahead == 3  # under 1 MiB of batches
+    assert data.Stream(big, batch_size=8, seed=0).read_ahead == 1  # a batch over 1 MiB
+    from alternating.data import curriculum
+    # A subclass's own order may depend on when a batch is read (a scorer at
+    # each epoch): read batch by batch.
+    assert curriculum.CurriculumStream(_arrays(n=10), batch_size=4, seed=0).read_ahead == 1
 
 
 def test_next_batches_respects_a_subclass_own_next():
