@@ -483,13 +483,15 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     pidx, pcount = jax.process_index(), jax.process_count()
 
     seeds_lib.check_seeds(num_seeds, schedule=schedule, data=data,
-                          checkpoint_every_steps=checkpoint_every_steps)
+                          checkpoint_every_steps=checkpoint_every_steps, nan_policy=nan_policy,
+                          init_from=init_from, sharding_rules=sharding_rules)
     if num_seeds > 1:
         return seeds_lib.train_seeds(
             phases=phases, schedule=schedule, data=data, init=_resolve_init(init),
             workdir=workdir, total_steps=total_steps, model=model, seed=seed,
             num_seeds=num_seeds, evals=evals, log_every_steps=log_every_steps,
-            eval_every_steps=eval_every_steps, ema_decay=ema_decay, data_dir=data_dir,
+            eval_every_steps=eval_every_steps, ema_decay=ema_decay, extras=extras,
+            data_dir=data_dir,
             mesh=mesh, chunk_steps=chunk_steps if executor == "fused" else 1,
             progress=progress, print_fn=print_fn, stream_seed=_stream_seed,
             build_evals=_build_evals, evaluate=_evaluate, pack=_pack_metrics,

@@ -18,8 +18,11 @@ over seeds, its ``_std`` and its value per seed (``<metric>_seed<i>``);
 ``results.json`` with ``final_eval`` as mean over seeds (plus ``_std``), and
 ``final_eval_per_seed``, ``seeds``, ``steps_per_phase_per_seed``.
 
-Not supported with several seeds (errors say so): checkpoints and resume, a
-``Stream`` or ``Schedule`` object (a spec is needed to make one per seed).
+Extras (teachers, snapshot rings, dual variables) are per replica, like the
+parameters. Not supported with several seeds (errors say so): checkpoints
+and resume, ``init_from``, ``nan_policy='skip'``, ``sharding_rules``,
+schedules that observe feedback, a ``Stream`` or ``Schedule`` object (a spec
+is needed to make one per seed).
 The learning-rate decay length of each phase (when its optimizer spec leaves
 ``decay_steps`` unset) comes from the first seed's schedule.
 """
@@ -44,8 +47,13 @@ from alternating.state import init_state
 
 
 def check_seeds(num_seeds: int, *, schedule: Any, data: Mapping[str, Any],
-                checkpoint_every_steps: int) -> None:
-    """Raises a clear error for settings vectorized seeds cannot honour."""
+                checkpoint_every_steps: int, nan_policy: str = "raise", init_from: Any = None,
+                sharding_rules: Sequence[Any] = ()) -> None:
+    """Raises a clear error for settings vectorized seeds cannot honour.
+
+    Every ``train`` argument that the vectorized path does not carry out is
+    refused here, so none is silently ignored.
+    """
     if not isinstance(num_seeds, (int, np.integer)) or num_seeds < 1:
         raise ValueError(f"num_seeds={num_seeds!r}; it must be an integer >= 1.")
     if num_seeds == 1:
@@ -60,6 +68,17 @@ def check_seeds(num_seeds: int, *, schedule: Any, data: Mapping[str, Any],
     if checkpoint_every_steps:
         raise ValueError(f"num_seeds={num_seeds}: checkpoints are not supported with vectorized "
                          "seeds; set checkpoint_every_steps=0.")
+    if nan_policy != "raise":
+        raise ValueError(f"num_seeds={num_seeds}: nan_policy={nan_policy!r} is not supported "
+                         "with vectorized seeds (valid there: 'raise'); use one seed per run.")
+    if init_from:
+        raise ValueError(f"num_seeds={num_seeds}: init_from is not supported with vectorized "
+                         "seeds (each replica initializes from its own seed); use one seed "
+                         "per run.")
+    if sharding_rules:
+        raise ValueError(f"num_seeds={num_seeds}: sharding_rules are not supported with "
+                         "vectorized seeds (replicas are replicated over the devices); use "
+                         "one seed per run.")
 
 
 def _combine(per_seed: Sequence[Mapping[str, float]]) -> dict[str, float]:
@@ -78,7 +97,8 @@ def _combine(per_seed: Sequence[Mapping[str, float]]) -> dict[str, float]:
 
 def train_seeds(*, phases, schedule, data, init: Callable, workdir: str, total_steps: int,
                 model: Any, seed: int, num_seeds: int, evals: Any, log_every_steps: int,
-                eval_every_steps: int, ema_decay: float, data_dir: str | None, mesh: Any,
+                eval_every_steps: int, ema_decay: float, extras: Any, data_dir: str | None,
+                mesh: Any,
                 chunk_steps: int, progress: bool, print_fn, stream_seed: Callable,
                 build_evals: Callable, evaluate: Callable, pack: Callable,
                 check_steps: Callable, count_phase_steps: Callable) -> Any:
@@ -127,7 +147,8 @@ def train_seeds(*, phases, schedule, data, init: Callable, workdir: str, total_s
         f"schedule {schedules[0].config()}, {total_steps} steps")
 
     def make_state(init_rng, state_rng):
-        return init_state(init(init_rng), bound, state_rng, ema_decay=ema_decay)
+        return init_state(init(init_rng), bound, state_rng, ema_decay=ema_decay,
+                          extra_specs=extras)
 
     packed = {b.name: pack(phase_lib.make_step(b, ema_decay=ema_decay)) for b in bound}
     one_state = jax.eval_shape(make_state, init_rngs[0], state_rngs[0])

@@ -5,8 +5,9 @@ import json
 import jax
 import numpy as np
 import pytest
-from executor_test import _tiny_run
+from executor_test import _loss, _tiny_run
 
+import alternating
 from alternating import metrics, parallel
 from alternating.schedules import Alternate
 
@@ -50,6 +51,9 @@ def test_each_replica_equals_its_single_seed_run(tmp_path):
     (dict(checkpoint_every_steps=4), r"checkpoints are not supported with vectorized seeds"),
     (dict(schedule=Alternate(["a", "b"])), r"needs the schedule as a spec"),
     (dict(num_seeds=0), r"num_seeds=0; it must be an integer >= 1"),
+    (dict(nan_policy="skip"), r"nan_policy='skip' is not supported with vectorized seeds"),
+    (dict(init_from="elsewhere"), r"init_from is not supported with vectorized seeds"),
+    (dict(sharding_rules=[(".*", None)]), r"sharding_rules are not supported with vectorized"),
 ])
 def test_vectorized_seed_errors(tmp_path, kw, match):
     kw = {"num_seeds": 2, **kw}
@@ -66,3 +70,25 @@ def test_replicas_on_one_pattern_share_a_real_switch(tmp_path):
     single = _tiny_run(tmp_path / "one", mesh=mesh, seed=1, total_steps=6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a[1], b, rtol=1e-6, atol=1e-7),
                  jax.device_get(stacked), jax.device_get(single))
+
+
+def test_replicas_carry_their_own_extras(tmp_path):
+    """A phase's EMA teacher is per replica and equals the single-seed run's."""
+    phases = [
+        alternating.Phase("a", loss=_loss, data="digits", params=[("Dense_0/.*", True), (".*", None)],
+                          optimizer={"name": "adam", "lr": 1e-2},
+                          updates=[{"extra": "teacher", "rule": "ema", "decay": 0.5}]),
+        alternating.Phase("b", loss=_loss, data="digits", params=[("Dense_1/.*", True), (".*", None)],
+                          optimizer={"name": "sgd", "lr": 0.1}),
+    ]
+    kw = dict(mesh=parallel.make_mesh(jax.devices()[:1]), phases=phases, total_steps=6,
+              log_every_steps=0, extras={"teacher": {"kind": "copy"}})
+    stacked = jax.device_get(_tiny_run(tmp_path / "seeds", num_seeds=2, executor="fused",
+                                       chunk_steps=6, **kw))
+    for i in range(2):
+        single = jax.device_get(_tiny_run(tmp_path / f"one{i}", seed=i, **kw))
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-6, atol=1e-7),
+                     stacked.extras["teacher"], single.extras["teacher"])
+    # The teacher moved, and differently per seed.
+    first = jax.tree.leaves(stacked.extras["teacher"])[0]
+    assert not np.allclose(first[0], first[1])
