@@ -32,6 +32,13 @@ def command(script: str, argv=None) -> str:
     return f".venv/bin/python experiments/{script}" + (" " + shlex.join(given) if given else "")
 
 
+def check_consecutive(seeds) -> None:
+    """Vectorized seeds train ``seed, seed + 1, ...``: other lists are refused."""
+    if list(seeds) != list(range(seeds[0], seeds[0] + len(seeds))):
+        raise ValueError(f"seeds {list(seeds)} are not consecutive; vectorized runs train "
+                         "seed, seed + 1, ...")
+
+
 def output_dir(out: str | None, quick: bool) -> pathlib.Path:
     """``out``, else a temporary directory for ``--quick``, else ``docs/results``."""
     path = pathlib.Path(out) if out else (

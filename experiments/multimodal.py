@@ -57,6 +57,7 @@ if str(ROOT) not in sys.path:  # `python experiments/multimodal.py` puts only ex
 
 import alternating  # noqa: E402
 from configs import default  # noqa: E402
+from experiments import common  # noqa: E402
 
 ARMS = ("images_only", "signals_only", "mixed", "alternating")
 EMBEDS = (True, False)
@@ -113,9 +114,7 @@ def run_seeds(arm: str, embed: bool, seeds: Sequence[int], steps: int, workdir: 
     checkpoints. Returns one ``run_one``-style dict per seed; ``seconds`` is
     the shared run's time divided by the number of seeds.
     """
-    if list(seeds) != list(range(seeds[0], seeds[0] + len(seeds))):
-        raise ValueError(f"seeds {list(seeds)} are not consecutive; vectorized runs train "
-                         "seed, seed + 1, ...")
+    common.check_consecutive(seeds)
     if workdir.exists() and any(workdir.iterdir()):
         raise FileExistsError(f"{workdir} is not empty. Pass an empty --workdir.")
     cfg = default.get_config(f"{label(arm, embed)},steps={steps}")

@@ -56,6 +56,20 @@ def test_mean_teacher_quick_writes_every_arm(tmp_path):
     assert md.count("| supervised | 0 |") == 1 and "| dual | 0 |" in md
 
 
+def test_mean_teacher_seeds_in_one_program_equal_one_run_per_seed(tmp_path):
+    """The script's default: an arm's seeds in one num_seeds program (here the dual
+    arm: two phases, two EMA teachers)."""
+    from experiments import mean_teacher
+    both = mean_teacher.run_seeds("dual", [3, 4], 20, tmp_path / "vec")
+    one = mean_teacher.run_one("dual", 4, 20, tmp_path / "one")
+    assert [r["seed"] for r in both] == [3, 4] and set(both[1]["acc"]) == set(one["acc"])
+    for k, acc in one["acc"].items():
+        assert both[1]["acc"][k] == pytest.approx(acc, abs=1e-6), k
+    assert both[0]["acc"] != one["acc"]  # the other seed's replica is another run
+    with pytest.raises(ValueError, match="not consecutive"):
+        mean_teacher.run_seeds("dual", [3, 5], 20, tmp_path / "gap")
+
+
 @pytest.mark.slow
 def test_advmoe_quick_writes_every_arm(tmp_path):
     from experiments import advmoe
