@@ -56,7 +56,7 @@ from alternating import losses, metrics as metrics_lib, parallel, partition, pha
 from alternating import plots
 from alternating import seeds as seeds_lib
 from alternating.schedules import check_feedback, make_schedule
-from alternating.state import TrainState, init_state, param_count, tree_bytes
+from alternating.state import TrainState, init_state, size_report
 
 log = logging.getLogger("alternating")
 
@@ -742,12 +742,7 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         "resumed_from_step": start_step if resumed is not None else None,
         "num_devices": int(mesh.size),
         "num_processes": pcount,
-        "num_params": param_count(state.params),
-        "trained_params_per_phase": {
-            b.name: int(sum(np.prod(np.shape(v)) for p, v in
-                            partition.flatten(state.params).items() if b.trainable[p]))
-            for b in bound},
-        "opt_state_bytes_per_phase": {k: tree_bytes(v) for k, v in state.opt_state.items()},
+        **size_report(state, bound),
         "schedule": schedule.config(),
     }
     if nan_policy == "skip":

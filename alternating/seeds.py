@@ -43,7 +43,7 @@ from alternating import metrics as metrics_lib
 from alternating import parallel
 from alternating import phase as phase_lib
 from alternating.schedules import Schedule, make_schedule
-from alternating.state import init_state
+from alternating.state import init_state, size_report
 
 
 def check_seeds(num_seeds: int, *, schedule: Any, data: Mapping[str, Any],
@@ -244,6 +244,8 @@ def train_seeds(*, phases, schedule, data, init: Callable, workdir: str, total_s
         "wall_time_s": round(wall, 3),
         "total_steps": total_steps,
         "num_devices": int(mesh.size),
+        "num_processes": pcount,
+        **size_report(one_state, bound),  # of one replica
         "schedule": schedules[0].config(),
     }
     if pidx == 0:

@@ -94,3 +94,15 @@ def param_count(tree: Any) -> int:
 def tree_bytes(tree: Any) -> int:
     """Bytes held by the arrays of a pytree (for optimizer-state accounting)."""
     return sum(int(x.size) * x.dtype.itemsize for x in jax.tree.leaves(tree) if hasattr(x, "dtype"))
+
+
+def size_report(state: Any, bound: Sequence[Any]) -> dict[str, Any]:
+    """``results.json``'s sizes of one run's state (arrays or shapes): parameters,
+    parameters each phase trains, and bytes of each phase's optimizer state."""
+    flat = partition.flatten(state.params)
+    return {
+        "num_params": param_count(state.params),
+        "trained_params_per_phase": {
+            b.name: sum(int(v.size) for p, v in flat.items() if b.trainable[p]) for b in bound},
+        "opt_state_bytes_per_phase": {k: tree_bytes(v) for k, v in state.opt_state.items()},
+    }

@@ -4,10 +4,12 @@ page goes, and the page's "Reproduce" section (command, date, machine, time)."""
 from __future__ import annotations
 
 import datetime
+import json
 import pathlib
 import shlex
 import sys
 import tempfile
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -37,6 +39,31 @@ def check_consecutive(seeds) -> None:
     if list(seeds) != list(range(seeds[0], seeds[0] + len(seeds))):
         raise ValueError(f"seeds {list(seeds)} are not consecutive; vectorized runs train "
                          "seed, seed + 1, ...")
+
+
+def run_seed_block(cfg, seeds, workdir: pathlib.Path, data_dir: str | None = None):
+    """Trains ``cfg`` for consecutive ``seeds`` in one ``num_seeds`` program.
+
+    The fused executor runs the replicas, without checkpoints; replica ``i``
+    is the run with seed ``seeds[0] + i``. Returns ``(results, seconds)``:
+    the run's ``results.json`` and its wall time divided by the number of
+    seeds.
+    """
+    import alternating  # pylint: disable=g-import-not-at-top
+    check_consecutive(seeds)
+    workdir = pathlib.Path(workdir)
+    if workdir.exists() and any(workdir.iterdir()):
+        raise FileExistsError(f"{workdir} is not empty. Pass an empty --workdir.")
+    with cfg.unlocked():
+        cfg.seed, cfg.num_seeds = int(seeds[0]), len(seeds)
+        cfg.executor, cfg.checkpoint_every_steps = "fused", 0
+        if data_dir:
+            cfg.data_dir = data_dir
+    t0 = time.perf_counter()
+    alternating.train_and_evaluate(cfg, str(workdir), progress=False, plot=False, print_fn=None)
+    seconds = (time.perf_counter() - t0) / len(seeds)
+    with open(workdir / "results.json", encoding="utf-8") as f:
+        return json.load(f), seconds
 
 
 def output_dir(out: str | None, quick: bool) -> pathlib.Path:

@@ -66,15 +66,8 @@ def run_seeds(arm: str, seeds, steps: int, workdir: pathlib.Path) -> list[dict]:
 
     ``seconds`` of each is the shared run's time divided by the number of seeds.
     """
-    common.check_consecutive(seeds)
-    cfg = mt.get_config(f"{arm},steps={steps}")
-    with cfg.unlocked():
-        cfg.seed, cfg.num_seeds, cfg.executor = int(seeds[0]), len(seeds), "fused"
-    t0 = time.perf_counter()
-    alternating.train_and_evaluate(cfg, str(workdir), progress=False, plot=False, print_fn=None)
-    seconds = (time.perf_counter() - t0) / len(seeds)
-    with open(workdir / "results.json", encoding="utf-8") as f:
-        per_seed = json.load(f)["final_eval_per_seed"]
+    results, seconds = common.run_seed_block(mt.get_config(f"{arm},steps={steps}"), seeds, workdir)
+    per_seed = results["final_eval_per_seed"]
     return [{"arm": arm, "seed": seed, "seconds": seconds,
              "acc": {k: float(v["accuracy"]) for k, v in final.items()}}
             for seed, final in zip(seeds, per_seed)]

@@ -114,20 +114,9 @@ def run_seeds(arm: str, embed: bool, seeds: Sequence[int], steps: int, workdir: 
     checkpoints. Returns one ``run_one``-style dict per seed; ``seconds`` is
     the shared run's time divided by the number of seeds.
     """
-    common.check_consecutive(seeds)
-    if workdir.exists() and any(workdir.iterdir()):
-        raise FileExistsError(f"{workdir} is not empty. Pass an empty --workdir.")
     cfg = default.get_config(f"{label(arm, embed)},steps={steps}")
-    with cfg.unlocked():
-        cfg.seed, cfg.num_seeds = int(seeds[0]), len(seeds)
-        cfg.executor, cfg.checkpoint_every_steps = "fused", 0
-        if data_dir:
-            cfg.data_dir = data_dir
-    t0 = time.perf_counter()
-    alternating.train_and_evaluate(cfg, str(workdir), progress=False, plot=False, print_fn=None)
-    seconds = (time.perf_counter() - t0) / len(seeds)
-    with open(workdir / "results.json", encoding="utf-8") as f:
-        per_seed = json.load(f)["final_eval_per_seed"]
+    results, seconds = common.run_seed_block(cfg, seeds, workdir, data_dir)
+    per_seed = results["final_eval_per_seed"]
     runs = []
     for seed, final in zip(seeds, per_seed):
         out = {"arm": arm, "embed": embed, "seed": seed, "seconds": seconds}

@@ -71,6 +71,17 @@ def test_mean_teacher_seeds_in_one_program_equal_one_run_per_seed(tmp_path):
 
 
 @pytest.mark.slow
+def test_advmoe_seeds_in_one_program_equal_one_run_per_seed(tmp_path):
+    """The script's default for the alternating arm (router and experts in turn, PGD inside)."""
+    from experiments import advmoe
+    both = advmoe.run_seeds("alternating", [0, 1], 20, tmp_path / "vec")
+    one = advmoe.run_one("alternating", 1, 20, tmp_path / "one")
+    assert [r["seed"] for r in both] == [0, 1] and both[1]["params"] == one["params"]
+    for k in advmoe.METRICS:
+        assert both[1][k] == pytest.approx(one[k], abs=1e-6), k
+
+
+@pytest.mark.slow
 def test_advmoe_quick_writes_every_arm(tmp_path):
     from experiments import advmoe
     result = advmoe.main(["--quick", "--steps", "4", "--out", str(tmp_path / "out"),

@@ -40,6 +40,8 @@ def test_each_replica_equals_its_single_seed_run(tmp_path):
     assert test["loss"] == pytest.approx(np.mean(losses), rel=1e-5)
     assert test["loss_std"] == pytest.approx(np.std(losses), rel=1e-3, abs=1e-7)
     assert res["seeds"] == [5, 6, 7] and res["compiles"] == {"fused:6": 1, "eval:test": 1}
+    for key in ("num_params", "trained_params_per_phase", "opt_state_bytes_per_phase"):
+        assert res[key] == singles[0][key], key  # sizes of one replica
     row = [r for r in metrics.read_jsonl(tmp_path / "seeds" / "metrics.jsonl")
            if r["split"] == "train" and r["phase"] == "b"][-1]
     assert row["step"] == 12
