@@ -81,6 +81,17 @@ def test_advmoe_seeds_in_one_program_equal_one_run_per_seed(tmp_path):
         assert both[1][k] == pytest.approx(one[k], abs=1e-6), k
 
 
+def test_areal_seeds_in_one_program_equal_one_run_per_seed(tmp_path):
+    """The script's default (a snapshot ring in extras, samples drawn from each replica's rng)."""
+    from experiments import areal
+    both = areal.run_seeds("ppo", 8, [0, 1], 20, tmp_path / "vec")
+    one = areal.run_one("ppo", 8, 1, 20, tmp_path / "one")
+    assert [r["seed"] for r in both] == [0, 1] and set(both[1]["curve"]) == set(one["curve"])
+    for step, reward in one["curve"].items():
+        assert both[1]["curve"][step] == pytest.approx(reward, abs=1e-6), step
+    assert both[0]["curve"] != one["curve"]  # the other seed's replica is another run
+
+
 @pytest.mark.slow
 def test_advmoe_quick_writes_every_arm(tmp_path):
     from experiments import advmoe
