@@ -68,7 +68,7 @@ def run_seeds(arm: str, seeds, steps: int, workdir: pathlib.Path) -> list[dict]:
 
     ``seconds`` of each is the shared run's time divided by the number of seeds.
     """
-    res, seconds = common.run_seed_block(advmoe.get_config(f"{arm},steps={steps}"), seeds,
+    res, seconds, _ = common.run_seed_block(advmoe.get_config(f"{arm},steps={steps}"), seeds,
                                          workdir)
     return [{"arm": arm, "seed": seed, "seconds": seconds, "params": res["num_params"],
              **{k: float(final["test"][m]) for k, m in METRICS.items()}}

@@ -67,7 +67,7 @@ def run_seeds(objective: str, eta: int, seeds, steps: int, workdir: pathlib.Path
 
     ``seconds`` of each is the shared run's time divided by the number of seeds.
     """
-    _, seconds = common.run_seed_block(areal.get_config(f"{objective},eta={eta},steps={steps}"),
+    _, seconds, _ = common.run_seed_block(areal.get_config(f"{objective},eta={eta},steps={steps}"),
                                        seeds, workdir)
     rows = [r for r in metrics_lib.read_jsonl(workdir / "metrics.jsonl") if r["split"] == "eval"]
     out = []

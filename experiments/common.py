@@ -45,9 +45,10 @@ def run_seed_block(cfg, seeds, workdir: pathlib.Path, data_dir: str | None = Non
     """Trains ``cfg`` for consecutive ``seeds`` in one ``num_seeds`` program.
 
     The fused executor runs the replicas, without checkpoints; replica ``i``
-    is the run with seed ``seeds[0] + i``. Returns ``(results, seconds)``:
-    the run's ``results.json`` and its wall time divided by the number of
-    seeds.
+    is the run with seed ``seeds[0] + i``. Returns ``(results, seconds,
+    state)``: the run's ``results.json``, its wall time (evaluations included)
+    divided by the number of seeds, and the stacked TrainState (leading axis:
+    seed).
     """
     import alternating  # pylint: disable=g-import-not-at-top
     check_consecutive(seeds)
@@ -60,10 +61,11 @@ def run_seed_block(cfg, seeds, workdir: pathlib.Path, data_dir: str | None = Non
         if data_dir:
             cfg.data_dir = data_dir
     t0 = time.perf_counter()
-    alternating.train_and_evaluate(cfg, str(workdir), progress=False, plot=False, print_fn=None)
+    state = alternating.train_and_evaluate(cfg, str(workdir), progress=False, plot=False,
+                                           print_fn=None)
     seconds = (time.perf_counter() - t0) / len(seeds)
     with open(workdir / "results.json", encoding="utf-8") as f:
-        return json.load(f), seconds
+        return json.load(f), seconds, state
 
 
 def output_dir(out: str | None, quick: bool) -> pathlib.Path:

@@ -66,7 +66,7 @@ def run_seeds(arm: str, seeds, steps: int, workdir: pathlib.Path) -> list[dict]:
 
     ``seconds`` of each is the shared run's time divided by the number of seeds.
     """
-    results, seconds = common.run_seed_block(mt.get_config(f"{arm},steps={steps}"), seeds, workdir)
+    results, seconds, _ = common.run_seed_block(mt.get_config(f"{arm},steps={steps}"), seeds, workdir)
     per_seed = results["final_eval_per_seed"]
     return [{"arm": arm, "seed": seed, "seconds": seconds,
              "acc": {k: float(v["accuracy"]) for k, v in final.items()}}

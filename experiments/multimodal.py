@@ -115,7 +115,7 @@ def run_seeds(arm: str, embed: bool, seeds: Sequence[int], steps: int, workdir: 
     the shared run's time divided by the number of seeds.
     """
     cfg = default.get_config(f"{label(arm, embed)},steps={steps}")
-    results, seconds = common.run_seed_block(cfg, seeds, workdir, data_dir)
+    results, seconds, _ = common.run_seed_block(cfg, seeds, workdir, data_dir)
     per_seed = results["final_eval_per_seed"]
     runs = []
     for seed, final in zip(seeds, per_seed):

@@ -92,6 +92,17 @@ def test_areal_seeds_in_one_program_equal_one_run_per_seed(tmp_path):
     assert both[0]["curve"] != one["curve"]  # the other seed's replica is another run
 
 
+def test_rt_seeds_in_one_program_equal_one_run_per_seed(tmp_path):
+    """The script's default: one program trains the seeds, each replica is tested alone."""
+    from experiments import rt
+    both = rt.run_seeds("sc", [0, 1], 20, tmp_path / "vec")
+    one = rt.run_one("sc", 1, 20, tmp_path / "one")
+    assert [r["seed"] for r in both] == [0, 1]
+    for k in rt.METRICS:
+        assert both[1][k] == pytest.approx(one[k], abs=1e-6), k
+    assert both[0]["prop_mae"] != one["prop_mae"]  # the other seed's replica is another run
+
+
 @pytest.mark.slow
 def test_advmoe_quick_writes_every_arm(tmp_path):
     from experiments import advmoe
