@@ -191,15 +191,13 @@ def main(argv=None) -> dict:
     base = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="areal_"))
     t0 = time.perf_counter()
     vectorized = not args.one_run_per_seed and len(args.seeds) > 1
-    if vectorized:
-        order = [(obj, eta) for obj in areal.OBJECTIVES for eta in etas]
-        runs = sorted((r for obj, eta in order
-                       for r in run_seeds(obj, eta, args.seeds, args.steps,
-                                          base / f"{obj}_eta{eta}")),
-                      key=lambda r: (r["seed"], order.index((r["objective"], r["eta"]))))
-    else:
-        runs = [run_one(obj, eta, seed, args.steps, base / f"{obj}_eta{eta}_s{seed}")
-                for seed in args.seeds for obj in areal.OBJECTIVES for eta in etas]
+    runs = common.run_grid(
+        [(obj, eta) for obj in areal.OBJECTIVES for eta in etas], args.seeds,
+        vectorized=vectorized,
+        run_seeds=lambda cell, seeds: run_seeds(*cell, seeds, args.steps,
+                                                base / f"{cell[0]}_eta{cell[1]}"),
+        run_one=lambda cell, seed: run_one(*cell, seed, args.steps,
+                                           base / f"{cell[0]}_eta{cell[1]}_s{seed}"))
     summary = summarize(runs)
     cmd = common.command("areal.py", argv)
     write_markdown(out / "areal.md", runs, summary, command=cmd, steps=args.steps,

@@ -68,6 +68,19 @@ def run_seed_block(cfg, seeds, workdir: pathlib.Path, data_dir: str | None = Non
         return json.load(f), seconds, state
 
 
+def run_grid(cells, seeds, *, vectorized: bool, run_seeds, run_one) -> list:
+    """Every (cell, seed) run of a sweep, ordered by seed, then cell.
+
+    ``vectorized``: each cell's seeds in one program, ``run_seeds(cell,
+    seeds)`` (a list of per-seed runs, in seed order); otherwise one
+    ``run_one(cell, seed)`` each.
+    """
+    if not vectorized:
+        return [run_one(cell, seed) for seed in seeds for cell in cells]
+    per_cell = [run_seeds(cell, seeds) for cell in cells]
+    return [runs[i] for i in range(len(seeds)) for runs in per_cell]
+
+
 def output_dir(out: str | None, quick: bool) -> pathlib.Path:
     """``out``, else a temporary directory for ``--quick``, else ``docs/results``."""
     path = pathlib.Path(out) if out else (

@@ -186,13 +186,10 @@ def main(argv=None) -> dict:
     base = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="mean_teacher_"))
     t0 = time.perf_counter()
     vectorized = not args.one_run_per_seed and len(args.seeds) > 1
-    if not vectorized:
-        runs = [run_one(arm, seed, args.steps, base / f"{arm}_s{seed}")
-                for seed in args.seeds for arm in mt.ARMS]
-    else:
-        runs = sorted((r for arm in mt.ARMS
-                       for r in run_seeds(arm, args.seeds, args.steps, base / arm)),
-                      key=lambda r: (r["seed"], mt.ARMS.index(r["arm"])))
+    runs = common.run_grid(
+        mt.ARMS, args.seeds, vectorized=vectorized,
+        run_seeds=lambda arm, seeds: run_seeds(arm, seeds, args.steps, base / arm),
+        run_one=lambda arm, seed: run_one(arm, seed, args.steps, base / f"{arm}_s{seed}"))
     summary = summarize(runs)
     cmd = common.command("mean_teacher.py", argv)
     write_markdown(out / "mean_teacher.md", runs, summary, command=cmd, steps=args.steps,

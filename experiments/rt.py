@@ -163,13 +163,10 @@ def main(argv=None) -> dict:
     base = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="rt_"))
     t0 = time.perf_counter()
     vectorized = not args.one_run_per_seed and len(args.seeds) > 1
-    if vectorized:
-        runs = sorted((r for arm in rt_config.ARMS
-                       for r in run_seeds(arm, args.seeds, args.steps, base / arm)),
-                      key=lambda r: (r["seed"], rt_config.ARMS.index(r["arm"])))
-    else:
-        runs = [run_one(arm, seed, args.steps, base / f"{arm}_s{seed}")
-                for seed in args.seeds for arm in rt_config.ARMS]
+    runs = common.run_grid(
+        rt_config.ARMS, args.seeds, vectorized=vectorized,
+        run_seeds=lambda arm, seeds: run_seeds(arm, seeds, args.steps, base / arm),
+        run_one=lambda arm, seed: run_one(arm, seed, args.steps, base / f"{arm}_s{seed}"))
     summary = summarize(runs)
     cmd = common.command("rt.py", argv)
     write_markdown(out / "rt.md", runs, summary, command=cmd, steps=args.steps, seeds=args.seeds,

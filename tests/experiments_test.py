@@ -56,6 +56,15 @@ def test_mean_teacher_quick_writes_every_arm(tmp_path):
     assert md.count("| supervised | 0 |") == 1 and "| dual | 0 |" in md
 
 
+def test_run_grid_orders_runs_by_seed_then_cell_either_way():
+    from experiments import common
+    one = lambda cell, seed: (cell, seed)
+    block = lambda cell, seeds: [(cell, s) for s in seeds]
+    want = [("a", 3), ("b", 3), ("a", 4), ("b", 4)]
+    assert common.run_grid("ab", [3, 4], vectorized=False, run_seeds=None, run_one=one) == want
+    assert common.run_grid("ab", [3, 4], vectorized=True, run_seeds=block, run_one=None) == want
+
+
 def test_mean_teacher_seeds_in_one_program_equal_one_run_per_seed(tmp_path):
     """The script's default: an arm's seeds in one num_seeds program (here the dual
     arm: two phases, two EMA teachers)."""
