@@ -16,11 +16,11 @@ as measurable only when the two arms' per-seed ranges do not overlap.
 
 An arm's seeds train in one program (``num_seeds``, fused executor): replica
 ``i`` is the run with seed ``seeds[0] + i`` (tested equal to its single-seed
-run over 20 steps). On the 2-core CPU the ``alternating`` arm's three seeds
-took 10.5 s that way against 21.8 s as three runs. Over 1,500 steps of
-adversarial training a replica drifts from its single-seed run by a few test
-images (batched matmuls sum in another order); ``--one-run-per-seed`` trains
-each seed in its own run.
+run over 20 steps). ``benchmarks/ablation_seeds.py`` on the 2-core CPU: the
+``alternating`` arm's three seeds took 9.0 s that way against 19.7 s as three
+runs; after 1,500 steps per group a replica's robust accuracy was at most 4
+test images (1.1 points) from its single-seed run's (batched matmuls sum in
+another order). ``--one-run-per-seed`` trains each seed in its own run.
 
 Writes ``docs/results/advmoe.md``::
 

@@ -17,11 +17,11 @@ eta=8 for each objective, measurable only when per-seed ranges do not overlap.
 
 An arm's seeds train in one program (``num_seeds``, fused executor): replica
 ``i`` is the run with seed ``seeds[0] + i`` (tested equal to its single-seed
-run over 20 steps). On the 2-core CPU ``ppo`` at eta=8 took 3.1 s for three
-seeds that way against 8.8 s as three runs. Over 800 updates a replica's
-reward drifts from its single-seed run's by up to about 1 point (batched
-matmuls sum in another order, and sampled actions then differ);
-``--one-run-per-seed`` trains each seed in its own run.
+run over 20 steps). ``benchmarks/ablation_seeds.py`` on the 2-core CPU:
+``ppo`` at eta=8 took 2.5 s for three seeds that way against 6.3 s as three
+runs; after 800 updates a replica's reward was at most 0.93 points from its
+single-seed run's (batched matmuls sum in another order, and sampled actions
+then differ). ``--one-run-per-seed`` trains each seed in its own run.
 
 Writes ``docs/results/areal.md``::
 

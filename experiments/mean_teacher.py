@@ -15,11 +15,11 @@ when the two arms' per-seed ranges do not overlap.
 
 An arm's seeds train in one program (``num_seeds``, fused executor): replica
 ``i`` is the run with seed ``seeds[0] + i`` (tested equal to its single-seed
-run over 20 steps). On the 2-core CPU that took 9.6 s for the three
-``mean_teacher`` seeds against 18.8 s for three runs (``dual``: 11.2 s
-against 29.5 s; ``supervised``: 4.6 s against 12.6 s). Over 3,000 steps a
-replica drifts from its single-seed run by a few test images (batched matmuls
-sum in another order). ``--one-run-per-seed`` trains each seed in its own run.
+run over 20 steps). ``benchmarks/ablation_seeds.py`` on the 2-core CPU: the
+three ``mean_teacher`` seeds took 5.3 s that way against 10.4 s as three
+runs; after 3,000 steps a replica's teacher accuracy was at most 1 test image
+(0.28 points) from its single-seed run's (batched matmuls sum in another
+order). ``--one-run-per-seed`` trains each seed in its own run.
 
 Writes ``docs/results/mean_teacher.md``::
 

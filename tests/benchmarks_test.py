@@ -53,3 +53,17 @@ def test_benchmark_quick_mode_prints_strict_json(script, checks):
     assert checks(result), {k: v for k, v in result.items() if k != "per_devices"}
     if "skipped" not in result:
         assert result["nproc"] >= 1 and result["cpu"]  # the machine is recorded
+
+
+@pytest.mark.slow
+def test_ablation_seeds_quick_replicas_equal_runs():
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # 1 device
+    out = subprocess.run([sys.executable, "benchmarks/ablation_seeds.py", "--quick",
+                          "--scripts", "areal"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = _strict_json(out.stdout.strip().splitlines()[-1])
+    areal = result["scripts"]["areal"]
+    assert result["benchmark"] == "ablation_seeds" and areal["steps"] == 20
+    assert areal["one_program_s"] > 0 and areal["speedup"] > 0
+    assert areal["max_headline_drift"] < 1e-6  # 20 steps: each replica is its run
