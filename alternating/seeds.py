@@ -51,8 +51,9 @@ def check_seeds(num_seeds: int, *, schedule: Any, data: Mapping[str, Any],
                 sharding_rules: Sequence[Any] = ()) -> None:
     """Raises a clear error for settings vectorized seeds cannot honour.
 
-    Every ``train`` argument that the vectorized path does not carry out is
-    refused here, so none is silently ignored.
+    The settings that change training and that the vectorized path does not
+    carry out are refused here, so none is silently ignored. (It writes no
+    plot: ``plot`` has no effect there.)
     """
     if not isinstance(num_seeds, (int, np.integer)) or num_seeds < 1:
         raise ValueError(f"num_seeds={num_seeds!r}; it must be an integer >= 1.")
