@@ -650,7 +650,7 @@ def train(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     def checkpoint(step, force=False):
         catch_up()
         writer.flush(force=True)  # TensorBoard up to date with what the checkpoint covers
-        records.sync()
+        records.sync()  # also completes the timeline that is saved below
         if nan_policy == "raise":
             # Never save a state that followed a non-finite step.
             _raise_if_nonfinite(records.pending())

@@ -173,10 +173,7 @@ def step_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> Any:
     for an 8x8 batch; see docs/benchmarks.md). Several processes: each
     process's slice becomes a global array.
     """
-    if jax.process_count() == 1:
-        return batch
-    sharding = batch_sharding(mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+    return batch if jax.process_count() == 1 else shard_batch(batch, mesh)
 
 
 def fetch(arrays: Sequence[Any]) -> list[np.ndarray]:
