@@ -54,8 +54,10 @@ _ANSWERS = {"mod10": "mod 10 as one token (a random policy is right 10% of the t
 _NOTE = (
     'Notes: each level is a phase with its own Adam state (a phase owns its optimizer state '
     "in this library), the same in every arm. DUMP's window counts samples; here it counts "
-    'steps, each the mean over a batch of prompts and their group. Why UCB loses here: the '
-    'mean absolute advantage is 0 on a level whose every sampled group gets the same reward, '
+    'steps, each the mean over a batch of prompts and their group. {why}UCB on the mean '
+    'absolute advantage starves levels where it is 0 and favours levels where chance keeps it '
+    'high. The mean absolute advantage is 0 on a level whose every sampled group gets the '
+    'same reward, '
     'whether the level is too hard or its answer simply has not been found yet (level 1 of '
     'the two-token task: UCB gives it fewer steps and its reward stays near 0), and it stays '
     'high where chance-level rewards make groups mixed (the hardest levels of the one-token '
@@ -120,20 +122,82 @@ def summarize(runs):
     return out
 
 
+def _note(summary) -> str:
+    u, c = summary.get("uniform"), summary.get("ucb")
+    lower = [k for k in ("auc", "final") if u and c and c[k][0] < u[k][0]]
+    why = ("A hypothesis, not tested here (no run isolates it): " if not lower else
+           f"Why UCB's mean{'s' if len(lower) > 1 else ''} may be lower is a hypothesis, not "
+           "tested here (no run isolates it): ")
+    return _NOTE.format(why=why)
+
+
+def _relation(a, b) -> str:
+    """Per-seed range of ``a`` vs that of ``b`` (mean, std, min, max)."""
+    if a[2] > b[3]:
+        return "higher"
+    if a[3] < b[2]:
+        return "lower"
+    if b[2] <= a[2] and a[3] <= b[3]:
+        return "inside"
+    if a[2] <= b[2] and b[3] <= a[3]:
+        return "contains"
+    return "overlap"
+
+
+def _vs_uniform(name: str, r, u) -> str:
+    """One arm against uniform on AUC and final reward, by per-seed ranges."""
+    rng = lambda x: f"{x[2]:.3f}-{x[3]:.3f}"  # noqa: E731
+    rel = {k: _relation(r[k], u[k]) for k in ("auc", "final")}
+    pair = f"AUC {rng(r['auc'])} vs {rng(u['auc'])}; final {rng(r['final'])} vs {rng(u['final'])}"
+    if len(set(rel.values())) == 1 and rel["auc"] in ("higher", "lower"):
+        return (f"{name} is measurably {rel['auc']} than uniform ({pair}; ranges do not "
+                "overlap)")
+    if all(v not in ("higher", "lower") for v in rel.values()):
+        verb = {"inside": "lie inside", "contains": "contain"}.get(
+            rel["auc"] if rel["auc"] == rel["final"] else "", "overlap")
+        return f"{name}'s per-seed ranges {verb} uniform's ({pair})"
+    word = {"higher": "measurably higher", "lower": "measurably lower"}
+    return (f"{name} vs uniform: AUC {rng(r['auc'])} vs {rng(u['auc'])} "
+            f"({word.get(rel['auc'], 'ranges overlap')}); final {rng(r['final'])} vs "
+            f"{rng(u['final'])} ({word.get(rel['final'], 'ranges overlap')})")
+
+
 def verdict(summary) -> str:
     u, c = summary.get("uniform"), summary.get("ucb")
     if u is None or c is None or c["n"] < 3:
-        return "not judged (fewer than 3 seeds)"
-    parts = []
-    for k in ("auc", "final"):
-        if c[k][2] > u[k][3]:
-            parts.append(f"{k}: UCB higher on every seed (ranges do not overlap)")
-        elif c[k][0] > u[k][0]:
-            parts.append(f"{k}: UCB higher on the mean, ranges overlap")
+        return "not judged (fewer than 3 seeds)."
+    ne = summary.get("ucb_no_explore")
+    rel = {k: _relation(c[k], u[k]) for k in ("auc", "final")}
+    if rel["auc"] == rel["final"] == "inside":
+        text = (f"**inconclusive (within uniform's spread)**. UCB's reward AUC "
+                f"({c['auc'][0]:.3f}; seeds {c['auc'][2]:.3f}-{c['auc'][3]:.3f}) and final reward "
+                f"({c['final'][0]:.3f}; seeds {c['final'][2]:.3f}-{c['final'][3]:.3f}) lie inside "
+                f"uniform's per-seed ranges (AUC {u['auc'][2]:.3f}-{u['auc'][3]:.3f}, final "
+                f"{u['final'][2]:.3f}-{u['final'][3]:.3f})")
+        ne_overlaps = ne is not None and all(
+            _relation(ne[k], u[k]) not in ("higher", "lower") for k in ("auc", "final"))
+        if ne_overlaps:
+            text += ", and the ranges of UCB without exploration overlap uniform's too."
+        elif ne is not None:
+            text += ". " + _vs_uniform("UCB without exploration", ne, u) + "."
         else:
-            parts.append(f"{k}: UCB not higher")
-    holds = c["auc"][2] > u["auc"][3]
-    return ("holds" if holds else "does not clearly show") + " (" + "; ".join(parts) + ")"
+            text += "."
+        arms = [c, ne] if ne_overlaps else [c]
+        wider = all(u[k][1] > abs(r[k][0] - u[k][0]) for r in arms for k in ("auc", "final"))
+        diffs = ("the differences between the arms' means" if ne_overlaps else
+                 "the differences between UCB's means and uniform's")
+        text += (f" Uniform's seed-to-seed spread (std {u['auc'][1]:.3f} in AUC, "
+                 f"{u['final'][1]:.3f} in final reward) is "
+                 + (f"larger than {diffs}" if wider else
+                    f"not larger than all of {diffs}, but the per-seed ranges overlap")
+                 + f", so {c['n']} seeds show neither that UCB is worse than uniform nor that it "
+                 "is not better: this run neither supports nor refutes the claim.")
+        return text
+    head = {"higher": "**holds**", "lower": "**contradicted**"}.get(rel["auc"], "**inconclusive**")
+    text = f"UCB vs uniform {head}: {_vs_uniform('UCB', c, u)}."
+    if ne is not None:
+        text += f" {_vs_uniform('UCB without exploration', ne, u)}."
+    return text
 
 
 def write_markdown(path, summary, cfg, seconds, command):
@@ -161,7 +225,7 @@ def write_markdown(path, summary, cfg, seconds, command):
                      f"{' '.join(f'{v:.2f}' for v in r['per_level'])} | "
                      f"{' '.join(f'{v:.2f}' for v in r['share'])} |")
     lines += ["", "mean ± sample std [min, max] over seeds; per-level columns are seed means.", "",
-              f"Verdict: {verdict(summary)}.", "", _NOTE, ""]
+              f"Verdict: {verdict(summary)}", "", _note(summary), ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 

@@ -132,6 +132,13 @@ def write_markdown(path, summary, cfg, seconds, command):
              f"phase; {cfg.steps} steps per arm; warm-up {cfg.warmup_steps} SFT steps "
              f"(sft_then_rl, adaptive); seeds {list(cfg.seeds)}. Test: {cfg.test_size} fresh "
              "prompts; expected reward = mean probability of the exact answer.", "",
+             "Switching rule: after the warm-up, each step is SFT with probability "
+             "min(1, g_t / g_warm), where g_t is the SFT gradient norm most recently observed "
+             "and g_warm its mean over the last warm-up steps: a threshold on the SFT gradient "
+             "norm relative to warm-up. This rule is our guess at the paper's rule: its exact "
+             "expression could not be confirmed from the material available to us (see "
+             "[`../schedules.md`](../schedules.md)), so the verdict below is about our rule, not "
+             "necessarily the paper's.", "",
              "| arm | final expected reward | best expected reward | final greedy exact-match | SFT steps |",
              "|---|---|---|---|---|"]
     for arm, r in summary.items():
@@ -143,7 +150,8 @@ def write_markdown(path, summary, cfg, seconds, command):
     a = summary.get("adaptive")
     if a is not None and a["sft_steps"][0] > 0.9 * cfg.steps:
         lines += [f"Why: the adaptive arm spent {a['sft_steps'][0] / cfg.steps:.0%} of its steps on "
-                  "SFT. Its SFT probability is min(1, g_t / g_warm), which stays at 1 while the "
+                  "SFT. Its SFT probability under our guessed rule is min(1, g_t / g_warm), "
+                  "which stays at 1 while the "
                   "SFT gradient norm g_t is at or above its warm-up value; with systematically "
                   "noisy demonstrations the SFT loss cannot be fitted, so its minibatch gradient "
                   "norm does not fall after warm-up and the rule never hands steps to RL. Fixed "
