@@ -6,15 +6,19 @@ picks the phase of every step. See the README for a tour.
 """
 
 from alternating.checkpoint import CheckpointError
-from alternating.loop import EXIT_NONFINITE, EXIT_PREEMPTED, EvalSet, NonFiniteError, Preempted, train
+from alternating.evaluation import EvalSet
+from alternating.loop import train
+from alternating.nonfinite import EXIT_NONFINITE, NonFiniteError
+from alternating.signals import EXIT_PREEMPTED, Preempted
 from alternating.phase import Phase, make_optimizer
 from alternating.state import TrainState
 from alternating.experiment import load_state, train_and_evaluate
-from alternating import schedules
-from alternating import convex_relu, cross_phase, regression_transformer  # register losses  # noqa: F401,E501
+from alternating import hooks, schedules
+from alternating.hooks import hook
+from alternating.options import RunOptions
 
 __version__ = "0.1.0"
 
 __all__ = ["CheckpointError", "EXIT_NONFINITE", "EXIT_PREEMPTED", "EvalSet", "NonFiniteError",
-           "Phase", "Preempted", "TrainState", "load_state", "make_optimizer", "schedules",
-           "train", "train_and_evaluate", "__version__"]
+           "Phase", "Preempted", "RunOptions", "TrainState", "hook", "hooks", "load_state",
+           "make_optimizer", "schedules", "train", "train_and_evaluate", "__version__"]

@@ -1,8 +1,22 @@
-"""The fused executor: a chunk of scheduled steps in one compiled program.
+"""Executors: how the loop runs the next steps, behind one small protocol.
 
-The host executor (in :mod:`alternating.loop`) dispatches one jitted step per
-global step, which costs tens of microseconds of Python and runtime work a
-step. The fused executor asks the schedule for the phases of the next ``n``
+An executor has ``run(state, step) -> (state, ids, metrics)``: it runs the
+steps from global step ``step`` (the host executor one, the fused executor a
+chunk ending where the loop has something to do) and returns the new state,
+the phase index of each step run and their metrics (on the device);
+``record(records, step, ids, metrics)`` hands those to the run's
+:class:`~alternating.metrics.records.Records`; and
+``states_for_checkpoint(step)`` returns ``(stream states, schedule state)`` at
+``step`` when it has read ahead past it (else None: the live ones are right).
+
+* :class:`Host`: one jitted step per global step; Python picks each step's
+  phase (any schedule, feedback included). Each step writes its metrics into
+  a device-side :class:`MetricRing`.
+* :class:`Fused`: a planned chunk of steps in one ``lax.scan`` + ``lax.switch``
+  program; with ``vectorized=True``, over a replica axis (vectorized seeds).
+
+Host dispatch costs tens of microseconds of Python and runtime work a step.
+The fused executor asks the schedule for the phases of the next ``n``
 steps, gathers their ``n`` batches in schedule order, and runs one jitted
 ``lax.scan`` whose body ``lax.switch``-es over the phases' steps. The steps
 are the very functions the host executor jits, so the final TrainState is the
@@ -48,16 +62,111 @@ from jax.sharding import PartitionSpec as P
 
 from alternating import parallel
 
-EXECUTORS = ("host", "fused")
+from alternating.options import EXECUTORS  # noqa: F401  (re-exported)
+
+# Several CPU devices in one process (``--xla_force_host_platform_device_count``):
+# XLA's in-process all-reduce can deadlock when many host steps are queued
+# ahead (some device threads wait for one that never joins, and XLA aborts
+# after 40 s: "Termination timeout for all reduce"). The host executor then
+# waits for its step every ``DRAIN_EVERY`` steps, which bounds the queue
+# (README example, 4 CPU devices on 2 cores: 5 aborts in 24 runs without,
+# none in 24 with). Other platforms and one device never wait.
+DRAIN_EVERY = 32
 
 
-def check_executor(executor: str, chunk_steps: int) -> None:
-    """Raises a clear error for an unknown executor or a bad chunk length."""
-    if executor not in EXECUTORS:
-        raise ValueError(f"executor={executor!r}; valid executors: {list(EXECUTORS)}.")
-    if executor == "fused" and (not isinstance(chunk_steps, (int, np.integer)) or chunk_steps < 1):
-        raise ValueError(f"chunk_steps={chunk_steps!r}; the fused executor needs an integer >= 1 "
-                         "(steps per compiled chunk, e.g. 100).")
+class MetricRing:
+    """The host executor's per-step metrics, written on the device into rows of a ring.
+
+    Each host step is jitted as ``step(state, batch, ring) -> (state, ring)``
+    (:meth:`wrap`): it writes its packed metrics into row ``count % capacity``
+    of ``ring = (rows f32[capacity, width], count)``, which is donated, so a
+    log interval of steps costs one transfer to fetch instead of one array
+    per step (about 1-10 us each on a CPU, more on an accelerator) and no
+    per-step output array. The host reads the last ``k`` rows (``read``) at
+    least every ``capacity`` steps.
+    """
+
+    def __init__(self, capacity: int, width: int, mesh: Any):
+        self.capacity, self.width = int(capacity), max(int(width), 1)
+        cap, w = self.capacity, self.width
+        self.buf = jax.jit(lambda: (jnp.zeros((cap, w), jnp.float32), jnp.zeros((), jnp.int32)),
+                           out_shardings=parallel.replicated(mesh))()
+        self.pos = 0  # the first row not read yet
+
+    def wrap(self, step: Callable) -> Callable:
+        cap = self.capacity
+
+        def ringed(state, batch, ring):
+            rows, count = ring
+            state, m = step(state, batch)
+            m = jnp.pad(m, (0, rows.shape[1] - m.shape[0]))[None].astype(rows.dtype)
+            rows = jax.lax.dynamic_update_slice(rows, m, (count, jnp.zeros_like(count)))
+            return state, (rows, (count + 1) % cap)
+
+        ringed.__name__ = getattr(step, "__name__", "step")
+        return ringed
+
+    def read(self, k: int) -> np.ndarray:
+        """The rows of the last ``k`` steps (``k <= capacity``), oldest first."""
+        rows = np.asarray(self.buf[0].addressable_data(0))
+        out = rows[(self.pos + np.arange(k)) % self.capacity]  # a copy
+        self.pos = (self.pos + k) % self.capacity
+        return out
+
+
+class Host:
+    """One jitted step per global step; the schedule picks each step's phase.
+
+    Args:
+      steps: ``{phase: packed step}`` in phase-index order.
+      reads, multi: as for :class:`Fused`.
+      streams: ``{stream: Stream}``.
+      schedule: the run's schedule.
+      mesh, counter, state_sharding: as for :class:`Fused`.
+      width: the longest packed metrics vector.
+      ring_rows: rows of the metric ring (the records are fetched at least
+        that often).
+    """
+
+    one_step = True
+
+    def __init__(self, *, steps: Mapping[str, Callable], reads: Mapping[str, Sequence[str]],
+                 multi: Mapping[str, bool], streams: Mapping[str, Any], schedule: Any,
+                 mesh: Any, counter: parallel.TraceCounter | None, state_sharding: Any,
+                 width: int, ring_rows: int):
+        self.names = list(steps)
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.reads, self.multi, self.streams = dict(reads), dict(multi), streams
+        self.schedule, self.mesh = schedule, mesh
+        self.ring = MetricRing(ring_rows, width, mesh)
+        self.steps = {n: parallel.jit_step(self.ring.wrap(fn), mesh, counter=counter, name=n,
+                                           state_sharding=state_sharding, carry=True)
+                      for n, fn in steps.items()}
+        cpu = mesh.devices.flat[0].platform == "cpu"
+        self.drain_every = DRAIN_EVERY if (mesh.size > 1 and cpu) else 0
+
+    def run(self, state: Any, step: int) -> tuple[Any, np.ndarray, None]:
+        name = self.schedule.next_phase(step)
+        reads, mesh = self.reads[name], self.mesh
+        if self.multi[name]:
+            batch = {s: parallel.step_batch(next(self.streams[s]), mesh) for s in reads}
+        else:
+            batch = parallel.step_batch(next(self.streams[reads[0]]), mesh)
+        state, self.ring.buf = self.steps[name](state, batch, self.ring.buf)
+        if self.drain_every and step % self.drain_every == 0:
+            jax.block_until_ready(self.ring.buf)
+        return state, self.index[name], None
+
+    @staticmethod
+    def record(records: Any, step: int, ids: Any, metrics: Any) -> None:
+        del metrics  # in the ring
+        records.add(step, ids)
+
+    @staticmethod
+    def states_for_checkpoint(step: int) -> None:
+        del step  # the live stream and schedule states are those at ``step``
+        return None
+
 
 
 class boundaries:  # noqa: N801 (used like a function: boundaries(log, eval)(step))
@@ -312,3 +421,10 @@ class Fused:
         if shared:
             ids = np.broadcast_to(ids, (len(self.schedules), n))
         return state, ids, metrics
+
+    run = run_chunk
+    one_step = False
+
+    @staticmethod
+    def record(records: Any, step: int, ids: Any, metrics: Any) -> None:
+        records.add_chunk(step, ids, metrics)

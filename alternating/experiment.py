@@ -16,35 +16,22 @@ import ml_collections
 from jax.sharding import PartitionSpec
 
 from alternating import checkpoint as ckpt_lib
-from alternating import loop, models, parallel
+from alternating import build, loop, models
+from alternating import options as options_lib
 from alternating.phase import Phase
 from alternating.schedules import make_schedule
 from alternating.state import TrainState, init_state
 
-TOP_LEVEL = {
-    "seed": "run seed (initialization, data order, random schedules)",
-    "total_steps": "global steps, all phases together",
-    "log_every_steps": "metric logging interval",
-    "eval_every_steps": "evaluation interval (0: only at the end)",
-    "checkpoint_every_steps": "checkpoint interval (0: only at the end)",
-    "max_checkpoints_to_keep": "checkpoints kept on disk",
-    "data_dir": "where embedded datasets are prepared (None: TFDS_DATA_DIR or ~/tensorflow_datasets)",
-    "ema_decay": "> 0 keeps and evaluates an EMA of the parameters",
+# The scheme's fields; the run's options come from alternating.options (declared once).
+SCHEME_FIELDS = {
     "extras": "{name: {kind: copy | zeros | ring | init, ...}} (teachers, snapshots, duals)",
-    "model": "{name, **kwargs}",
+    "model": "{name, **kwargs} (name: registered or 'package.module:factory')",
     "data": "{stream: {dataset, split, batch_size, transforms}}",
     "phases": "{phase: {loss, loss_kwargs, data, params, optimizer, opt_policy, updates}}",
-    "schedule": "{name, **kwargs}",
+    "schedule": "{name, **kwargs} (name: registered or 'package.module:Class')",
     "eval": "{set: {data, phase | loss, batch_size}}",
-    "nan_policy": "'raise' (stop at a non-finite metric) or 'skip' (drop that update)",
-    "max_consecutive_skips": "with nan_policy='skip': stop after this many skips in a row in a phase",
-    "init_from": "start from another run: {workdir, step, mode: 'params' | 'state'}",
-    "executor": "'host' (a jitted step per step) or 'fused' (chunks of steps in one program)",
-    "chunk_steps": "the fused executor's longest chunk",
-    "num_seeds": "> 1: that many seeds (seed, seed + 1, ...) vectorized in one program",
-    "fsdp": "size of the mesh's fsdp axis (params and optimizer states split over it); 1: data only",
-    "sharding_rules": "[[regex over state leaf paths, [mesh axis or None per dim] or None], ...]",
 }
+TOP_LEVEL = {**{n: options_lib.doc(n) for n in options_lib.FIELDS}, **SCHEME_FIELDS}
 REQUIRED = ("total_steps", "model", "data", "phases")
 PHASE_KEYS = ("loss", "loss_kwargs", "data", "params", "optimizer", "opt_policy", "updates")
 
@@ -98,35 +85,19 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, **overrides) -> 
     """
     validate(config)
     model = models.get_model(config["model"])
+    given = {k: _plain(config[k]) for k in options_lib.FIELDS if k in config.keys()}
+    if given.get("sharding_rules"):
+        given["sharding_rules"] = [(rx, None if spec is None else PartitionSpec(*spec))
+                                   for rx, spec in given["sharding_rules"]]
     get = lambda k, d: config[k] if k in config.keys() and config[k] is not None else d
-    fsdp = int(get("fsdp", 1))
-    if fsdp > 1 and "mesh" not in overrides:
-        overrides["mesh"] = parallel.make_mesh(fsdp=fsdp)
-    rules = [(rx, None if spec is None else PartitionSpec(*spec))
-             for rx, spec in _plain(get("sharding_rules", []))]
-    evals = {k: _plain(v) for k, v in get("eval", {}).items()}
     return loop.train(
         phases=phases_from_config(config),
         schedule=_plain(get("schedule", None)),
         data={k: _plain(v) for k, v in config["data"].items()},
         init=model, model=model, workdir=workdir,
-        total_steps=int(config["total_steps"]), seed=int(get("seed", 0)),
-        evals=evals,
-        log_every_steps=int(get("log_every_steps", 100)),
-        eval_every_steps=int(get("eval_every_steps", 0)),
-        checkpoint_every_steps=int(get("checkpoint_every_steps", 0)),
-        max_checkpoints_to_keep=int(get("max_checkpoints_to_keep", 3)),
-        ema_decay=float(get("ema_decay", 0.0)),
+        evals={k: _plain(v) for k, v in get("eval", {}).items()},
         extras={k: _plain(v) for k, v in get("extras", {}).items()},
-        data_dir=get("data_dir", None),
-        nan_policy=str(get("nan_policy", "raise")),
-        max_consecutive_skips=int(get("max_consecutive_skips", 10)),
-        init_from=_plain(get("init_from", None)),
-        executor=str(get("executor", "host")),
-        chunk_steps=int(get("chunk_steps", 100)),
-        num_seeds=int(get("num_seeds", 1)),
-        sharding_rules=rules,
-        config=config, **overrides)
+        config=config, **given, **overrides)
 
 
 def abstract_state(config: Mapping[str, Any]) -> TrainState:
@@ -137,9 +108,9 @@ def abstract_state(config: Mapping[str, Any]) -> TrainState:
     get = lambda k, d: config[k] if k in config.keys() and config[k] is not None else d
     seed = int(get("seed", 0))
     schedule = make_schedule(_plain(get("schedule", None)), [p.name for p in phases], seed=seed)
-    bound, _, (init_rng, state_rng) = loop.bind_phases(
-        phases, schedule, model.init, model=model, seed=seed,
-        total_steps=int(config["total_steps"]))
+    init_rng, state_rng = build.run_rngs(seed)
+    bound, _ = build.bind_phases(phases, schedule, model.init, model=model, init_rng=init_rng,
+                                 total_steps=int(config["total_steps"]))
     ema = float(get("ema_decay", 0.0))
     specs = {k: _plain(v) for k, v in get("extras", {}).items()}
     return jax.eval_shape(lambda: init_state(model.init(init_rng), bound, state_rng, ema_decay=ema,

@@ -20,8 +20,8 @@ callers that pad training batches themselves.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, Callable, Mapping
+import inspect
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,17 +30,44 @@ import optax
 LossFn = Callable[[Any, Mapping[str, jax.Array], jax.Array, Mapping[str, Any]],
                   tuple[jax.Array, Mapping[str, jax.Array]]]
 
-LOSSES: dict[str, Callable[..., LossFn]] = {}
+from alternating import registry
+
+LOSSES = registry.LOSSES  # {name: factory}; see alternating.registry
+
+
+class StepInfo(NamedTuple):
+    """Where a loss runs: the global step and the phase's own step (int32 arrays).
+
+    A loss that declares a keyword argument ``step`` is called with one
+    (``loss(params, batch, rng, extras, step=StepInfo(...))``); others are
+    called as before. Evaluation passes the state's global step and the
+    evaluated phase's count (0 for a loss named outside any phase).
+    """
+
+    global_step: Any
+    phase_step: Any
 
 
 def register_loss(name: str):
     """Decorator registering a loss factory ``factory(model, **kwargs) -> loss``."""
-    def deco(factory):
-        if name in LOSSES:
-            raise ValueError(f"loss {name!r} is already registered.")
-        LOSSES[name] = factory
-        return factory
-    return deco
+    return LOSSES.register(name)
+
+
+def wants_step(loss: Callable) -> bool:
+    """Whether ``loss`` takes the ``step`` keyword (a :class:`StepInfo`)."""
+    try:
+        params = inspect.signature(loss).parameters
+    except (TypeError, ValueError):
+        return False
+    p = params.get("step")
+    return p is not None and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+
+
+def with_step(loss: Callable) -> Callable:
+    """``loss`` as ``f(params, batch, rng, extras, step)``, whether or not it reads the step."""
+    if wants_step(loss):
+        return lambda params, batch, rng, extras, step: loss(params, batch, rng, extras, step=step)
+    return lambda params, batch, rng, extras, step: loss(params, batch, rng, extras)
 
 
 def masked_mean(values: jax.Array, batch: Mapping[str, jax.Array]) -> jax.Array:
@@ -149,17 +176,7 @@ def resolve_loss(spec: Any, model: Any = None, kwargs: Mapping[str, Any] | None 
     if not isinstance(spec, str):
         raise ValueError(f"{where}: expected a loss name, 'module:function' or a callable, "
                          f"got {spec!r}.")
-    if ":" in spec:
-        module_name, _, fn_name = spec.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), fn_name)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"{where}: cannot import {spec!r}: {e}.") from e
-    elif spec in LOSSES:
-        factory = LOSSES[spec]
-    else:
-        raise ValueError(f"{where}={spec!r} is not a registered loss; valid names: "
-                         f"{sorted(LOSSES)}, or 'module:function'.")
+    factory = LOSSES.resolve(spec, where)
     try:
         return factory(model, **kwargs)
     except TypeError as e:

@@ -154,22 +154,24 @@ def apply(policy: OptPolicy, tx: optax.GradientTransformation, opt_state: Any, o
     """Returns ``opt_state`` with the policy's leaves re-initialized where ``reset``.
 
     Leaves outside ``mask`` (and, for a subset policy, the non-parameter
-    counters) are selected from ``opt_state`` by ``jnp.where(False, ...)``,
-    which returns them unchanged.
+    counters) are returned unchanged.
     """
     if policy.keeps:
         return opt_state
-    fresh = tx.init(own)
     if policy.leaves is None:
-        return jax.tree.map(lambda f, o: jnp.where(reset, f, o), fresh, opt_state)
-    select = optax.tree_utils.tree_map_params(
-        tx, lambda _, m: m, opt_state, mask, transform_non_params=lambda _: False,
-        is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+        def fresh_state():
+            return jax.tree.map(lambda f, o: jnp.asarray(f, o.dtype), tx.init(own), opt_state)
+    else:
+        select = optax.tree_utils.tree_map_params(
+            tx, lambda _, m: m, opt_state, mask, transform_non_params=lambda _: False,
+            is_leaf=lambda x: isinstance(x, optax.MaskedNode))
 
-    def pick(sel, f, o):
-        return jnp.where(reset, f, o) if sel else o
-
-    return jax.tree.map(pick, select, fresh, opt_state)
+        def fresh_state():
+            return jax.tree.map(lambda sel, f, o: jnp.asarray(f, o.dtype) if sel else o,
+                                select, tx.init(own), opt_state)
+    # Under lax.cond the fresh state is built only on the steps that reset
+    # (a select over the whole state on every step costs a pass over it).
+    return jax.lax.cond(reset, fresh_state, lambda: opt_state)
 
 
 def schedule_count(opt_state: Any) -> jax.Array | None:

@@ -33,9 +33,10 @@ class Phase:
 
     Attributes:
       name: unique name; also the default data stream name.
-      loss: ``loss(params, batch, rng, extras) -> (loss, aux)``, a registered
-        loss name, or ``'module:function'`` (names are factories, see
-        :mod:`alternating.losses`).
+      loss: ``loss(params, batch, rng, extras) -> (loss, aux)`` (with a
+        keyword ``step``, it also gets a :class:`~alternating.losses.StepInfo`:
+        the global and the phase step), a registered loss name, or
+        ``'module:function'`` (names are factories, see :mod:`alternating.losses`).
       data: name of the data stream this phase reads (default: ``name``), or a
         list of stream names: the batch is then ``{stream: batch}`` (e.g. a
         mixed batch of two modalities for one step).
@@ -205,16 +206,18 @@ def make_step(bound: BoundPhase, *, ema_decay: float = 0.0) -> Callable:
     2-core CPU (the metrics output then waits on the counter update).
     """
     name = bound.name
+    loss_fn = losses.with_step(bound.loss_fn)
 
     def step(state: TrainState, batch: Mapping[str, jax.Array]):
         rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), bound.index)
         own, rest = partition.split(state.params, bound.trainable)
+        count = state.phase_steps[name]
+        info = losses.StepInfo(state.step, count)
 
         def f(own_params):
-            return bound.loss_fn(partition.merge(own_params, rest), batch, rng, state.extras)
+            return loss_fn(partition.merge(own_params, rest), batch, rng, state.extras, info)
 
         (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(own)
-        count = state.phase_steps[name]
         opt = state.opt_state[name]
         policy = bound.policy
         if not policy.keeps:

@@ -42,7 +42,7 @@ import harness
 import numpy as np
 
 from alternating import data as data_lib
-from alternating import loop as loop_lib
+from alternating import build as build_lib
 
 TARGET = 0.9
 CACHED = 1000  # pre-gathered batches (a multiple of the default chunk: chunks are slices)
@@ -75,7 +75,7 @@ class InMemoryStream(harness.TimedStream):
 
 
 def make(kind: str, mark: int, data_dir: str, workload: str = "mlp"):
-    base = data_lib.make_stream(spec(workload), seed=loop_lib._stream_seed(harness.SEED, "train"),
+    base = data_lib.make_stream(spec(workload), seed=build_lib.stream_seed(harness.SEED, "train"),
                                 data_dir=data_dir)
     cls = PipelineStream if kind == "pipeline" else InMemoryStream
     s = cls(base._arrays, batch_size=base.batch_size, seed=base.seed)

@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from alternating import data as data_lib  # noqa: E402
+from alternating import build as build_lib
 from alternating import loop as loop_lib  # noqa: E402
 from alternating import losses  # noqa: E402
 from alternating import parallel  # noqa: E402
@@ -137,7 +138,7 @@ class TimedStream(data_lib.Stream):
 
 def stream(workload: str, mark: int, seed: int = SEED) -> TimedStream:
     s = TimedStream(arrays(workload), batch_size=WORKLOADS[workload]["batch"],
-                    seed=loop_lib._stream_seed(seed, "train"))
+                    seed=build_lib.stream_seed(seed, "train"))
     s.mark = mark
     return s
 
@@ -238,9 +239,10 @@ def library_step_fns(workload: str):
     model = model_of(workload)
     phases = library_phases(workload)
     schedule = make_schedule({"name": "alternate", "pattern": ["a", "b"]}, ["a", "b"], seed=SEED)
-    bound, _, (init_rng, state_rng) = loop_lib.bind_phases(
-        phases, schedule, model.init, model=model, seed=SEED, total_steps=1)
-    fns = {b.name: loop_lib._pack_metrics(phase_lib.make_step(b))[0] for b in bound}
+    init_rng, state_rng = build_lib.run_rngs(SEED)
+    bound, _ = build_lib.bind_phases(phases, schedule, model.init, model=model,
+                                     init_rng=init_rng, total_steps=1)
+    fns = {b.name: build_lib.pack_metrics(phase_lib.make_step(b))[0] for b in bound}
     init = jax.jit(lambda: init_state(model.init(init_rng), bound, state_rng),
                    out_shardings=parallel.replicated(parallel.make_mesh()))
     return fns, init

@@ -21,7 +21,7 @@ Loops, measured side by side in one process on one CPU device:
   ``{loss, accuracy}`` stay on the device and are fetched with one
   ``jax.device_get`` every ``log_every_steps`` steps (the library writes them
   into a device-side ring instead and fetches that; see
-  ``loop._MetricRing``).
+  ``executor.MetricRing``).
 * ``lib_steps`` (diagnostic; ``--no-breakdown`` skips it): the library's own
   jitted steps (``phase.make_step`` + ``parallel.jit_step``, state from
   ``state.init_state``, numpy batches as the library passes them) driven by
@@ -79,6 +79,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from alternating import data as data_lib  # noqa: E402
+from alternating import build as build_lib  # noqa: E402
 from alternating import loop as loop_lib  # noqa: E402
 from alternating import losses, parallel, phase as phase_lib  # noqa: E402
 from alternating.models import get_model  # noqa: E402
@@ -116,7 +117,7 @@ class TimedStream(data_lib.Stream):
 
 def make_stream(n: int, args) -> TimedStream:
     spec = {"dataset": "digits", "batch_size": args.batch, "transforms": [{"name": "flatten"}]}
-    stream = data_lib.make_stream(spec, seed=loop_lib._stream_seed(SEED, "train"),
+    stream = data_lib.make_stream(spec, seed=build_lib.stream_seed(SEED, "train"),
                                   data_dir=args.data_dir)
     stream.__class__ = TimedStream  # The same object and iterator, plus the clock.
     stream.mark_at, stream.last_at = args.warmup + 1, n
@@ -156,9 +157,7 @@ def lib_steps(model):
     bound = [phase_lib.bind(p, i, params=abstract, model=model)
              for i, p in enumerate(library_phases())]
     fns = {b.name: phase_lib.make_step(b) for b in bound}
-    pack = getattr(loop_lib, "_pack_metrics", None)  # If train packs the metrics, do the same.
-    if pack is not None:
-        fns = {name: pack(fn)[0] for name, fn in fns.items()}
+    fns = {name: build_lib.pack_metrics(fn)[0] for name, fn in fns.items()}  # as train does
     steps = {name: parallel.jit_step(fn, mesh, name=name) for name, fn in fns.items()}
     init = jax.jit(lambda r, s: init_state(model.init(r), bound, s),
                    out_shardings=parallel.replicated(mesh))

@@ -5,7 +5,7 @@ such images), pixels / 16 plus a constant feature (d = 65), targets +-1.
 Objective: ``1/(2n) ||f(X) - y||^2`` plus weight decay ``beta = 1e-3``
 (group norms in the convex form, ``beta/2 ||theta||^2`` for the network).
 
-* ``admm``: ``alternating.convex_relu``: sampled activation patterns,
+* ``admm``: ``alternating.schemes.convex_relu``: sampled activation patterns,
   parameters ``u`` (``[P, 2, 65]``, P = 256); one phase takes Adam steps (3e-3, cosine) on the
   augmented Lagrangian, and every ``K = 10`` of them its update rules set the
   slack (``extras['slack']``) and then ascend the duals (``extras['dual']``),
@@ -76,16 +76,16 @@ def get_config(arg=None):
     dim = data["x"].shape[1]
     if opts["arm"] == "admm":
         c.model = dict(name="convex_relu", patterns=PATTERNS, dim=dim, init_scale=INIT_SCALE)
-        zeros = dict(kind="init", init="alternating.convex_relu:zeros_like_constraints",
+        zeros = dict(kind="init", init="alternating.schemes.convex_relu:zeros_like_constraints",
                      kwargs=dict(n=N))
         c.extras = dict(slack=zeros, dual=dict(zeros))
         rule_data = dict(x=data["x"])
         c.phases = dict(primal=dict(
             loss="admm_primal", loss_kwargs=dict(beta=BETA, rho=RHO), data="train",
             optimizer=dict(name="adam", lr=3e-3, schedule="cosine"),
-            updates=[dict(extra="slack", rule="alternating.convex_relu:slack_rule", every=K,
+            updates=[dict(extra="slack", rule="alternating.schemes.convex_relu:slack_rule", every=K,
                           kwargs=dict(data=rule_data, rho=RHO)),
-                     dict(extra="dual", rule="alternating.convex_relu:dual_rule", every=K,
+                     dict(extra="dual", rule="alternating.schemes.convex_relu:dual_rule", every=K,
                           kwargs=dict(data=rule_data, rho=RHO))]))
         c.schedule = dict(name="single", phase="primal")
     else:

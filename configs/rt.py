@@ -1,6 +1,6 @@
 r"""Regression-Transformer-style alternation on synthetic digit sequences (scheme 13).
 
-One small transformer (``alternating.regression_transformer.SeqModel``, 1
+One small transformer (``alternating.schemes.regression_transformer.SeqModel``, 1
 layer, width 64) reads ``[property bin, 10 digits]``; the property is the
 mean digit / 9 in 10 bins. The schedule switches every ``N = 50`` steps
 between phase ``predict`` (mask the property, predict it) and phase
@@ -21,7 +21,7 @@ Variants: ``plain`` (default) | ``sc``; ``smoke``; ``steps=N``.
 
 import ml_collections
 
-from alternating import regression_transformer as rt
+from alternating.schemes import regression_transformer as rt
 
 ARMS = ("plain", "sc")
 LENGTH, SWITCH = 10, 50

@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alternating import convex_relu
+from alternating.schemes import convex_relu
 from alternating.models import get_model
 from alternating.phase import Phase, bind, make_step
 from alternating.state import init_state
@@ -32,11 +32,11 @@ def test_network_from_convex_matches_when_constraints_hold():
 
 def test_admm_slack_then_dual_rules_every_k_steps():
     data = {"x": np.asarray(X)}
-    zeros = {"kind": "init", "init": "alternating.convex_relu:zeros_like_constraints",
+    zeros = {"kind": "init", "init": "alternating.schemes.convex_relu:zeros_like_constraints",
              "kwargs": {"n": 12}}
-    rules = [{"extra": "slack", "rule": "alternating.convex_relu:slack_rule", "every": 2,
+    rules = [{"extra": "slack", "rule": "alternating.schemes.convex_relu:slack_rule", "every": 2,
               "kwargs": {"data": data, "rho": 2.0}},
-             {"extra": "dual", "rule": "alternating.convex_relu:dual_rule", "every": 2,
+             {"extra": "dual", "rule": "alternating.schemes.convex_relu:dual_rule", "every": 2,
               "kwargs": {"data": data, "rho": 2.0}}]
     params = MODEL.init(jax.random.PRNGKey(0))
     b = bind(Phase("primal", loss="admm_primal", loss_kwargs={"rho": 2.0}, updates=rules,

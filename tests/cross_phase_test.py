@@ -4,7 +4,8 @@ import numpy as np
 import optax
 import pytest
 
-from alternating import cross_phase, losses
+from alternating import losses
+from alternating.schemes import cross_phase
 from alternating.models import get_model
 
 MODEL = get_model({"name": "mlp", "features": (16, 3), "input_shape": (4,)})

@@ -124,7 +124,7 @@ def test_errors_name_the_phase_and_the_choices():
         extras_lib.init_extras({"r": {"kind": "ring"}}, PARAMS, jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match=r"kind='cpy'; valid kinds: \['copy'"):
         extras_lib.init_extras({"r": {"kind": "cpy"}}, PARAMS, jax.random.PRNGKey(0))
-    with pytest.raises(ValueError, match=r"phase 'q' updates\[0\].rule='avg'; valid rules"):
+    with pytest.raises(ValueError, match=r"phase 'q' updates\[0\].rule='avg' is not a registered extras update rule; valid names"):
         _bind("q", None, [{"extra": "t", "rule": "avg"}])
     with pytest.raises(ValueError, match=r"decay=1.5; it must be in \[0, 1\)"):
         _bind("q", None, [{"extra": "t", "decay": 1.5}])

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from alternating import losses
-from alternating import regression_transformer as rt
+from alternating.schemes import regression_transformer as rt
 from alternating.models import get_model
 
 MODEL = get_model({"name": "seq_model", "length": 6, "dim": 16, "heads": 2, "layers": 1})

@@ -9,14 +9,15 @@ inputs. Parameter paths are regex-friendly (``stem_images/...``,
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 
+from alternating import registry
 from alternating.models.nets import CNN1D, CNN2D, GAN, MLP, Ensemble, MoE, MultiStem
 
-__all__ = ["Model", "MLP", "CNN1D", "CNN2D", "GAN", "Ensemble", "MoE", "MultiStem", "get_model", "MODELS"]
+__all__ = ["Model", "MLP", "CNN1D", "CNN2D", "GAN", "Ensemble", "MoE", "MultiStem", "get_model", "MODELS", "register_model"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,27 +90,8 @@ def _moe(*, num_experts, expert_features, input_shape, router_features=(32,)) ->
                      router_features=tuple(router_features)), {"x": tuple(input_shape)})
 
 
-def _convex_relu(*, patterns, dim, pattern_seed=0, init_scale=0.1) -> Model:
-    from alternating.convex_relu import ConvexReLU
-    return Model(ConvexReLU(patterns=int(patterns), dim=int(dim), pattern_seed=int(pattern_seed),
-                            init_scale=float(init_scale)), {"x": (int(dim),)})
-
-
-def _relu_net(*, width, dim) -> Model:
-    from alternating.convex_relu import ReLUNet
-    return Model(ReLUNet(width=int(width)), {"x": (int(dim),)})
-
-
-def _seq_model(*, length, dim=64, heads=4, layers=2) -> Model:
-    from alternating.regression_transformer import SeqModel
-    return Model(SeqModel(length=int(length), dim=int(dim), heads=int(heads), layers=int(layers)),
-                 {"x": (int(length),)}, init_method="init_all")
-
-
-MODELS: dict[str, Callable[..., Model]] = {
-    "seq_model": _seq_model,
-    "convex_relu": _convex_relu,
-    "relu_net": _relu_net,
+MODELS = registry.MODELS  # {name: factory(**kwargs) -> Model}; see alternating.registry
+for _name, _factory in {
     "ensemble": _ensemble,
     "moe": _moe,
     "gan": _gan,
@@ -117,21 +99,44 @@ MODELS: dict[str, Callable[..., Model]] = {
     "cnn2d": _cnn2d,
     "cnn1d": _cnn1d,
     "multistem": _multistem,
-}
+}.items():
+    MODELS.register(_name, _factory)
 
 
-def get_model(spec: Mapping[str, Any]) -> Model:
+def register_model(name: str):
+    """Decorator registering a model factory ``factory(**kwargs) -> Model``."""
+    return MODELS.register(name)
+
+
+def get_model(spec: Any) -> Model:
     """Builds a model from ``{'name': ..., **kwargs}`` (a dict or ConfigDict).
+
+    ``name`` is a registered name or ``'package.module:attr'`` naming a
+    factory ``f(**kwargs) -> Model`` or a :class:`Model` of your own. A
+    :class:`Model` given instead of a spec is returned as is.
 
     Raises:
       ValueError: unknown model name or bad keyword arguments, naming the
         valid choices.
     """
+    if isinstance(spec, Model):
+        return spec
     spec = dict(spec.to_dict() if hasattr(spec, "to_dict") else spec)
     name = spec.pop("name", None)
-    if name not in MODELS:
-        raise ValueError(f"config.model.name={name!r} is not a model; valid names: {sorted(MODELS)}.")
+    if not isinstance(name, str):
+        raise MODELS.error("config.model.name", name)
+    found = MODELS.resolve(name, "config.model.name")
+    if isinstance(found, Model):
+        if spec:
+            raise ValueError(f"config.model: {name!r} is a Model object; it takes no arguments "
+                             f"(got {sorted(spec)}).")
+        return found
     try:
-        return MODELS[name](**spec)
+        model = found(**spec)
     except TypeError as e:
         raise ValueError(f"config.model ({name}): {e}.") from e
+    if not isinstance(model, Model):
+        raise ValueError(f"config.model.name={name!r} returned {type(model).__name__}, not an "
+                         "alternating.models.Model (wrap the Flax module: Model(module, "
+                         "{'x': input_shape})).")
+    return model

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from alternating.losses import register_loss
+from alternating.models import Model, register_model
 
 
 class ConvexReLU(nn.Module):
@@ -159,3 +160,14 @@ def network_from_convex(u: jax.Array, x: jax.Array) -> Callable[[jax.Array], jax
     def f(z):
         return (jax.nn.relu(jnp.einsum("bd,pkd->bpk", z, w1)) * w2).sum((1, 2))
     return f
+
+
+@register_model("convex_relu")
+def _convex_relu(*, patterns, dim, pattern_seed=0, init_scale=0.1) -> Model:
+    return Model(ConvexReLU(patterns=int(patterns), dim=int(dim), pattern_seed=int(pattern_seed),
+                            init_scale=float(init_scale)), {"x": (int(dim),)})
+
+
+@register_model("relu_net")
+def _relu_net(*, width, dim) -> Model:
+    return Model(ReLUNet(width=int(width)), {"x": (int(dim),)})

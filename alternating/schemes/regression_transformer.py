@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from alternating.losses import register_loss
+from alternating.models import Model, register_model
 
 VOCAB, BINS = 10, 10
 
@@ -164,3 +165,9 @@ def evaluate(model, params, data, *, mask_frac: float = 0.4, seed: int = 0) -> d
     # Reference: the correlation when masked tokens are left as they were.
     base = float(stats.spearmanr(want, property_value(data["x"])).correlation)
     return {"prop_mae": mae, "spearman": rho, "spearman_unchanged": base}
+
+
+@register_model("seq_model")
+def _seq_model(*, length, dim=64, heads=4, layers=2) -> Model:
+    return Model(SeqModel(length=int(length), dim=int(dim), heads=int(heads), layers=int(layers)),
+                 {"x": (int(length),)}, init_method="init_all")
