@@ -171,7 +171,7 @@ def evaluate(eval_sets: list[BoundEval], state: Any) -> dict[str, dict[str, floa
                 total = sums if total is None else jax.tree.map(jnp.add, total, sums)
                 count = count + n
             pending.append((ev.name + suffix, total, count))
-    host = jax.device_get([(t, c) for _, t, c in pending])
+    host = parallel.get([(t, c) for _, t, c in pending])
     return {name: {k: float(v) / max(float(count), 1.0) for k, v in total.items()}
             for (name, _, _), (total, count) in zip(pending, host)}
 

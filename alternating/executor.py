@@ -108,7 +108,8 @@ class MetricRing:
 
     def read(self, k: int) -> np.ndarray:
         """The rows of the last ``k`` steps (``k <= capacity``), oldest first."""
-        rows = np.asarray(self.buf[0].addressable_data(0))
+        with parallel.fetching():
+            rows = np.asarray(self.buf[0].addressable_data(0))
         out = rows[(self.pos + np.arange(k)) % self.capacity]  # a copy
         self.pos = (self.pos + k) % self.capacity
         return out

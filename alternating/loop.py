@@ -164,7 +164,7 @@ class Loop:
                 self.timeline.resume(self.start.host.get("timeline"), self.start.step,
                                      workdir if self.pidx == 0 else None)
         # Host copy of the phase step counts (one transfer here, none per step).
-        counts = {k: int(v) for k, v in jax.device_get(
+        counts = {k: int(v) for k, v in parallel.get(
             seeds_lib.replica(self.start.state, 0).phase_steps if self.vectorized
             else self.start.state.phase_steps).items()}
         self.records = Records(feedback=bool(run.schedule.feedback_every),
@@ -189,10 +189,11 @@ class Loop:
         if self.vectorized:
             return resume.Start(seeds_lib.init_state(run.make_state, run.rngs, run.mesh))
         scratch = lambda: jax.jit(run.make_state, out_shardings=run.state_sharding)(*run.rngs)
-        st = resume.start(self.checkpointer, target=run.target, config=self.meta["config"],
-                          init_from=init_from, scratch=scratch, from_params=run.from_params,
-                          shardings=run.state_sharding, replicated=parallel.replicated(run.mesh),
-                          say=self.say)
+        with parallel.fetching():  # the checkpoint's finite check reads the state
+            st = resume.start(self.checkpointer, target=run.target, config=self.meta["config"],
+                              init_from=init_from, scratch=scratch,
+                              from_params=run.from_params, shardings=run.state_sharding,
+                              replicated=parallel.replicated(run.mesh), say=self.say)
         if st.resumed:
             run.schedule.load_state_dict(st.schedule)
             for name, saved in st.data.items():
@@ -382,8 +383,9 @@ class Loop:
         ahead = self.executor.states_for_checkpoint(step)
         if ahead is not None:  # the fused executor has read the next chunk already
             data, schedule = ahead
-        self.checkpointer.save(step, state, schedule=schedule, data=data,
-                               meta={**self.meta, "step": step, "host": host}, force=force)
+        with parallel.fetching():
+            self.checkpointer.save(step, state, schedule=schedule, data=data,
+                                   meta={**self.meta, "step": step, "host": host}, force=force)
 
     def _close(self, stopped: Any) -> None:
         self.bar.close()
@@ -408,7 +410,7 @@ class Loop:
             # Resumed at or past total_steps: nothing ran, but the results still
             # report the final evaluation rather than an empty one.
             loss_eval(state, None, run.ctx)
-        results = {"steps": o.total_steps if self.vectorized else int(jax.device_get(state.step)),
+        results = {"steps": o.total_steps if self.vectorized else int(parallel.get(state.step)),
                    "compiles": dict(run.counter.counts), "wall_time_s": round(wall, 3),
                    "seed": o.seed, "total_steps": o.total_steps,
                    "num_devices": int(run.mesh.size), "num_processes": jax.process_count(),
@@ -421,7 +423,7 @@ class Loop:
             results.update(seeds_lib.results(state, run.seeds, self.per_seed_eval))
         else:
             results["steps_per_phase"] = {k: int(v) for k, v in
-                                          jax.device_get(state.phase_steps).items()}
+                                          parallel.get(state.phase_steps).items()}
             results["resumed_from_step"] = self.start.step if self.start.resumed else None
         if o.nan_policy == "skip":
             results["nonfinite_skips_per_phase"] = dict(run.policy.total)

@@ -18,6 +18,7 @@ so results match a data-only mesh up to summation order (tested).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import threading
@@ -176,6 +177,37 @@ def step_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> Any:
     return batch if jax.process_count() == 1 else shard_batch(batch, mesh)
 
 
+_fetch_state = threading.local()
+
+
+@contextlib.contextmanager
+def fetching():
+    """Marks a planned device-to-host transfer (a log, an evaluation, a checkpoint).
+
+    Every place the library reads device values on the host does so inside
+    this context, which allows it under ``jax.transfer_guard_device_to_host(
+    "disallow")``; anything else is an unplanned transfer (tested: none per
+    step). ``is_fetching()`` tells whether one is in progress on this thread.
+    """
+    depth = getattr(_fetch_state, "depth", 0)
+    _fetch_state.depth = depth + 1
+    try:
+        with jax.transfer_guard_device_to_host("allow"):
+            yield
+    finally:
+        _fetch_state.depth = depth
+
+
+def is_fetching() -> bool:
+    return getattr(_fetch_state, "depth", 0) > 0
+
+
+def get(tree: Any) -> Any:
+    """``jax.device_get`` as a planned transfer (see :func:`fetching`)."""
+    with fetching():
+        return jax.device_get(tree)
+
+
 def fetch(arrays: Sequence[Any]) -> list[np.ndarray]:
     """Host copies of many (small) device arrays, e.g. a log interval's metrics.
 
@@ -185,11 +217,12 @@ def fetch(arrays: Sequence[Any]) -> list[np.ndarray]:
     to overlap. Elsewhere ``jax.device_get``, which starts every transfer
     before waiting for any.
     """
-    if (arrays and jax.process_count() == 1
-            and all(isinstance(a, jax.Array) for a in arrays)
-            and jax.devices()[0].platform == "cpu"):
-        return [np.asarray(a) for a in arrays]
-    return jax.device_get(list(arrays))
+    with fetching():
+        if (arrays and jax.process_count() == 1
+                and all(isinstance(a, jax.Array) for a in arrays)
+                and jax.devices()[0].platform == "cpu"):
+            return [np.asarray(a) for a in arrays]
+        return jax.device_get(list(arrays))
 
 
 class TraceCounter:

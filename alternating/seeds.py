@@ -109,7 +109,7 @@ def evaluate(evaluator: Any, state: Any, event: Any, ctx: Any,
 
 def results(state: Any, seeds: Sequence[int], per_seed_eval: list) -> dict[str, Any]:
     """The seed-specific fields of ``results.json``."""
-    phase_steps = jax.device_get(state.phase_steps)
+    phase_steps = parallel.get(state.phase_steps)
     return {
         "final_eval_per_seed": per_seed_eval,
         "seeds": list(seeds),
