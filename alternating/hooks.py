@@ -160,6 +160,31 @@ def same_structure(old: Any, new: Any) -> list[str]:
     return out[:10]
 
 
+def unalias(state: Any) -> Any:
+    """``state`` with every leaf that shares a buffer with an earlier leaf copied.
+
+    A hook may return a state whose leaves alias each other (e.g. an extra set
+    to ``state.params``); the next step donates every leaf, and XLA refuses to
+    donate one buffer twice.
+    """
+    seen: set = set()
+
+    def one(x):
+        if not isinstance(x, jax.Array):
+            return x
+        keys = {id(x)}
+        try:
+            keys |= {s.data.unsafe_buffer_pointer() for s in x.addressable_shards}
+        except Exception:  # pylint: disable=broad-except
+            pass
+        if keys & seen:
+            return x.copy()
+        seen.update(keys)
+        return x
+
+    return jax.tree.map(one, state)
+
+
 def structure_error(name: str, diff: Sequence[str]) -> ValueError:
     return ValueError(
         f"hook {name!r} returned a TrainState of another structure than it got:\n  "

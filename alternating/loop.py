@@ -338,6 +338,7 @@ class Loop:
         diff = hooks_lib.same_structure(old, new)
         if diff:
             raise hooks_lib.structure_error(hook.name, diff)
+        new = hooks_lib.unalias(new)  # the next step donates every leaf once
         if self.vectorized:
             return new
         return jax.device_put(new, self.run_.state_sharding)

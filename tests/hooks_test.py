@@ -208,3 +208,17 @@ def test_kill_9_and_resume_with_a_state_changing_hook_is_bit_identical(tmp_path,
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(a), jax.device_get(b))
     assert int(np.asarray(jax.device_get(b)["extras"]["ends"])) == 50  # 400 steps / (5 + 3)
     assert _rows(run) == _rows(ref)  # every train and eval row once, counts continued
+
+
+@pytest.mark.parametrize("executor", ["host", "fused"])
+def test_a_hook_may_return_aliased_leaves(tmp_path, executor):
+    """An extra set to the params themselves: the next step donates each buffer once."""
+    def snapshot(state, event, ctx):
+        return state.replace(extras={**state.extras, "prev": state.params})
+
+    state = _tiny_run(tmp_path, total_steps=12, executor=executor, extras={"prev": {"kind": "copy"}},
+                      hooks=[alternating.hook(snapshot, phase_end="a")])
+    # The last run of 'a' ended at step 11; one 'b' step (Dense_1 only) came after.
+    prev, params = jax.device_get(state.extras["prev"]), jax.device_get(state.params)
+    np.testing.assert_array_equal(prev["Dense_0"]["kernel"], params["Dense_0"]["kernel"])
+    assert not np.array_equal(prev["Dense_1"]["kernel"], params["Dense_1"]["kernel"])
