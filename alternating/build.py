@@ -90,6 +90,7 @@ def bind_phases(phases, schedule, init_fn, *, model, init_rng, total_steps):
     bound = [phase_lib.bind(p, i, params=abstract_params, model=model,
                             expected_steps=max(expected.get(p.name, 1), 1))
              for i, p in enumerate(phases)]
+    bound = phase_lib.bind_groups(phases, bound, params=abstract_params, expected=expected)
     return bound, abstract_params
 
 

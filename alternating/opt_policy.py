@@ -179,3 +179,16 @@ def schedule_count(opt_state: Any) -> jax.Array | None:
     found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(
         x, optax.ScaleByScheduleState)) if isinstance(s, optax.ScaleByScheduleState)]
     return found[0].count if found else None
+
+
+def keep_untouched(tx: optax.GradientTransformation, new: Any, old: Any, mask: Any) -> Any:
+    """``new`` optimizer state, but ``old`` for the parameter leaves outside ``mask``.
+
+    One optimizer shared by several phases (PyTorch's semantics): a step
+    changes the moments of the leaves it trains only; counters (a shared
+    step count, the learning-rate schedule's) come from ``new``.
+    """
+    select = optax.tree_utils.tree_map_params(
+        tx, lambda _, m: m, old, mask, transform_non_params=lambda _: True,
+        is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+    return jax.tree.map(lambda sel, n, o: n if sel else o, select, new, old)

@@ -16,7 +16,7 @@ that came in, so they stay bit-identical.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +50,12 @@ class Phase:
       updates: extras this phase's steps update after the optimizer step,
         ``[{'extra': name, 'rule': 'ema' | 'copy' | 'push' | 'module:function',
         ...}]`` (see :mod:`alternating.extras`).
+      optimizer_group: phases naming the same group share one optimizer state
+        over the union of their parameters (``opt_state[group]``), with one
+        optimizer's semantics: a step changes only the leaves its phase
+        trains (the others' values and moments stay as they are) and the
+        step count is shared. Their ``optimizer`` and ``opt_policy`` must be
+        equal. Default: the phase's own state.
     """
 
     name: str
@@ -60,6 +66,7 @@ class Phase:
     loss_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     opt_policy: Any = None
     updates: Any = ()
+    optimizer_group: str | None = None
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -90,6 +97,14 @@ class BoundPhase:
     policy: opt_policy.OptPolicy = opt_policy.OptPolicy()
     policy_mask: Any = None
     updates: tuple = ()
+    group: str | None = None  # the shared optimizer group, if any
+    group_trainable: Mapping[str, bool] | None = None  # the union of the group's phases
+    group_phases: tuple[str, ...] = ()
+
+    @property
+    def opt_key(self) -> str:
+        """This phase's key in ``state.opt_state`` (its group's when shared)."""
+        return self.group or self.name
 
 
 OPTIMIZER_KEYS = ("name", "lr", "learning_rate", "schedule", "warmup_steps", "decay_steps",
@@ -196,6 +211,55 @@ def bind(phase: Phase, index: int, *, params: Any, model: Any = None,
                       trainable, policy, mask, updates)
 
 
+def bind_groups(phases: Sequence[Phase], bound: Sequence[BoundPhase], *, params: Any,
+                expected: Mapping[str, int]) -> list[BoundPhase]:
+    """Binds shared optimizer groups (``Phase.optimizer_group``).
+
+    The group's optimizer is built once over the union of its phases'
+    parameters, its decay length the sum of their expected steps.
+
+    Raises:
+      ValueError: phases of one group with different optimizer or
+        opt_policy specs, or a group named like a phase outside it.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(phases):
+        if p.optimizer_group is not None:
+            groups.setdefault(str(p.optimizer_group), []).append(i)
+    out = list(bound)
+    names = {p.name for p in phases}
+    for group, idx in groups.items():
+        members = [phases[i] for i in idx]
+        if group in names and group not in {m.name for m in members}:
+            raise ValueError(f"optimizer_group {group!r} is also the name of a phase outside "
+                             f"it; rename the group (its state is opt_state[{group!r}]).")
+        for field in ("optimizer", "opt_policy"):
+            specs = [_spec_key(getattr(m, field)) for m in members]
+            if len(set(specs)) > 1:
+                raise ValueError(
+                    f"optimizer_group {group!r}: phases {[m.name for m in members]} have different "
+                    f"{field} specs ({[getattr(m, field) for m in members]}); one shared "
+                    f"optimizer state needs one {field}: give them the same.")
+        union = {path: any(bound[i].trainable[path] for i in idx) for path in bound[idx[0]].trainable}
+        steps = max(sum(expected.get(m.name, 0) for m in members), 1)
+        tx, lr_fn = make_optimizer(members[0].optimizer, default_decay_steps=steps,
+                                   where=f"optimizer_group {group!r} optimizer")
+        own, _ = partition.split(params, union)
+        mask = opt_policy.leaf_mask(bound[idx[0]].policy, own, where=f"optimizer_group {group!r}")
+        for i in idx:
+            out[i] = dataclasses.replace(bound[i], tx=tx, lr_fn=lr_fn, policy_mask=mask,
+                                         group=group, group_trainable=union,
+                                         group_phases=tuple(m.name for m in members))
+    return out
+
+
+def _spec_key(spec: Any) -> str:
+    if isinstance(spec, optax.GradientTransformation):
+        return f"object:{id(spec)}"
+    plain = spec.to_dict() if hasattr(spec, "to_dict") else spec
+    return repr(sorted(plain.items())) if isinstance(plain, Mapping) else repr(plain)
+
+
 def make_step(bound: BoundPhase, *, ema_decay: float = 0.0) -> Callable:
     """Returns the pure ``step(state, batch) -> (state, metrics)`` of a phase.
 
@@ -218,16 +282,23 @@ def make_step(bound: BoundPhase, *, ema_decay: float = 0.0) -> Callable:
             return loss_fn(partition.merge(own_params, rest), batch, rng, state.extras, info)
 
         (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(own)
-        opt = state.opt_state[name]
+        opt = state.opt_state[bound.opt_key]
+        target = own if bound.group is None else partition.split(state.params,
+                                                                  bound.group_trainable)[0]
         policy = bound.policy
         if not policy.keeps:
             reset = opt_policy.reset_flag(policy, name, state.step, count, state.extras)
-            opt = opt_policy.apply(policy, bound.tx, opt, own, bound.policy_mask, reset)
-        # The schedule's position: the phase's step count, unless a whole-state
-        # reset restarted the schedule's own count.
+            opt = opt_policy.apply(policy, bound.tx, opt, target, bound.policy_mask, reset)
+        # The schedule's position: the phase's (or its group's) step count,
+        # unless a whole-state reset restarted the schedule's own count.
         lr_count = opt_policy.schedule_count(opt) if policy.resets_counts else None
-        lr_count = count if lr_count is None else lr_count
-        updates, opt = bound.tx.update(grads, opt, own)
+        if lr_count is None:
+            lr_count = count if bound.group is None else sum(
+                state.phase_steps[p] for p in bound.group_phases)
+        if bound.group is None:
+            updates, opt = bound.tx.update(grads, opt, own)
+        else:
+            updates, opt = _group_update(bound, grads, opt, target)
         own = optax.apply_updates(own, updates)
         params = partition.merge(own, rest)
         extras = dict(state.extras)
@@ -244,10 +315,28 @@ def make_step(bound: BoundPhase, *, ema_decay: float = 0.0) -> Callable:
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
         new_state = state.replace(
             step=state.step + 1, params=params,
-            opt_state={**state.opt_state, name: opt},
+            opt_state={**state.opt_state, bound.opt_key: opt},
             phase_steps={**state.phase_steps, name: count + 1},
             extras=extras)
         return new_state, metrics
 
     step.__name__ = f"step_{name}"
     return step
+
+
+def _group_update(bound: BoundPhase, grads: Any, opt: Any, union: Any) -> tuple[Any, Any]:
+    """One shared optimizer's update restricted to the phase's own leaves.
+
+    The group's transformation runs over the union (zero gradients for the
+    leaves this phase does not train); those leaves' moments are then kept as
+    they were and their updates dropped, so a step changes only what its phase
+    trains, as one PyTorch optimizer does for parameters without a gradient.
+    """
+    flat_g, flat_u = partition.flatten(grads), partition.flatten(union)
+    full = partition.unflatten({p: flat_g[p] if p in flat_g else jnp.zeros_like(v)
+                                for p, v in flat_u.items()})
+    updates, new = bound.tx.update(full, opt, union)
+    mask = partition.unflatten({p: p in flat_g for p in flat_u})
+    new = opt_policy.keep_untouched(bound.tx, new, opt, mask)
+    flat_up = partition.flatten(updates)
+    return partition.unflatten({p: flat_up[p] for p in flat_g}), new

@@ -54,8 +54,11 @@ def init_state(params: Any, phases: Sequence[Any], rng: jax.Array, *,
     """
     opt_state = {}
     for ph in phases:
-        own, _ = partition.split(params, ph.trainable)
-        opt_state[ph.name] = ph.tx.init(own)
+        key = getattr(ph, "opt_key", ph.name)
+        if key not in opt_state:  # a shared group: one state over its phases' union
+            mask = getattr(ph, "group_trainable", None) or ph.trainable
+            own, _ = partition.split(params, mask)
+            opt_state[key] = ph.tx.init(own)
     all_extras = dict(extras or {})
     declared = extras_lib.init_extras(extra_specs, params, jax.random.fold_in(rng, 0x5EED))
     for name, value in declared.items():
