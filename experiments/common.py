@@ -9,7 +9,6 @@ import pathlib
 import shlex
 import sys
 import tempfile
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -45,27 +44,22 @@ def run_seed_block(cfg, seeds, workdir: pathlib.Path, data_dir: str | None = Non
     """Trains ``cfg`` for consecutive ``seeds`` in one ``num_seeds`` program.
 
     The fused executor runs the replicas, without checkpoints; replica ``i``
-    is the run with seed ``seeds[0] + i``. Returns ``(results, seconds,
-    state)``: the run's ``results.json``, its wall time (evaluations included)
-    divided by the number of seeds, and the stacked TrainState (leading axis:
-    seed).
+    is the run with seed ``seeds[0] + i`` (:func:`alternating.sweep.train_seeds`).
+    Returns ``(results, seconds, state)``: the run's ``results.json``, its
+    wall time (evaluations included) divided by the number of seeds, and the
+    stacked TrainState (leading axis: seed).
     """
-    import alternating  # pylint: disable=g-import-not-at-top
+    from alternating import sweep  # pylint: disable=g-import-not-at-top
     check_consecutive(seeds)
     workdir = pathlib.Path(workdir)
     if workdir.exists() and any(workdir.iterdir()):
         raise FileExistsError(f"{workdir} is not empty. Pass an empty --workdir.")
-    with cfg.unlocked():
-        cfg.seed, cfg.num_seeds = int(seeds[0]), len(seeds)
-        cfg.executor, cfg.checkpoint_every_steps = "fused", 0
-        if data_dir:
+    if data_dir:
+        with cfg.unlocked():
             cfg.data_dir = data_dir
-    t0 = time.perf_counter()
-    state = alternating.train_and_evaluate(cfg, str(workdir), progress=False, plot=False,
-                                           print_fn=None)
-    seconds = (time.perf_counter() - t0) / len(seeds)
+    state, seconds = sweep.train_seeds(cfg, seeds, workdir)
     with open(workdir / "results.json", encoding="utf-8") as f:
-        return json.load(f), seconds, state
+        return json.load(f), seconds / len(seeds), state
 
 
 def run_grid(cells, seeds, *, vectorized: bool, run_seeds, run_one) -> list:
@@ -73,12 +67,16 @@ def run_grid(cells, seeds, *, vectorized: bool, run_seeds, run_one) -> list:
 
     ``vectorized``: each cell's seeds in one program, ``run_seeds(cell,
     seeds)`` (a list of per-seed runs, in seed order); otherwise one
-    ``run_one(cell, seed)`` each.
+    ``run_one(cell, seed)`` each, every cell at a seed before the next seed.
+    The scheduling is :func:`alternating.sweep.execute`'s, the engine of
+    ``alternating.sweep.run``; these scripts keep their own run functions
+    because their arms are config variants, not overrides.
     """
-    if not vectorized:
-        return [run_one(cell, seed) for seed in seeds for cell in cells]
-    per_cell = [run_seeds(cell, seeds) for cell in cells]
-    return [runs[i] for i in range(len(seeds)) for runs in per_cell]
+    from alternating import sweep  # pylint: disable=g-import-not-at-top
+    cells = list(cells)
+    done = sweep.execute(cells, seeds, run_one=run_one, run_seeds=run_seeds,
+                         vectorized=vectorized)
+    return [done[(i, j)] for j in range(len(seeds)) for i in range(len(cells))]
 
 
 def output_dir(out: str | None, quick: bool) -> pathlib.Path:
