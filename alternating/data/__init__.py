@@ -15,6 +15,9 @@ from alternating.data.pipeline import clear_cache
 from alternating.data.pipeline import eval_batches
 from alternating.data.pipeline import load_arrays
 from alternating.data.pipeline import make_stream
+from alternating.data.tasks import Task
+from alternating.data.tasks import TaskStream
+from alternating.data.tasks import make_tasks
 from alternating.data.transforms import apply_transforms
 from alternating.data.transforms import register_transform
 from alternating.data.transforms import transform_names
@@ -25,11 +28,14 @@ __all__ = [
     'EMBEDDED_DATASETS',
     'SPEC_KEYS',
     'Stream',
+    'Task',
+    'TaskStream',
     'apply_transforms',
     'clear_cache',
     'eval_batches',
     'load_arrays',
     'make_stream',
+    'make_tasks',
     'prepare',
     'register_transform',
     'resolve_data_dir',
