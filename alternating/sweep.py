@@ -451,7 +451,7 @@ def _prepare(config: Any, root: pathlib.Path, cell_list: list[Cell], n: int, *,
             configs[cell.id], why[cell.id] = cfg, why_not_vectorized(cfg, n)
         except ValueError as e:
             raise ValueError(f"cell {cell.id}: {e}") from e
-        if vectorize == "on" and why[cell.id]:
+        if vectorize == "on" and why[cell.id] and n > 1:
             raise ValueError(f"cell {cell.id}: vectorize='on' but its seeds cannot share one "
                              f"program: {why[cell.id]}")
         _check_fingerprint(root / cell.id, cell, cfg)

@@ -215,6 +215,8 @@ def test_a_config_vectorized_seeds_refuse_runs_one_seed_at_a_time(tmp_path, fake
     assert [c[1:] for c in fake.calls] == [(0, 1), (1, 1), (2, 1)]
     cell = out["cells"][0]
     assert not cell["vectorized"] and "nan_policy='skip'" in cell["not_vectorized_because"]
+    quiet_run(tmp_path / "one", grid={"nan_policy": ["skip"]}, seeds=1, vectorize="on")
+    assert fake.calls[-1][1:] == (0, 1)  # one seed: nothing to vectorize, nothing refused
 
 
 # --- Outputs and the verdict --------------------------------------------------------------
