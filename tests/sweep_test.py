@@ -284,8 +284,8 @@ def test_command_line_parsing():
     with pytest.raises(ValueError, match="--cell="):
         sweep_main.parse_cell("a.lr=0.1")
     assert sweep_main.parse_seeds("5") == 5 and sweep_main.parse_seeds("3,4") == [3, 4]
-    assert sweep_main.command(["x", "--config=c.py", "--workdir", "/tmp/w", "--seeds=2",
-                               "--workdir=/tmp/v"]) == (
+    assert sweep_main.command(["x", "--config=c.py", "--workdir", "scratch/w", "--seeds=2",
+                               "--workdir=scratch/v"]) == (
         "python -m alternating.sweep_main --config=c.py --seeds=2")
 
 
