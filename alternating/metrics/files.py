@@ -10,8 +10,20 @@ Files written into a run's workdir (by process 0 only):
   where ``time`` is Unix time in seconds.
 * ``timeline.jsonl``: ``{"start": int, "end": int, "phase": str}`` per line, the
   half-open step range ``[start, end)`` that one phase ran without interruption.
-* ``tensorboard/``: TensorBoard event files (tensorboardX; no TensorFlow), tags
-  ``train/{phase}/{metric}`` and ``eval/{set}/{metric}``.
+* ``tensorboard/``: TensorBoard event files (no TensorFlow), tags
+  ``train/{phase}/{metric}`` and ``eval/{set}/{metric}``, one event per row.
+  They are written synchronously (:class:`_EventFile`), not through
+  tensorboardX's ``SummaryWriter``, whose background thread takes events
+  from a queue: its ``flush()`` flushes only what the thread has taken, so
+  events logged before a checkpoint could still be queued when the process
+  is killed. Here every row is handed to the OS when it is written, like a
+  ``metrics.jsonl`` row.
+
+Reading the logs back (:func:`read_jsonl`) and cutting them on resume
+(:func:`truncate_jsonl`) drop rows that no writer here produces (``null``, a
+row that is not an object, a missing or non-integer ``step``, bytes that are
+not UTF-8) with a warning giving their count and line numbers, rather than
+crash a resume or a plot on a damaged file.
 
 Non-finite values are written as the bare tokens ``NaN``, ``Infinity`` and
 ``-Infinity`` (Python's ``json`` default, ``allow_nan=True``). That is not strict
@@ -22,11 +34,14 @@ JSON, but a diverged loss must reach the log rather than crash the writer;
 from __future__ import annotations
 
 import json
+import logging
 import numbers
 import os
+import socket
+import struct
 import tempfile
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -36,6 +51,10 @@ Segment = tuple[int, int, str]
 
 # Keys that every JSONL row owns; a metric of the same name would overwrite them.
 _RESERVED_KEYS = frozenset({"step", "split", "phase", "set", "time"})
+# The integer keys a row of each log file must have (any other file: none).
+ROW_KEYS = {"metrics.jsonl": ("step",), "timeline.jsonl": ("start", "end")}
+
+log = logging.getLogger("alternating")
 
 
 def _json_default(obj: Any) -> Any:
@@ -60,44 +79,109 @@ def _scalar(value: Any, name: str) -> int | float:
     return to_float(value, name)
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def _row_keys(path: str, required: Sequence[str] | None) -> tuple[str, ...]:
+    if required is not None:
+        return tuple(required)
+    return ROW_KEYS.get(os.path.basename(path), ())
+
+
+def _check_row(row: Any, required: Sequence[str]) -> str | None:
+    """Why ``row`` is not a row of a log file, or None when it is one."""
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__ if row is not None else 'null'}, not an object"
+    for key in required:
+        value = row.get(key)
+        if value is None:
+            return f"no {key!r}"
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"{key}={value!r} is not an integer"
+    return None
+
+
+def _lines(path: str) -> list[bytes]:
+    with open(path, "rb") as f:
+        return f.read().split(b"\n")
+
+
+def _warn_dropped(path: str, dropped: list[tuple[int, str]], what: str) -> None:
+    if not dropped:
+        return
+    shown = ", ".join(f"{n} ({why})" for n, why in dropped[:10])
+    more = f" and {len(dropped) - 10} more" if len(dropped) > 10 else ""
+    log.warning("%s: %s %d line(s) that are not rows of this log: line %s%s.", path, what,
+                len(dropped), shown, more)
+
+
+def _parse_line(raw: bytes, required: Sequence[str]) -> tuple[Any, str | None, bool]:
+    """``(row, why it is bad or None, whether it is valid JSON text)``."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8 at byte {e.start}", True
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as e:
+        return None, f"not JSON: {e}", False
+    return row, _check_row(row, required), True
+
+
+def read_jsonl(path: str | os.PathLike[str], *,
+               required: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Reads a JSONL file written by `MetricWriter` (NaN/Infinity included).
 
-    A truncated final line (the process died mid-write) is skipped; a
-    malformed line anywhere else is an error.
+    A truncated final line (the process died mid-write) is skipped. Lines no
+    writer here produces (``null``, a JSON value that is not an object, a row
+    without an integer ``step``, or ``start``/``end`` in ``timeline.jsonl``,
+    bytes that are not UTF-8) are dropped with a warning naming their line
+    numbers. A line that is not JSON at all, other than the last, is an error.
 
     Args:
       path: the file, e.g. `WORKDIR/metrics.jsonl`.
+      required: the keys every row must hold as integers (default: from the
+        file name, ``ROW_KEYS``; none for any other file).
 
     Returns:
       The rows, in file order.
 
     Raises:
-      ValueError: naming the line number of a malformed line.
+      ValueError: naming the line number of a line that is not JSON.
     """
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    rows = []
+    path = os.fspath(path)
+    need = _row_keys(path, required)
+    lines = _lines(path)
+    rows, dropped = [], []
     last = len(lines) - 1
-    for i, line in enumerate(lines):
-        if not line.strip():
+    for i, raw in enumerate(lines):
+        if not raw.strip():
             continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
+        row, why, is_json = _parse_line(raw, need)
+        if not is_json:
             if i == last:  # No trailing newline: a write that never finished.
                 break
-            raise ValueError(f"{os.fspath(path)}:{i + 1}: not a JSON object: {e}") from e
+            raise ValueError(f"{path}:{i + 1}: not a JSON object: {why}")
+        if why is None:
+            rows.append(row)
+        else:
+            dropped.append((i + 1, why))
+    _warn_dropped(path, dropped, "skipped")
     return rows
 
 
-def truncate_jsonl(path: str | os.PathLike[str], keep: Callable[[dict[str, Any]], bool]) -> int:
+def truncate_jsonl(path: str | os.PathLike[str], keep: Callable[[dict[str, Any]], bool], *,
+                   required: Sequence[str] | None = None) -> int:
     """Rewrites a JSONL file keeping the rows where `keep(row)` holds, atomically.
 
     Used on resume: rows a killed run wrote after its last checkpoint are
-    dropped, so the resumed run writes each step exactly once. Malformed lines
-    (a write cut short by the kill) are dropped too. A missing file is left
-    missing.
+    dropped, so the resumed run writes each step exactly once. Lines that are
+    not rows (a write cut short by the kill, ``null``, a value that is not an
+    object, a row without the integer keys ``required``, bytes that are not
+    UTF-8) are dropped too, with a warning giving their count and line
+    numbers; `keep` sees only rows. A missing file is left missing.
+
+    Args:
+      path: the file.
+      keep: which rows stay.
+      required: as in :func:`read_jsonl`.
 
     Returns:
       The number of lines dropped.
@@ -105,23 +189,24 @@ def truncate_jsonl(path: str | os.PathLike[str], keep: Callable[[dict[str, Any]]
     path = os.fspath(path)
     if not os.path.exists(path):
         return 0
-    with open(path, encoding="utf-8") as f:
-        lines = [line for line in f.read().split("\n") if line.strip()]
-    kept = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if keep(row):
-            kept.append(line + "\n")
+    need = _row_keys(path, required)
+    lines = [raw for raw in _lines(path) if raw.strip()]
+    kept, bad = [], []
+    for i, raw in enumerate(lines):
+        row, why, is_json = _parse_line(raw, need)
+        if why is not None:
+            if is_json or i < len(lines) - 1:  # (a last line cut short by a kill is expected)
+                bad.append((i + 1, why))
+        elif keep(row):
+            kept.append(raw + b"\n")
     dropped = len(lines) - len(kept)
     if dropped:
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
                                    prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "wb") as f:
             f.writelines(kept)
         os.replace(tmp, path)
+    _warn_dropped(path, bad, "dropped")
     return dropped
 
 
@@ -192,6 +277,85 @@ class _JsonlFile:
         self._f.close()
 
 
+class _EventFile:
+    """One TensorBoard event file, written synchronously.
+
+    Records are TFRecords (length, masked CRC32C of it, a serialized
+    ``Event``, masked CRC32C of that), built with the protos and CRC that
+    tensorboardX ships. Each :meth:`write` hands its bytes to the OS, so a
+    killed process loses nothing written before (no background queue, see
+    the module docstring).
+
+    The name sorts in creation order (``events.out.tfevents.<seconds>.
+    <microseconds>.<host>.<pid>``; TensorBoard reads a directory's files in
+    name order, and a resumed run's file must come after the killed run's
+    for the purge below to apply to it). tensorboardX names files by the
+    second and opens them with ``'wb'``, so a run resumed within the same
+    second would have overwritten the killed run's file; this one creates
+    its file exclusively.
+
+    Args:
+      logdir: the directory (created if missing).
+      purge_step: on resume, the first step the resumed run writes. The file
+        starts with ``SessionLog(START)`` at that step, which tells
+        TensorBoard (``purge_orphaned_data``, its default) to discard the
+        events of earlier files at that step or later: those the killed run
+        wrote after its checkpoint.
+    """
+
+    def __init__(self, logdir: str, purge_step: int | None = None):
+        # pylint: disable=g-import-not-at-top
+        from tensorboardX.proto import event_pb2, summary_pb2
+        from tensorboardX.record_writer import masked_crc32c
+        # pylint: enable=g-import-not-at-top
+        self._event_pb2, self._summary_pb2, self._crc = event_pb2, summary_pb2, masked_crc32c
+        os.makedirs(logdir, exist_ok=True)
+        now = time.time()
+        base = os.path.join(logdir, "events.out.tfevents.%010d.%06d.%s.%d" % (
+            int(now), int((now % 1) * 1e6), socket.gethostname(), os.getpid()))
+        path, k = base, 0
+        while True:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                break
+            except FileExistsError:
+                k += 1
+                path = f"{base}.{k}"
+        self.path = path
+        self._f = os.fdopen(fd, "wb")
+        first = [event_pb2.Event(wall_time=now, file_version="brain.Event:2")]
+        if purge_step is not None:
+            first.append(event_pb2.Event(
+                wall_time=now, step=int(purge_step),
+                session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+        self._write_events(first)
+
+    def _write_events(self, events: Iterable[Any]) -> None:
+        out = []
+        for event in events:
+            data = event.SerializeToString()
+            header = struct.pack("<Q", len(data))
+            out += [header, struct.pack("<I", self._crc(header)), data,
+                    struct.pack("<I", self._crc(data))]
+        self._f.write(b"".join(out))
+        self._f.flush()
+
+    def write(self, step: int, scalars: Mapping[str, float]) -> None:
+        """One event at ``step`` holding every ``{tag: value}`` of ``scalars``."""
+        values = [self._summary_pb2.Summary.Value(tag=tag, simple_value=float(v))
+                  for tag, v in scalars.items()]
+        self._write_events([self._event_pb2.Event(
+            wall_time=time.time(), step=int(step),
+            summary=self._summary_pb2.Summary(value=values))])
+
+    def sync(self) -> None:
+        """Makes the file durable on disk (``fsync``); rows are already with the OS."""
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+
 class MetricWriter:
     """Writes training and evaluation scalars to JSONL and TensorBoard.
 
@@ -200,8 +364,8 @@ class MetricWriter:
     can run the same code. Pass `jax.process_index()` from the caller.
 
     Files are opened in append mode, so a resumed run continues the same
-    `metrics.jsonl`; rows from steps the resumed run redoes then appear twice,
-    the later ones being current (`plots.plot_run` keeps the later ones).
+    `metrics.jsonl` (given `resume_step`, without the rows the resumed run
+    writes again). TensorBoard gets a new event file per writer.
 
     Usage:
 
@@ -217,7 +381,8 @@ class MetricWriter:
       resume_step: the step a resumed run restarts from. Rows of
         `metrics.jsonl` past it (written by the killed run after its last
         checkpoint) are removed, and TensorBoard is told to purge events past
-        it (`purge_step`), so every step appears exactly once.
+        it (a `SessionLog(START)` at `resume_step + 1`, see `_EventFile`), so
+        every step appears exactly once.
     """
 
     def __init__(self, workdir: str | os.PathLike[str], *, tensorboard: bool = True,
@@ -227,7 +392,6 @@ class MetricWriter:
         self._jsonl: _JsonlFile | None = None
         self._timeline: _JsonlFile | None = None
         self._quoted: dict[str, str] = {}  # phase name -> its JSON string
-        self._tb_flushed = -float("inf")
         self._tb = None
         self._closed = False
         if not self.active:
@@ -236,14 +400,11 @@ class MetricWriter:
         if jsonl:
             path = os.path.join(self.workdir, "metrics.jsonl")
             if resume_step is not None:
-                truncate_jsonl(path, lambda row: int(row.get("step", 0)) <= resume_step)
+                truncate_jsonl(path, lambda row: row["step"] <= resume_step)
             self._jsonl = _JsonlFile(path)
         if tensorboard:
-            # Imported here so that processes that never write pay nothing.
-            import tensorboardX  # pylint: disable=g-import-not-at-top
-            self._tb = tensorboardX.SummaryWriter(
-                logdir=os.path.join(self.workdir, "tensorboard"),
-                purge_step=None if resume_step is None else resume_step + 1)
+            self._tb = _EventFile(os.path.join(self.workdir, "tensorboard"),
+                                  purge_step=None if resume_step is None else resume_step + 1)
 
     def _write(self, step: int, kind: str, key: str, name: str,
                scalars: Mapping[str, Any]) -> None:
@@ -259,9 +420,8 @@ class MetricWriter:
         if self._jsonl is not None:
             row = {"step": step, "split": kind, key: name, **values, "time": time.time()}
             self._jsonl.write([row])
-        if self._tb is not None:
-            for k, v in values.items():
-                self._tb.add_scalar(f"{kind}/{name}/{k}", v, step)
+        if self._tb is not None and values:
+            self._tb.write(step, {f"{kind}/{name}/{k}": v for k, v in values.items()})
 
     def write_train(self, step: int, phase: str, scalars: Mapping[str, Any]) -> None:
         """Writes one phase's (aggregated) training scalars at `step`.
@@ -325,21 +485,15 @@ class MetricWriter:
             self._timeline = _JsonlFile(os.path.join(self.workdir, "timeline.jsonl"))
         self._timeline.write_lines(lines)
 
-    # TensorBoard's flush syncs its event file to disk (about 0.5 ms here); a
-    # log every few milliseconds (small models) would pay it every time.
-    TB_FLUSH_SECS = 2.0
-
     def flush(self, force: bool = False) -> None:
-        """Pushes TensorBoard events to disk (JSONL rows are flushed on write).
+        """Makes the TensorBoard events written so far durable (``fsync``) when ``force``.
 
-        At most every `TB_FLUSH_SECS` seconds unless `force`; `close` always
-        flushes, and tensorboardX flushes on its own too.
+        Every row (JSONL and TensorBoard) is handed to the OS when written, so
+        a killed process loses nothing; ``force`` (before each checkpoint)
+        also syncs the event file to disk. Without ``force`` this does nothing.
         """
-        if self._tb is not None and not self._closed:
-            now = time.monotonic()
-            if force or now - self._tb_flushed >= self.TB_FLUSH_SECS:
-                self._tb.flush()
-                self._tb_flushed = now
+        if force and self._tb is not None and not self._closed:
+            self._tb.sync()
 
     def close(self) -> None:
         """Flushes and closes every file. Safe to call twice."""

@@ -89,13 +89,15 @@ class TimelineRecorder:
 
         Rows the killed run wrote after the checkpoint are dropped and the
         segment that was open at the checkpoint is reopened, so the resumed
-        run's timeline is the one an uninterrupted run writes.
+        run's timeline is the one an uninterrupted run writes. Lines that are
+        not segments (``null``, not an object, no integer ``start``/``end``,
+        not UTF-8) are dropped with a warning (:func:`truncate_jsonl`).
         """
         seg = (state or {}).get("open")
         cut = seg[0] if seg else step
         if workdir is not None:  # the writing process only
             truncate_jsonl(os.path.join(workdir, "timeline.jsonl"),
-                           lambda row: int(row.get("end", 0)) <= cut)
+                           lambda row: row["end"] <= cut)
         self.closed = []
         if seg:
             self._start, self._end, self._phase = int(seg[0]), int(seg[1]), str(seg[2])
