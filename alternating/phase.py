@@ -16,6 +16,8 @@ that came in, so they stay bit-identical.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -115,6 +117,51 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop", "adagrad", "lamb", 
 LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
+# The numeric keys of an optimizer spec: (low, low open, high, high open, whole number).
+# Each range is the one in which the optimizer does what its name says.
+_NUMBERS = {
+    "lr": (0.0, False, None, False, False),
+    "learning_rate": (0.0, False, None, False, False),
+    "warmup_steps": (0, False, None, False, True),
+    "decay_steps": (0, False, None, False, True),  # 0 or None: the phase's expected steps
+    "end_lr_factor": (0.0, False, None, False, False),
+    "weight_decay": (0.0, False, None, False, False),
+    "grad_clip_norm": (0.0, False, None, False, False),  # 0 or None: no clipping
+    "b1": (0.0, False, 1.0, True, False),
+    "b2": (0.0, False, 1.0, True, False),
+    "eps": (0.0, True, None, False, False),
+    "momentum": (0.0, False, 1.0, True, False),
+}
+
+
+def _check_numbers(spec: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The spec's numbers checked against ``_NUMBERS`` (whole numbers as ints).
+
+    Raises:
+      ValueError: naming the key, its value and the valid range.
+    """
+    out = dict(spec)
+    for key, (low, low_open, high, high_open, whole) in _NUMBERS.items():
+        value = spec.get(key)
+        if value is None:
+            continue
+        lo = f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f" and {'<' if high_open else '<='} {high:g}"
+        rng = f"{'a whole number' if whole else 'a finite number'} {lo}{hi}"
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{where}.{key}={value!r}; it must be {rng}.")
+        if not math.isfinite(value):
+            raise ValueError(f"{where}.{key}={value!r}; it must be {rng}.")
+        if whole and not float(value).is_integer():
+            raise ValueError(f"{where}.{key}={value!r}; it must be {rng} (steps are counted "
+                             "in whole steps).")
+        if ((value <= low) if low_open else (value < low)) or (
+                high is not None and ((value >= high) if high_open else (value > high))):
+            raise ValueError(f"{where}.{key}={value!r}; it must be {rng}.")
+        out[key] = int(value) if whole else float(value)
+    return out
+
+
 def _decay_mask(params):
     # Decay weight matrices and kernels, not biases, scales or embeddings of rank 1.
     return jax.tree.map(lambda p: p.ndim > 1, params)
@@ -135,6 +182,13 @@ def make_optimizer(spec: Any, *, default_decay_steps: int = 1,
     Returns:
       ``(tx, lr_fn)``; ``lr_fn`` is ``None`` when ``spec`` is already an optax
       transformation.
+
+    Raises:
+      ValueError: an unknown key, optimizer or lr schedule, or a number out of
+        its range (named with the range): ``lr``, ``weight_decay``,
+        ``grad_clip_norm``, ``end_lr_factor`` finite and >= 0; ``b1``,
+        ``b2``, ``momentum`` in [0, 1); ``eps`` > 0; ``warmup_steps``,
+        ``decay_steps`` whole numbers >= 0.
     """
     if spec is None:
         spec = {"name": "adam", "lr": 1e-3}
@@ -147,6 +201,7 @@ def make_optimizer(spec: Any, *, default_decay_steps: int = 1,
     name = spec.get("name", "adam")
     if name not in OPTIMIZERS:
         raise ValueError(f"{where}.name={name!r} is not an optimizer; valid names: {list(OPTIMIZERS)}.")
+    spec = _check_numbers(spec, where)
     lr = float(spec.get("lr", spec.get("learning_rate", 1e-3)))
     kind = spec.get("schedule", "constant")
     warmup = int(spec.get("warmup_steps", 0))
