@@ -30,7 +30,11 @@ their own description, and resuming at any step is exact by construction.
 from __future__ import annotations
 
 import collections
+import functools
+import inspect
 from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 
 class Schedule:
@@ -44,6 +48,31 @@ class Schedule:
 
     def __init__(self, phases: Sequence[str]):
         self.phases = tuple(phases)
+
+    def __init_subclass__(cls, **kwargs: Any):
+        # Records the arguments of the most derived constructor, for the
+        # default :meth:`config`: a subclass that does not describe itself is
+        # still saved with what it was built from, so a resume with other
+        # arguments is refused instead of silently continuing another schedule.
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)  # (inspect.signature(cls) still sees ``init``'s)
+        def recording_init(self, *args: Any, **kw: Any) -> None:
+            if getattr(self, "_init_args", None) is None:
+                try:
+                    bound = signature.bind(self, *args, **kw)
+                except TypeError:
+                    pass  # ``init`` raises the usual error below
+                else:
+                    bound.apply_defaults()
+                    object.__setattr__(self, "_init_args", _arguments(signature, bound))
+            init(self, *args, **kw)
+
+        cls.__init__ = recording_init
 
     def next_phase(self, step: int) -> str:
         raise NotImplementedError
@@ -74,8 +103,19 @@ class Schedule:
         return {}
 
     def config(self) -> dict[str, Any]:
-        """The schedule's own description (what it was built from)."""
-        return {"name": self.name}
+        """The schedule's own description (what it was built from).
+
+        Saved with every checkpoint; a resume whose schedule describes itself
+        differently is refused. This default is ``name`` plus the arguments
+        the subclass's constructor was called with (defaults filled in, the
+        phase names left out), as JSON: numbers, strings, lists and dicts as
+        they are, numpy values as numbers or lists, a function or class as
+        ``module:qualname``, any other object as its type's name. Override it
+        when the arguments do not say everything (e.g. to add derived values).
+        """
+        args = getattr(self, "_init_args", None) or {}
+        return {"name": self.name, **{k: _describe(v) for k, v in args.items()
+                                      if k not in ("phases", "name")}}
 
     def state_dict(self) -> dict[str, Any]:
         return {"config": self.config()}
@@ -96,6 +136,43 @@ class Schedule:
             counts = collections.Counter(self.plan(0, total_steps))
             return {p: counts.get(p, 0) for p in self.phases}
         return {p: max(total_steps // max(len(self.phases), 1), 1) for p in self.phases}
+
+
+def _arguments(signature: inspect.Signature, bound: inspect.BoundArguments) -> dict[str, Any]:
+    """A constructor's arguments by name (``*args`` as a list, ``**kwargs`` spread), no self."""
+    out: dict[str, Any] = {}
+    for i, (name, value) in enumerate(bound.arguments.items()):
+        if i == 0:  # self
+            continue
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            out.update(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            out[name] = list(value)
+        else:
+            out[name] = value
+    return out
+
+
+def _describe(x: Any) -> Any:
+    """``x`` as JSON that is the same in every process and every run."""
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if hasattr(x, "to_dict"):  # a ConfigDict
+        x = x.to_dict()
+    if isinstance(x, Mapping):
+        return {str(k): _describe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set, frozenset)):
+        items = sorted(x, key=repr) if isinstance(x, (set, frozenset)) else x
+        return [_describe(v) for v in items]
+    if callable(x) and hasattr(x, "__qualname__"):
+        return f"{getattr(x, '__module__', '?')}:{x.__qualname__}"
+    # (Not repr: it often holds a memory address, which differs on every run.)
+    return f"<{type(x).__module__}.{type(x).__qualname__}>"
 
 
 def _jsonable(x):
