@@ -9,6 +9,8 @@ or in the module that owns it before anything is compiled.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from typing import Any, Mapping
 
 import jax
@@ -41,12 +43,64 @@ def _plain(x: Any) -> Any:
     return x.to_dict() if hasattr(x, "to_dict") else x
 
 
+def base_config() -> ml_collections.ConfigDict:
+    """Every top-level field of a config (``TOP_LEVEL``) with its default.
+
+    Every config in ``configs/`` starts from this and sets what it changes, so
+    any field can be overridden on the command line of any config
+    (``--config.num_seeds=3``; configs are locked, and a field a config does
+    not hold could not be set). Run options hold their defaults from
+    :class:`alternating.options.RunOptions`, typed for the command line:
+    numbers as numbers, ``total_steps`` and ``data_dir`` as typed
+    placeholders (``None`` until set), the structured options (``init_from``,
+    ``sharding_rules``, ``hooks``, ``evaluators``) as fields of any type. The
+    scheme's fields (``SCHEME_FIELDS``) are ``None`` until the config sets them.
+    (The function lives in the library rather than in ``configs/``: config
+    files are loaded by path, so they can import the installed package but not
+    a module beside them.)
+    """
+    placeholder = ml_collections.config_dict.placeholder
+    c = ml_collections.ConfigDict()
+    for name, field in options_lib.FIELDS.items():
+        meta = field.metadata
+        default = (field.default if field.default is not dataclasses.MISSING
+                   else field.default_factory())
+        if meta["kind"] in ("int", "float"):
+            kind = int if meta["kind"] == "int" else float
+            c[name] = placeholder(kind) if default is None else kind(default)
+        elif meta["kind"] == "path":
+            c[name] = placeholder(str)
+        elif meta["choices"]:
+            c[name] = default
+        else:
+            c[name] = ml_collections.FieldReference(default, field_type=object)
+    for name in SCHEME_FIELDS:
+        c[name] = None
+    return c
+
+
+def _unknown(kind: str, bad: list[str], valid: Any) -> ValueError:
+    """An unknown-field error naming the closest valid field of each unknown one."""
+    hints = []
+    for b in bad:
+        close = difflib.get_close_matches(b, list(valid), n=1)
+        if close:
+            hints.append(f"{close[0]!r}" + (f" (for {b!r})" if len(bad) > 1 else ""))
+    hint = f"did you mean {' and '.join(hints)}? All: " if hints else ""
+    return ValueError(f"{kind}: unknown field(s) {bad}; valid fields: {hint}{sorted(valid)}.")
+
+
 def validate(config: Mapping[str, Any]) -> None:
-    """Checks the config's shape, naming the field at fault and the valid choices."""
+    """Checks the config's shape, naming the field at fault and the valid choices.
+
+    ``None`` is "unset" for every field (the default; an error only for the
+    required ``total_steps``, ``model``, ``data`` and ``phases``). An unknown
+    field is named with the closest valid one.
+    """
     keys = set(config.keys())
     unknown = sorted(keys - set(TOP_LEVEL))
     if unknown:
-        raise ValueError(f"config: unknown field(s) {unknown}; valid fields: {sorted(TOP_LEVEL)}.")
+        raise _unknown("config", unknown, TOP_LEVEL)
     missing = [k for k in REQUIRED if k not in keys or config[k] is None]
     if missing:
         raise ValueError(f"config: missing field(s) {missing}.")
@@ -55,7 +109,7 @@ def validate(config: Mapping[str, Any]) -> None:
     for name, spec in config["phases"].items():
         bad = sorted(set(spec.keys()) - set(PHASE_KEYS))
         if bad:
-            raise ValueError(f"config.phases.{name}: unknown field(s) {bad}; valid: {list(PHASE_KEYS)}.")
+            raise _unknown(f"config.phases.{name}", bad, PHASE_KEYS)
         if "loss" not in spec:
             raise ValueError(f"config.phases.{name}: missing 'loss'.")
 

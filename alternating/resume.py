@@ -5,7 +5,12 @@
    that cannot change the trajectory's structure
    (:data:`alternating.options.CONFIG_RESUME_SAFE`).
 2. Else ``init_from``: another run's checkpoint, params only or full state.
-3. Else from scratch.
+3. Else from scratch. A fresh start (2 or 3) in a workdir that holds an
+   earlier run's logs (``metrics.jsonl``, ``timeline.jsonl``, ``tensorboard/``,
+   ``results.json``, ...) moves them to ``WORKDIR/previous/<time>/`` first
+   (:func:`alternating.workdir.set_aside_logs`), so the new run's logs are its
+   own: a run killed before its first checkpoint and started again writes
+   what an uninterrupted run writes. Nothing is deleted.
 
 So re-running the same command after a crash, a kill or a preemption resumes
 it, and on CPU the final state is bit-identical to an uninterrupted run.
@@ -22,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from alternating import checkpoint as ckpt_lib
+from alternating import options as options_lib
 from alternating.options import CONFIG_RESUME_SAFE
 
 
@@ -73,6 +79,19 @@ def start(checkpointer: ckpt_lib.Checkpointer, *, target: Any, config: Any, init
     return Start(scratch())
 
 
+def fresh_start_reason(checkpointer: ckpt_lib.Checkpointer | None, init_from: Any) -> str:
+    """Why a run starts fresh (for the note that sets an earlier run's logs aside)."""
+    if init_from:
+        why = f"no checkpoint here; initialized from init_from {init_from['workdir']!r}"
+    else:
+        why = "no checkpoint here"
+    damaged = os.path.join(checkpointer.workdir, ckpt_lib.DAMAGED_DIR) if checkpointer else None
+    if damaged and os.path.isdir(damaged) and os.listdir(damaged):
+        why += (f"; {len(os.listdir(damaged))} checkpoint(s) set aside as damaged are in "
+                f"{ckpt_lib.DAMAGED_DIR}/")
+    return why
+
+
 def parse_init_from(init_from: Any) -> dict[str, Any] | None:
     if not init_from:
         return None
@@ -107,7 +126,7 @@ def check_resumable(checkpointer, step, target, config) -> list[tuple[str, Any, 
     saved = checkpointer.read_meta(step).get("config") or {}
     if not saved or not config:
         return []
-    changes = ckpt_lib.config_diff(saved, config)
+    changes = ckpt_lib.config_diff(with_defaults(saved), with_defaults(config))
     unsafe = [c for c in changes if c[0].split(".")[0].split("[")[0] not in CONFIG_RESUME_SAFE]
     if unsafe:
         lines = "\n".join(f"  config.{p}: {o!r} -> {n!r}" for p, o, n in unsafe)
@@ -117,6 +136,29 @@ def check_resumable(checkpointer, step, target, config) -> list[tuple[str, Any, 
             f"{lines}\nOnly {list(CONFIG_RESUME_SAFE)} may change on resume. Use a new workdir "
             "(with init_from to start from this checkpoint), or restore the old values.")
     return [c for c in changes if c not in unsafe]
+
+
+def with_defaults(config: Any) -> Any:
+    """A JSON config with every run option present: absent or ``None`` means the default.
+
+    Configs written before every option was declared in every config
+    (``alternating.experiment.base_config``) lack some fields; a resume
+    compares what the fields mean, not whether they were spelt out.
+    """
+    if not isinstance(config, Mapping):
+        return config
+    out = dict(config)
+    for name, field in options_lib.FIELDS.items():
+        if out.get(name) is None:
+            default = (field.default if field.default is not dataclasses.MISSING
+                       else field.default_factory())
+            out[name] = json.loads(json.dumps(default))
+    if not out.get("init_from"):  # "" and None both mean: none
+        out["init_from"] = None
+    for name in ("eval", "extras"):  # None and {} both mean: none
+        if not out.get(name):
+            out[name] = {}
+    return out
 
 
 def load_init_from(spec, target, shardings, rep, say, from_params) -> Any:

@@ -26,8 +26,9 @@ Results: ``docs/results/admm.md`` (``experiments/admm.py``).
 Variants: ``admm`` (default) | ``sgd``; ``init=N``; ``smoke``; ``steps=N``.
 """
 
-import ml_collections
 import numpy as np
+
+from alternating.experiment import base_config
 
 ARMS = ("admm", "sgd")
 N, PATTERNS, WIDTH, BETA, RHO, K = 360, 256, 64, 1e-3, 1.0, 10
@@ -63,14 +64,13 @@ def parse(arg):
 def get_config(arg=None):
     opts = parse(arg)
     data = dataset()
-    c = ml_collections.ConfigDict()
+    c = base_config()  # every field, at its default; set below what this scheme changes
     c.seed = opts["init"]
     c.total_steps = 40 if opts["smoke"] else opts["steps"]
     c.log_every_steps = 10 if opts["smoke"] else 50
     c.eval_every_steps = 0
     c.checkpoint_every_steps = 0
     c.max_checkpoints_to_keep = 1
-    c.data_dir = ml_collections.config_dict.placeholder(str)
     c.ema_decay = 0.0
     c.data = dict(train=dict(dataset=data, batch_size=N))
     dim = data["x"].shape[1]

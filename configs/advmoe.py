@@ -28,7 +28,7 @@ Results over 3 seeds: ``docs/results/advmoe.md`` (``experiments/advmoe.py``).
 Variants: ``dense`` | ``joint`` | ``alternating`` (default); ``smoke``; ``steps=N``.
 """
 
-import ml_collections
+from alternating.experiment import base_config
 
 ARMS = ("dense", "joint", "alternating")
 EPS, STEP, PGD_STEPS = 0.1, 0.025, 5
@@ -53,14 +53,13 @@ def get_config(arg=None):
     opts = parse(arg)
     arm = opts["arm"]
     steps = 20 if opts["smoke"] else opts["steps"]
-    c = ml_collections.ConfigDict()
+    c = base_config()  # every field, at its default; set below what this scheme changes
     c.seed = 0
     c.total_steps = 2 * steps if arm == "alternating" else steps
     c.log_every_steps = 10 if opts["smoke"] else 100
     c.eval_every_steps = 0
     c.checkpoint_every_steps = 0
     c.max_checkpoints_to_keep = 1
-    c.data_dir = ml_collections.config_dict.placeholder(str)
     c.ema_decay = 0.0
     c.extras = {}
     c.data = dict(train=dict(dataset="digits", split="train", batch_size=64))

@@ -25,7 +25,8 @@ Variants: ``smoke`` (seconds), ``random`` (draw the task uniformly at random
 each step instead of round-robin).
 """
 
-import ml_collections
+from alternating.experiment import base_config
+
 
 PARITY = [i % 2 for i in range(10)]
 
@@ -36,14 +37,13 @@ def get_config(arg=None):
     if bad:
         raise ValueError(f"configs/agd.py: unknown variant(s) {sorted(bad)}; valid: smoke, random.")
     smoke = "smoke" in toks
-    c = ml_collections.ConfigDict()
+    c = base_config()  # every field, at its default; set below what this scheme changes
     c.seed = 0
     c.total_steps = 30 if smoke else 3000
     c.log_every_steps = 10 if smoke else 100
     c.eval_every_steps = 0 if smoke else 1000
     c.checkpoint_every_steps = 0
     c.max_checkpoints_to_keep = 1
-    c.data_dir = ml_collections.config_dict.placeholder(str)
     c.ema_decay = 0.0
     c.nan_policy = "raise"  # or "skip": drop non-finite updates
     c.max_consecutive_skips = 10

@@ -21,8 +21,9 @@ policy's most likely action) on 2,048 held-out contexts.
 Variants: ``ppo`` | ``decoupled`` (default); ``eta=N`` (0-8); ``smoke``; ``steps=N``.
 """
 
-import ml_collections
 import numpy as np
+
+from alternating.experiment import base_config
 
 OBJECTIVES = ("ppo", "decoupled")
 DIM, ACTIONS, VERSION_STEPS, RING = 16, 10, 4, 9
@@ -56,14 +57,13 @@ def parse(arg):
 
 def get_config(arg=None):
     opts = parse(arg)
-    c = ml_collections.ConfigDict()
+    c = base_config()  # every field, at its default; set below what this scheme changes
     c.seed = 0
     c.total_steps = 40 if opts["smoke"] else opts["steps"]
     c.log_every_steps = 20 if opts["smoke"] else 100
     c.eval_every_steps = 0 if opts["smoke"] else 200
     c.checkpoint_every_steps = 0
     c.max_checkpoints_to_keep = 1
-    c.data_dir = ml_collections.config_dict.placeholder(str)
     c.ema_decay = 0.0
     c.model = dict(name="mlp", features=(64, ACTIONS), input_shape=(DIM,))
     c.data = dict(contexts=dict(dataset=contexts(8192, seed=1), batch_size=128))

@@ -22,7 +22,8 @@ Each arm sees the same number of examples per modality: single-modality and
 mixed arms run ``steps`` steps, the alternating arm ``2 * steps``.
 """
 
-import ml_collections
+from alternating.experiment import base_config
+
 
 ARMS = ("alternating", "images_only", "signals_only", "mixed")
 
@@ -60,7 +61,7 @@ def _phase(modality, embed):
 
 def get_config(arg=None):
     opts = parse(arg)
-    c = ml_collections.ConfigDict()
+    c = base_config()  # every field, at its default; set below what this scheme changes
     c.seed = 0
     steps = 30 if opts["smoke"] else opts["steps"]
     c.total_steps = 2 * steps if opts["arm"] == "alternating" else steps
@@ -68,7 +69,6 @@ def get_config(arg=None):
     c.eval_every_steps = 0 if opts["smoke"] else 1000
     c.checkpoint_every_steps = 0 if opts["smoke"] else 1000
     c.max_checkpoints_to_keep = 2
-    c.data_dir = ml_collections.config_dict.placeholder(str)
     c.ema_decay = 0.0
     c.nan_policy = "raise"  # or "skip": drop non-finite updates
     c.max_consecutive_skips = 10

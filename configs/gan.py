@@ -23,8 +23,9 @@ origin (mean distance to the nearest mode 1.31 / 1.65 / 1.38 for seeds 0 / 1 /
 Variants: ``smoke`` (1000 steps per phase, about 6 s), ``steps=N`` (steps per phase).
 """
 
-import ml_collections
 import numpy as np
+
+from alternating.experiment import base_config
 
 N_MODES, RADIUS, STD = 8, 2.0, 0.05
 
@@ -71,14 +72,13 @@ def get_config(arg=None):
             raise ValueError(f"configs/gan.py: unknown variant {t!r}; valid: smoke, steps=N.")
     if smoke:
         steps = 1000
-    c = ml_collections.ConfigDict()
+    c = base_config()  # every field, at its default; set below what this scheme changes
     c.seed = 0
     c.total_steps = 2 * steps
     c.log_every_steps = 50 if smoke else 200
     c.eval_every_steps = 0
     c.checkpoint_every_steps = 0
     c.max_checkpoints_to_keep = 1
-    c.data_dir = ml_collections.config_dict.placeholder(str)
     c.ema_decay = 0.0
     c.model = dict(name="gan", z_dim=2, data_dim=2, hidden=(64, 64))
     c.data = dict(real=dict(dataset=mixture(4096), batch_size=128))

@@ -33,7 +33,8 @@ Variants: ``supervised`` | ``mean_teacher`` (default) | ``dual``; ``smoke``;
 
 import jax
 import jax.numpy as jnp
-import ml_collections
+
+from alternating.experiment import base_config
 
 ARMS = ("supervised", "mean_teacher", "dual")
 EPOCH = 22  # unlabelled batches of 128 in the 1,437 training images (rounded down)
@@ -70,14 +71,13 @@ def parse(arg):
 def get_config(arg=None):
     opts = parse(arg)
     arm = opts["arm"]
-    c = ml_collections.ConfigDict()
+    c = base_config()  # every field, at its default; set below what this scheme changes
     c.seed = 0
     c.total_steps = 60 if opts["smoke"] else opts["steps"]
     c.log_every_steps = 20 if opts["smoke"] else 200
     c.eval_every_steps = 0
     c.checkpoint_every_steps = 0
     c.max_checkpoints_to_keep = 1
-    c.data_dir = ml_collections.config_dict.placeholder(str)
     c.ema_decay = 0.0
     features = (128, 128, 10)
     c.data = dict(labeled=dict(dataset="digits", split="train[:10%]", batch_size=32),

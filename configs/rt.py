@@ -19,8 +19,8 @@ Results over 3 seeds: ``docs/results/rt.md`` (``experiments/rt.py``).
 Variants: ``plain`` (default) | ``sc``; ``smoke``; ``steps=N``.
 """
 
-import ml_collections
 
+from alternating.experiment import base_config
 from alternating.schemes import regression_transformer as rt
 
 ARMS = ("plain", "sc")
@@ -44,14 +44,13 @@ def parse(arg):
 
 def get_config(arg=None):
     opts = parse(arg)
-    c = ml_collections.ConfigDict()
+    c = base_config()  # every field, at its default; set below what this scheme changes
     c.seed = 0
     c.total_steps = 40 if opts["smoke"] else opts["steps"]
     c.log_every_steps = 10 if opts["smoke"] else 100
     c.eval_every_steps = 0
     c.checkpoint_every_steps = 0
     c.max_checkpoints_to_keep = 1
-    c.data_dir = ml_collections.config_dict.placeholder(str)
     c.ema_decay = 0.0
     c.extras = {}
     c.model = dict(name="seq_model", length=LENGTH, layers=1)
