@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -45,6 +46,7 @@ from alternating import metrics as metrics_lib
 from alternating import options as options_lib
 from alternating import parallel, partition, plots, resume
 from alternating import seeds as seeds_lib
+from alternating import workdir as workdir_lib
 from alternating.evaluation import EvalSet  # noqa: F401  (re-exported)
 from alternating.metrics.log import TrainLog
 from alternating.metrics.records import Records
@@ -111,32 +113,51 @@ def train(*, phases: Sequence[Any], schedule: Any, data: Mapping[str, Any], init
     opts = options_lib.parse(options)
     say = print_fn or (lambda s: None)
     workdir = os.fspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
     names = [p.name for p in phases]
     if len(set(names)) != len(names) or not names:
         raise ValueError(f"phase names must be unique and non-empty, got {names}.")
     init_from = resume.parse_init_from(opts.init_from)
     seeds_lib.check_seeds(opts, schedule=schedule, data=data)
-    if mesh is None:
-        mesh = parallel.make_mesh(fsdp=opts.fsdp)
-    replicas = (seeds_lib.replicas(phases, schedule, data, opts, mesh)
-                if opts.num_seeds > 1 else None)
-    run = build_lib.build(phases=phases, schedule=schedule, data=data, init=init, model=model,
-                          evals=evals, extras=extras, options=opts, mesh=mesh, workdir=workdir,
-                          say=say, replicas=replicas)
-    if run.seeds:
-        say(f"alternating: {len(run.seeds)} seeds {run.seeds} vectorized, {len(names)} phases "
-            f"{names}, schedule {run.schedule.config()}, {opts.total_steps} steps")
-    else:
-        say(f"alternating: {len(names)} phases {names}, schedule {run.schedule.config()}, "
-            f"{opts.total_steps} steps, {mesh.shape[parallel.DATA]} device(s) x "
-            f"{jax.process_count()} process(es)")
-        say(partition.table(run.abstract_state.params, {b.name: b.trainable for b in run.bound}))
-    loop = Loop(run, workdir=workdir, config=resume.jsonable_config(config), init_from=init_from,
-                progress=progress, handle_signals=handle_signals, say=say)
-    state = loop.run()
-    loop.finish(state, wall=time.time() - t_start, plot=plot)
+    # Before any work: a workdir that cannot hold a run fails now, in one
+    # line, and a second run on the same workdir is refused at once. The lock
+    # is held until train returns or raises (Preempted included).
+    workdir_lib.check_writable(workdir)
+    with workdir_lib.WorkdirLock(workdir, process_index=jax.process_index()):
+        if mesh is None:
+            mesh = parallel.make_mesh(fsdp=opts.fsdp)
+        replicas = (seeds_lib.replicas(phases, schedule, data, opts, mesh)
+                    if opts.num_seeds > 1 else None)
+        run = build_lib.build(phases=phases, schedule=schedule, data=data, init=init,
+                              model=model, evals=evals, extras=extras, options=opts, mesh=mesh,
+                              workdir=workdir, say=say, replicas=replicas)
+        if run.seeds:
+            say(f"alternating: {len(run.seeds)} seeds {run.seeds} vectorized, {len(names)} "
+                f"phases {names}, schedule {run.schedule.config()}, {opts.total_steps} steps")
+        else:
+            say(f"alternating: {len(names)} phases {names}, schedule {run.schedule.config()}, "
+                f"{opts.total_steps} steps, {mesh.shape[parallel.DATA]} device(s) x "
+                f"{jax.process_count()} process(es)")
+            say(partition.table(run.abstract_state.params,
+                                {b.name: b.trainable for b in run.bound}))
+        _warn_idle_phases(run, opts.total_steps, say)
+        loop = Loop(run, workdir=workdir, config=resume.jsonable_config(config),
+                    init_from=init_from, progress=progress, handle_signals=handle_signals,
+                    say=say)
+        state = loop.run()
+        loop.finish(state, wall=time.time() - t_start, plot=plot)
     return state
+
+
+def _warn_idle_phases(run: build_lib.Run, total_steps: int, say: Callable[[str], None]) -> None:
+    """Warns about phases the schedule gives no step in ``total_steps`` steps."""
+    expected = run.schedule.expected_steps(total_steps)
+    idle = [n for n in run.names if expected.get(n, 1) == 0]
+    for name in idle:
+        msg = (f"phase {name!r} never runs under this schedule ({run.schedule.config()}) in "
+               f"{total_steps} steps: its parameters are not trained by it and its "
+               "optimizer state stays at its initial value.")
+        warnings.warn(msg, stacklevel=3)
+        say(f"warning: {msg}")
 
 
 class Loop:
@@ -187,6 +208,8 @@ class Loop:
     def _start(self, init_from: Any) -> resume.Start:
         run = self.run_
         if self.vectorized:
+            self._set_aside_logs("vectorized seeds write no checkpoints, so every run of them "
+                                 "starts from scratch")
             return resume.Start(seeds_lib.init_state(run.make_state, run.rngs, run.mesh))
         scratch = lambda: jax.jit(run.make_state, out_shardings=run.state_sharding)(*run.rngs)
         with parallel.fetching():  # the checkpoint's finite check reads the state
@@ -199,7 +222,18 @@ class Loop:
             for name, saved in st.data.items():
                 if name in run.streams:
                     run.streams[name].set_state(saved)
+        else:
+            self._set_aside_logs(resume.fresh_start_reason(self.checkpointer, init_from))
         return st
+
+    def _set_aside_logs(self, reason: str) -> None:
+        """A fresh start: an earlier run's logs here are moved aside, not appended to."""
+        if self.pidx != 0:
+            return
+        moved = workdir_lib.set_aside_logs(self.workdir, reason)
+        if moved:
+            self.say(f"a fresh start ({reason}): moved the logs of an earlier run in this "
+                     f"workdir to {moved}")
 
     def _executor(self) -> Any:
         run, o = self.run_, self.o

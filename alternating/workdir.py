@@ -269,6 +269,6 @@ def set_aside_logs(workdir: str | os.PathLike[str], reason: str) -> str | None:
         os.rename(os.path.join(root, name), os.path.join(dst, name))
     with open(os.path.join(dst, "REASON.txt"), "w") as f:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}: {reason}\n")
-    log.warning("moved the logs of an earlier run (%s) to %s: %s.", ", ".join(present), dst,
+    log.info("moved the logs of an earlier run (%s) to %s: %s.", ", ".join(present), dst,
                 reason)
     return dst
