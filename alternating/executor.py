@@ -61,6 +61,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from alternating import parallel
+from alternating.data import resident as resident_lib
 
 from alternating.options import EXECUTORS  # noqa: F401  (re-exported)
 
@@ -96,9 +97,9 @@ class MetricRing:
     def wrap(self, step: Callable) -> Callable:
         cap = self.capacity
 
-        def ringed(state, batch, ring):
+        def ringed(state, batch, ring, *extra):
             rows, count = ring
-            state, m = step(state, batch)
+            state, m = step(state, batch, *extra)
             m = jnp.pad(m, (0, rows.shape[1] - m.shape[0]))[None].astype(rows.dtype)
             rows = jax.lax.dynamic_update_slice(rows, m, (count, jnp.zeros_like(count)))
             return state, (rows, (count + 1) % cap)
@@ -121,7 +122,7 @@ class Host:
     Args:
       steps: ``{phase: packed step}`` in phase-index order.
       reads, multi: as for :class:`Fused`.
-      streams: ``{stream: Stream}``.
+      streams: ``{stream: Stream or Resident}`` (resident streams serve positions).
       schedule: the run's schedule.
       mesh, counter, state_sharding: as for :class:`Fused`.
       width: the longest packed metrics vector.
@@ -140,20 +141,21 @@ class Host:
         self.reads, self.multi, self.streams = dict(reads), dict(multi), streams
         self.schedule, self.mesh = schedule, mesh
         self.ring = MetricRing(ring_rows, width, mesh)
-        self.steps = {n: parallel.jit_step(self.ring.wrap(fn), mesh, counter=counter, name=n,
-                                           state_sharding=state_sharding, carry=True)
-                      for n, fn in steps.items()}
+        resident = [n for n, st in streams.items() if isinstance(st, resident_lib.Resident)]
+        self.data = {n: streams[n].arrays for n in resident}
+        self._next = {n: (st.next_input if n in resident else st.__next__)
+                      for n, st in streams.items()}
+        self.steps = {n: parallel.jit_step(
+            self.ring.wrap(with_inputs(fn, self.reads[n], self.multi[n], resident)), mesh,
+            counter=counter, name=n, state_sharding=state_sharding, carry=True, data=True)
+            for n, fn in steps.items()}
         cpu = mesh.devices.flat[0].platform == "cpu"
         self.drain_every = DRAIN_EVERY if (mesh.size > 1 and cpu) else 0
 
     def run(self, state: Any, step: int) -> tuple[Any, np.ndarray, None]:
         name = self.schedule.next_phase(step)
-        reads, mesh = self.reads[name], self.mesh
-        if self.multi[name]:
-            batch = {s: parallel.step_batch(next(self.streams[s]), mesh) for s in reads}
-        else:
-            batch = parallel.step_batch(next(self.streams[reads[0]]), mesh)
-        state, self.ring.buf = self.steps[name](state, batch, self.ring.buf)
+        inputs = {s: parallel.step_batch(self._next[s](), self.mesh) for s in self.reads[name]}
+        state, self.ring.buf = self.steps[name](state, inputs, self.ring.buf, self.data)
         if self.drain_every and step % self.drain_every == 0:
             jax.block_until_ready(self.ring.buf)
         return state, self.index[name], None
@@ -184,12 +186,36 @@ class boundaries:  # noqa: N801 (used like a function: boundaries(log, eval)(ste
         return min(((step // e + 1) * e for e in self.every), default=None)
 
 
+def with_inputs(step: Callable, reads: Sequence[str], multi: bool,
+                resident: Sequence[str]) -> Callable:
+    """``step(state, batch)`` as ``f(state, inputs, data)``: ``inputs[s]`` is stream
+    ``s``'s batch, or its positions when ``s`` is device-resident (gathered
+    here, inside the jitted step, from ``data[s]``)."""
+    def f(state, inputs, data):
+        batch = {s: resident_lib.gather(data[s], inputs[s]) if s in resident else inputs[s]
+                 for s in reads}
+        return step(state, batch if multi else batch[reads[0]])
+
+    f.__name__ = getattr(step, "__name__", "step")
+    return f
+
+
+def _zeros(stream: Any, n: int) -> dict[str, np.ndarray]:
+    if isinstance(stream, resident_lib.Resident):
+        return {resident_lib.IDX: np.zeros((n, stream.element_spec["y"][0][0]), np.int32)}
+    return {k: np.zeros((n,) + tuple(shape), dtype) for k, (shape, dtype) in
+            stream.element_spec.items()}
+
+
 def read_batches(stream: Any, k: int) -> dict[str, np.ndarray]:
     """The next ``k`` batches of ``stream``, stacked: ``{key: [k, batch, ...]}``.
 
     A stream with ``next_batches(k)`` (the library's :class:`~alternating.data.Stream`)
-    gathers them in one call; any other iterator is read batch by batch.
+    gathers them in one call; any other iterator is read batch by batch; a
+    device-resident stream gives its positions.
     """
+    if isinstance(stream, resident_lib.Resident):
+        return stream.next_inputs(k)
     many = getattr(stream, "next_batches", None)
     if many is not None:
         return many(k)
@@ -221,11 +247,10 @@ def stack_batches(plan: Sequence[str] | np.ndarray, reads: Mapping[str, Sequence
         if len(rows) == n:
             out[s] = read_batches(stream, n)
             continue
-        spec = stream.element_spec
-        stacked = {k: np.zeros((n,) + tuple(shape), dtype) for k, (shape, dtype) in spec.items()}
+        stacked = _zeros(stream, n)
         if len(rows):
             got = read_batches(stream, len(rows))
-            for k in spec:
+            for k in stacked:
                 stacked[k][rows] = got[k]
         out[s] = stacked
     return out
@@ -275,6 +300,11 @@ class Fused:
         self.schedules = list(schedule) if vectorized else [schedule]
         self.stream_sets = [{s: st[s] for s in used} for st in (streams if vectorized else [streams])]
         self.streams = self.stream_sets[0]
+        # Device-resident streams: every replica's serves positions into the
+        # first replica's arrays (the same data; only the order differs).
+        self.resident = [s for s, st in self.streams.items()
+                         if isinstance(st, resident_lib.Resident)]
+        self.data = {s: self.streams[s].arrays for s in self.resident}
         self.schedule, self.mesh = self.schedules[0], mesh
         self.chunk_steps, self.total_steps = int(chunk_steps), int(total_steps)
         self.stops, self.no_prefetch_after = stops, no_prefetch_after
@@ -299,9 +329,10 @@ class Fused:
     def _branch(self, name, step, width):
         streams, multi, pad = self.reads[name], self.multi[name], self.width - width
 
-        def branch(state, batches):
-            batch = {s: batches[s] for s in streams} if multi else batches[streams[0]]
-            state, m = step(state, batch)
+        inner = with_inputs(step, streams, multi, self.resident)
+
+        def branch(state, batches, data):
+            state, m = inner(state, batches, data)
             return state, jnp.pad(m, (0, pad)) if pad else m
 
         return branch
@@ -312,24 +343,24 @@ class Fused:
             return fn
         branches = self._branches
 
-        def chunk(state, batches, phase_ids):
+        def chunk(state, batches, phase_ids, data):
             def body(state, xs):
                 ids, b = xs
                 if len(branches) == 1:
-                    return branches[0](state, b)
-                return jax.lax.switch(ids, branches, state, b)
+                    return branches[0](state, b, data)
+                return jax.lax.switch(ids, branches, state, b, data)
             return jax.lax.scan(body, state, (phase_ids, batches))
 
         if self.vectorized:
             # Replicas running the same phases share one phase index: a real
             # switch, instead of every branch for every replica.
-            chunk = jax.vmap(chunk, in_axes=(0, 0, None if shared else 0))
+            chunk = jax.vmap(chunk, in_axes=(0, 0, None if shared else 0, None))
         if self.counter is not None:
             chunk = self.counter.wrap(f"fused:{n}" + (":shared" if shared else ""), chunk)
         rep = parallel.replicated(self.mesh)
         st = rep if self.state_sharding is None else self.state_sharding
         stacked = self._batch_sharding()
-        fn = jax.jit(chunk, in_shardings=(st, stacked, rep), out_shardings=(st, rep),
+        fn = jax.jit(chunk, in_shardings=(st, stacked, rep, rep), out_shardings=(st, rep),
                      donate_argnums=0)
         self._compiled[(n, shared)] = fn
         return fn
@@ -409,7 +440,7 @@ class Fused:
         self._pending = None
         n = ids.shape[-1]
         shared = self.vectorized and ids.ndim == 1
-        state, metrics = self._program(n, shared)(state, batches, ids)
+        state, metrics = self._program(n, shared)(state, batches, ids, self.data)
         end = step + n
         # Dispatch returned at once; prepare the next chunk while it computes.
         # Reading ahead moves the streams (and a stepwise schedule) past

@@ -47,6 +47,7 @@ from alternating import options as options_lib
 from alternating import parallel, partition, plots, resume
 from alternating import seeds as seeds_lib
 from alternating import workdir as workdir_lib
+from alternating.data import resident
 from alternating.evaluation import EvalSet  # noqa: F401  (re-exported)
 from alternating.metrics.log import TrainLog
 from alternating.metrics.records import Records
@@ -240,16 +241,18 @@ class Loop:
         steps = {n: fn for n, (fn, _) in run.packed.items()}
         reads = {b.name: b.streams for b in run.bound}
         multi = {b.name: b.multi_stream for b in run.bound}
+        placed = resident.place(run.stream_sets or [run.streams], run.mesh, o.device_data_mb,
+                                self.say)
         if o.executor == "host" and not self.vectorized:
             width = max(len(m) for _, m in run.packed.values())
-            return executor_lib.Host(steps=steps, reads=reads, multi=multi, streams=run.streams,
+            return executor_lib.Host(steps=steps, reads=reads, multi=multi, streams=placed[0],
                                      schedule=run.schedule, mesh=run.mesh, counter=run.counter,
                                      state_sharding=run.state_sharding, width=width,
                                      ring_rows=_RING_ROWS)
         feedback = run.schedule.feedback_every or 0
         return executor_lib.Fused(
             steps=steps, reads=reads, multi=multi,
-            streams=run.stream_sets if self.vectorized else run.streams,
+            streams=placed if self.vectorized else placed[0],
             schedule=run.schedules if self.vectorized else run.schedule, mesh=run.mesh,
             chunk_steps=o.chunk_steps if o.executor == "fused" else 1,
             abstract_state=run.abstract_state, counter=run.counter,

@@ -68,6 +68,10 @@ class RunOptions:
                             "(steps per compiled chunk, e.g. 100)")
     num_seeds: int = _opt(1, "> 1: that many seeds (seed, seed + 1, ...) vectorized in one "
                           "program", kind="int", low=1, what="it must be an integer >= 1")
+    device_data_mb: float = _opt(512.0, "device memory (MiB per device) for device-resident "
+                                 "data: streams that fit are placed on the devices once and "
+                                 "each step gathers its batch there (0: gather on the host)",
+                                 resume_safe=True, kind="float", low=0.0)
     fsdp: int = _opt(1, "size of the mesh's fsdp axis (params and optimizer states split "
                      "over it); 1: data parallel only", resume_safe=True, kind="int", low=1)
     sharding_rules: Any = _opt((), "[[regex over state leaf paths, [mesh axis or None per "

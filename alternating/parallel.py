@@ -162,7 +162,8 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
     sharding = batch_sharding(mesh)
     if jax.process_count() == 1:
         return jax.device_put(dict(batch), sharding)
-    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+    return jax.tree.map(lambda v: jax.make_array_from_process_local_data(sharding, v),
+                        dict(batch))
 
 
 def step_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> Any:
@@ -247,17 +248,20 @@ class TraceCounter:
 
 
 def jit_step(step: Callable, mesh: Mesh, *, counter: TraceCounter | None = None,
-             name: str = "step", state_sharding: Any = None, carry: bool = False) -> Callable:
+             name: str = "step", state_sharding: Any = None, carry: bool = False,
+             data: bool = False) -> Callable:
     """Jits ``step(state, batch)`` once: state donated, batch sharded.
 
     ``state_sharding``: the state's shardings (:func:`state_shardings`);
     default replicated. ``carry``: the step is ``step(state, batch, carry) ->
     (state, carry)`` with a replicated ``carry``, donated like the state.
+    ``data``: one more argument, replicated and not donated (device-resident
+    data the step gathers its batch from).
     """
     fn = counter.wrap(name, step) if counter else step
     rep = replicated(mesh)
     st = rep if state_sharding is None else state_sharding
     # The batch sharding is a pytree prefix: it covers flat and {stream: batch} batches.
-    ins = (st, batch_sharding(mesh)) + ((rep,) if carry else ())
+    ins = (st, batch_sharding(mesh)) + ((rep,) if carry else ()) + ((rep,) if data else ())
     return jax.jit(fn, in_shardings=ins, out_shardings=(st, rep),
                    donate_argnums=(0, 2) if carry else 0)

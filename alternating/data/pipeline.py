@@ -57,6 +57,7 @@ __all__ = [
 # serving a batch later than it was gathered changes nothing.
 READ_AHEAD_BYTES = 1 << 20
 READ_AHEAD_MAX = 64
+_IDX = '__indices__'  # a read-ahead block of positions rather than data
 
 
 # --- Training streams. ---------------------------------------------------------------
@@ -177,15 +178,52 @@ class Stream:
 
     def __next__(self) -> dict[str, np.ndarray]:
         i = self._ahead_next
-        if i < self._ahead_len:
+        if i < self._ahead_len and _IDX not in self._ahead:
             self._ahead_next = i + 1
             return {k: v[i] for k, v in self._ahead.items()}
+        self._unread()
         if self.read_ahead > 1:
             block = self._gather(self.read_ahead)
             if block is not None:
                 self._ahead, self._ahead_len, self._ahead_next = block, self.read_ahead, 1
                 return {k: v[0] for k, v in block.items()}
         return next(self._iterator)
+
+    @property
+    def pure_order(self) -> bool:
+        """Whether the order is the base one (a pure function of seed and batch number),
+        so batches can be served as indices into :attr:`arrays` (device-resident data)."""
+        t = type(self)
+        return all(getattr(t, m) is getattr(Stream, m)
+                   for m in ('_indices', '_batch', '__next__', 'next_batches'))
+
+    @property
+    def arrays(self) -> Mapping[str, np.ndarray]:
+        """The (transformed) examples the batches are gathered from."""
+        return self._arrays
+
+    def next_indices(self) -> np.ndarray:
+        """The next batch as positions into :attr:`arrays`, ``int32 [local batch]``.
+
+        Advances the stream exactly as ``next()`` does (the same batch, the same
+        state afterwards); the data are gathered elsewhere (on the device).
+        """
+        i = self._ahead_next
+        if i < self._ahead_len and _IDX in self._ahead:
+            self._ahead_next = i + 1
+            return self._ahead[_IDX][i]
+        self._unread()
+        block = self._gather(max(self.read_ahead, 1), indices_only=True)
+        if block is None:
+            raise ValueError('this stream cannot serve indices (its iterator state has no '
+                             'batch number)')
+        self._ahead, self._ahead_len, self._ahead_next = block, max(self.read_ahead, 1), 1
+        return block[_IDX][0]
+
+    def next_indices_many(self, k: int) -> np.ndarray:
+        """The next ``k`` batches as positions, ``int32 [k, local batch]`` (as ``next_batches``)."""
+        self._unread()
+        return self._gather(k, indices_only=True)[_IDX]
 
     def _unread(self) -> None:
         """Drops the unserved rest of the read-ahead block; the iterator steps back over it."""
@@ -195,16 +233,20 @@ class Stream:
             state = self._iterator.get_state()
             self._iterator.set_state({**state, 'next_index': state['next_index'] - left})
 
-    def _gather(self, k: int) -> Optional[dict[str, np.ndarray]]:
+    def _gather(self, k: int, indices_only: bool = False) -> Optional[dict[str, np.ndarray]]:
         """The next `k` batches in one gather, the iterator advanced by `k`; None
-        if the iterator's state has no batch number (then read batch by batch)."""
+        if the iterator's state has no batch number (then read batch by batch).
+        `indices_only`: `{_IDX: positions [k, local batch]}` instead of the data."""
         state = self._iterator.get_state()
         first = state.get('next_index') if isinstance(state, Mapping) else None
         if not isinstance(first, int):
             return None
         idx = self._indices_many(first, k)
-        out = {key: v[idx].reshape((k, self.local_batch_size) + v.shape[1:])
-               for key, v in self._arrays.items()}
+        if indices_only:
+            out = {_IDX: idx.astype(np.int32).reshape(k, self.local_batch_size)}
+        else:
+            out = {key: v[idx].reshape((k, self.local_batch_size) + v.shape[1:])
+                   for key, v in self._arrays.items()}
         self._iterator.set_state({**state, 'next_index': first + k})
         return out
 
