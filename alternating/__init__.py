@@ -13,7 +13,7 @@ from alternating.signals import EXIT_PREEMPTED, Preempted
 from alternating.phase import Phase, make_optimizer
 from alternating.state import TrainState
 from alternating.experiment import load_state, train_and_evaluate
-from alternating import hooks, schedules
+from alternating import hooks, schedules, sweep
 from alternating.hooks import hook
 from alternating.options import RunOptions
 
@@ -21,4 +21,4 @@ __version__ = "0.1.0"
 
 __all__ = ["CheckpointError", "EXIT_NONFINITE", "EXIT_PREEMPTED", "EvalSet", "NonFiniteError",
            "Phase", "Preempted", "RunOptions", "TrainState", "hook", "hooks", "load_state",
-           "make_optimizer", "schedules", "train", "train_and_evaluate", "__version__"]
+           "make_optimizer", "schedules", "sweep", "train", "train_and_evaluate", "__version__"]
