@@ -41,6 +41,7 @@ def _strict_json(line):
     ("data_parallel.py", lambda r: r["same_results"] is True and r["devices"] == [1, 2]),
     ("data_pipeline.py", lambda r: r["steps_per_s"]["fused_pipeline"]["median"] > 0
      and "host_pipeline_vs_in_memory" in r),
+    ("periodic.py", lambda r: r["steps_per_s"]["cond"] > 0 and r["every"] == 200),
     ("pytorch_baseline.py", lambda r: "skipped" in r or r["tiny"]["host_vs_torch"]["median"] > 0),
 ])
 def test_benchmark_quick_mode_prints_strict_json(script, checks):

@@ -188,3 +188,45 @@ def test_no_unplanned_device_to_host_transfer_per_step(tmp_path, monkeypatch):
         counts.append(len(unplanned))
     assert counts[0] == counts[1], counts
     assert counts[1] <= 5, counts  # start-up only (the jitted init's host-side checks)
+
+
+# --- In-step periodic work and the loss's step ---------------------------------------------
+
+
+def test_a_loss_reads_the_global_and_the_phase_step(tmp_path):
+    from executor_test import MODEL
+    import alternating
+    import optax
+
+    def loss(params, batch, rng, extras, *, step):
+        logits = MODEL.apply({"params": params}, batch["x"])
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+        return ce, {"gstep": step.global_step, "pstep": step.phase_step}
+
+    phases = [alternating.Phase("a", loss=loss, data="digits",
+                                params=[("Dense_0/.*", True), (".*", None)]),
+              alternating.Phase("b", loss=loss, data="digits",
+                                params=[("Dense_1/.*", True), (".*", None)])]
+    _tiny_run(tmp_path, phases=phases, total_steps=6, log_every_steps=1)
+    rows = [(r["step"], r["phase"], r["gstep"], r["pstep"])
+            for r in metrics.read_jsonl(tmp_path / "metrics.jsonl") if r["split"] == "train"]
+    # Pattern a, a, b: each row is one step; the loss saw the counts before the step.
+    assert rows == [(1, "a", 0, 0), (2, "a", 1, 1), (3, "b", 2, 0), (4, "a", 3, 2),
+                    (5, "a", 4, 3), (6, "b", 5, 1)]
+
+
+def test_periodic_rules_and_resets_run_under_cond():
+    """A rule at every=N and an opt-state reset are computed only when due (lax.cond)."""
+    import jax.numpy as jnp
+    from executor_test import MODEL, _loss
+    from alternating import build
+    from alternating.phase import Phase, bind, make_step
+    from alternating.state import init_state
+    params = MODEL.init(jax.random.PRNGKey(0), jnp.zeros((1, 64)))["params"]
+    ph = Phase("a", loss=_loss, opt_policy={"reset": "every", "every": 50},
+               updates=[{"extra": "t", "rule": "ema", "decay": 0.5, "every": 200}])
+    b = bind(ph, 0, params=params)
+    state = init_state(params, [b], jax.random.PRNGKey(1), extra_specs={"t": {"kind": "copy"}})
+    batch = {"x": jnp.zeros((4, 64)), "y": jnp.zeros((4,), jnp.int32)}
+    text = str(jax.make_jaxpr(build.pack_metrics(make_step(b))[0])(state, batch))
+    assert text.count("cond[") == 2, text.count("cond[")
