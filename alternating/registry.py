@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Mapping
 from alternating.triggers import parse_when
 
 # Modules imported on the first miss, for the names they register.
-_LAZY_MODULES = ("alternating.schemes",)
+_LAZY_MODULES = ("alternating.schemes", "alternating.continual")
 _lazy_loaded = False
 
 

@@ -101,7 +101,11 @@ def replica(state: Any, i: int) -> Any:
 def evaluate(evaluator: Any, state: Any, event: Any, ctx: Any,
              count: int) -> tuple[dict | None, list]:
     """Runs ``evaluator`` on each replica; ``(combined rows, rows per replica)``."""
-    per = [evaluator(replica(state, i), event, ctx) for i in range(count)]
+    per = []
+    for i in range(count):
+        ctx.replica = i
+        per.append(evaluator(replica(state, i), event, ctx))
+    ctx.replica = None
     if per[0] is None:
         return None, per
     return {k: combine_replicas([r[k] for r in per]) for k in per[0]}, per
