@@ -36,7 +36,7 @@ SCHEME_FIELDS = {
 TOP_LEVEL = {**{n: options_lib.doc(n) for n in options_lib.FIELDS}, **SCHEME_FIELDS}
 REQUIRED = ("total_steps", "model", "data", "phases")
 PHASE_KEYS = ("loss", "loss_kwargs", "data", "params", "optimizer", "opt_policy", "updates",
-              "optimizer_group")
+              "optimizer_group", "compute_dtype")
 
 
 def _plain(x: Any) -> Any:
@@ -125,7 +125,8 @@ def phases_from_config(config: Mapping[str, Any]) -> list[Phase]:
             params=[tuple(r) for r in rules] if rules is not None else None,
             optimizer=spec.get("optimizer"), loss_kwargs=dict(spec.get("loss_kwargs") or {}),
             opt_policy=spec.get("opt_policy"), updates=tuple(spec.get("updates") or ()),
-            optimizer_group=spec.get("optimizer_group")))
+            optimizer_group=spec.get("optimizer_group"),
+            compute_dtype=spec.get("compute_dtype")))
     return out
 
 

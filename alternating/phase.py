@@ -58,6 +58,11 @@ class Phase:
         trains (the others' values and moments stay as they are) and the
         step count is shared. Their ``optimizer`` and ``opt_policy`` must be
         equal. Default: the phase's own state.
+      compute_dtype: ``'bfloat16'`` runs the loss (forward and backward) in
+        bfloat16: parameters and floating inputs are cast when the loss reads
+        them, while the parameters, their gradients and the optimizer state
+        stay float32 (no loss scaling: bfloat16 has float32's range).
+        Default: the parameters' own dtype.
     """
 
     name: str
@@ -69,6 +74,7 @@ class Phase:
     opt_policy: Any = None
     updates: Any = ()
     optimizer_group: str | None = None
+    compute_dtype: str | None = None
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -102,6 +108,7 @@ class BoundPhase:
     group: str | None = None  # the shared optimizer group, if any
     group_trainable: Mapping[str, bool] | None = None  # the union of the group's phases
     group_phases: tuple[str, ...] = ()
+    compute_dtype: Any = None  # a jnp dtype, or None
 
     @property
     def opt_key(self) -> str:
@@ -263,7 +270,25 @@ def bind(phase: Phase, index: int, *, params: Any, model: Any = None,
     mask = opt_policy.leaf_mask(policy, own, where=f"{where} opt_policy")
     updates = extras_lib.bind_updates(phase.updates, model, where=f"{where} updates")
     return BoundPhase(phase.name, index, phase.streams, phase.multi_stream, loss_fn, tx, lr_fn,
-                      trainable, policy, mask, updates)
+                      trainable, policy, mask, updates,
+                      compute_dtype=_compute_dtype(phase.compute_dtype, where))
+
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def _compute_dtype(name: Any, where: str) -> Any:
+    if name is None or name == "float32":
+        return None
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"{where} compute_dtype={name!r}; valid: {list(COMPUTE_DTYPES)}.")
+    return jnp.bfloat16
+
+
+def _cast(tree: Any, dtype: Any) -> Any:
+    """Floating leaves of ``tree`` as ``dtype`` (integers, labels, masks' ints kept)."""
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+                        tree)
 
 
 def bind_groups(phases: Sequence[Phase], bound: Sequence[BoundPhase], *, params: Any,
@@ -334,7 +359,11 @@ def make_step(bound: BoundPhase, *, ema_decay: float = 0.0) -> Callable:
         info = losses.StepInfo(state.step, count)
 
         def f(own_params):
-            return loss_fn(partition.merge(own_params, rest), batch, rng, state.extras, info)
+            params, inputs = partition.merge(own_params, rest), batch
+            if bound.compute_dtype is not None:  # mixed precision: float32 master weights
+                params, inputs = _cast(params, bound.compute_dtype), _cast(batch, bound.compute_dtype)
+            loss, aux = loss_fn(params, inputs, rng, state.extras, info)
+            return jnp.asarray(loss, jnp.float32), aux
 
         (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(own)
         opt = state.opt_state[bound.opt_key]
