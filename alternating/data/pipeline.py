@@ -189,13 +189,17 @@ class Stream:
                 return {k: v[0] for k, v in block.items()}
         return next(self._iterator)
 
+    resident_ok = False  # see pure_order
+
     @property
     def pure_order(self) -> bool:
         """Whether the order is the base one (a pure function of seed and batch number),
         so batches can be served as indices into :attr:`arrays` (device-resident data)."""
         t = type(self)
-        return all(getattr(t, m) is getattr(Stream, m)
-                   for m in ('_indices', '_batch', '__next__', 'next_batches'))
+        # A subclass that serves other data from next() is never bypassed, unless
+        # it says its batches are still arrays[next_indices()] (resident_ok).
+        methods = ('_indices', '_batch') + (() if t.resident_ok else ('__next__', 'next_batches'))
+        return all(getattr(t, m) is getattr(Stream, m) for m in methods)
 
     @property
     def arrays(self) -> Mapping[str, np.ndarray]:
