@@ -68,7 +68,10 @@ def train(*, phases: Sequence[Any], schedule: Any, data: Mapping[str, Any], init
     """Trains a scheme and returns the final TrainState.
 
     Re-running the same call with the same ``workdir`` resumes from the newest
-    good checkpoint there (:mod:`alternating.resume`).
+    good checkpoint there (:mod:`alternating.resume`); a fresh start there
+    moves an earlier run's logs to ``WORKDIR/previous/<time>/``. The run holds
+    the workdir's lock (:class:`alternating.workdir.WorkdirLock`) until it
+    returns or raises.
 
     Args:
       phases: the phases; their names must be unique.
@@ -109,6 +112,9 @@ def train(*, phases: Sequence[Any], schedule: Any, data: Mapping[str, Any], init
         differences are listed), or no checkpoint there restores.
       NonFiniteError: a metric became NaN/inf (names step, phase and metric).
       Preempted: a stop signal arrived; a checkpoint was saved.
+      WorkdirError: ``workdir`` cannot hold a run (a file, not writable, a
+        path too long), or (``WorkdirLockedError``) another live run holds
+        it; both before any work.
     """
     t_start = time.time()
     opts = options_lib.parse(options)
