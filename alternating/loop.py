@@ -94,16 +94,12 @@ def train(*, phases: Sequence[Any], schedule: Any, data: Mapping[str, Any], init
       progress: show a progress bar.
       plot: write ``curves.png`` at the end.
       print_fn: where the start-up and final tables go (``None``: nowhere).
-      **options: the run options, each declared once in
-        :class:`alternating.options.RunOptions` (``total_steps`` is
-        required; ``seed``, ``log_every_steps``, ``eval_every_steps``,
-        ``checkpoint_every_steps``, ``nan_policy``, ``executor``,
-        ``num_seeds``, ``hooks``, ``evaluators``, ...). An unknown keyword is
-        an error listing the valid ones.
+      **options: the run options, declared once in
+        :class:`alternating.options.RunOptions` (``total_steps`` required);
+        an unknown keyword is an error listing the valid ones.
 
     Returns:
-      The final TrainState (replicated over the mesh); with ``num_seeds > 1``
-      the replicas' states stacked on a leading axis.
+      The final TrainState (``num_seeds > 1``: the replicas' stacked).
 
     Raises:
       ValueError: bad options, phases, streams, schedule, partitions, hooks,
@@ -112,9 +108,8 @@ def train(*, phases: Sequence[Any], schedule: Any, data: Mapping[str, Any], init
         differences are listed), or no checkpoint there restores.
       NonFiniteError: a metric became NaN/inf (names step, phase and metric).
       Preempted: a stop signal arrived; a checkpoint was saved.
-      WorkdirError: ``workdir`` cannot hold a run (a file, not writable, a
-        path too long), or (``WorkdirLockedError``) another live run holds
-        it; both before any work.
+      WorkdirError: ``workdir`` cannot hold a run, or another live run holds
+        it (``WorkdirLockedError``); both before any work.
     """
     t_start = time.time()
     opts = options_lib.parse(options)
@@ -137,15 +132,7 @@ def train(*, phases: Sequence[Any], schedule: Any, data: Mapping[str, Any], init
         run = build_lib.build(phases=phases, schedule=schedule, data=data, init=init,
                               model=model, evals=evals, extras=extras, options=opts, mesh=mesh,
                               workdir=workdir, say=say, replicas=replicas)
-        if run.seeds:
-            say(f"alternating: {len(run.seeds)} seeds {run.seeds} vectorized, {len(names)} "
-                f"phases {names}, schedule {run.schedule.config()}, {opts.total_steps} steps")
-        else:
-            say(f"alternating: {len(names)} phases {names}, schedule {run.schedule.config()}, "
-                f"{opts.total_steps} steps, {mesh.shape[parallel.DATA]} device(s) x "
-                f"{jax.process_count()} process(es)")
-            say(partition.table(run.abstract_state.params,
-                                {b.name: b.trainable for b in run.bound}))
+        _say_start(run, names, say)
         _warn_idle_phases(run, opts.total_steps, say)
         loop = Loop(run, workdir=workdir, config=resume.jsonable_config(config),
                     init_from=init_from, progress=progress, handle_signals=handle_signals,
@@ -153,6 +140,19 @@ def train(*, phases: Sequence[Any], schedule: Any, data: Mapping[str, Any], init
         state = loop.run()
         loop.finish(state, wall=time.time() - t_start, plot=plot)
     return state
+
+
+def _say_start(run: build_lib.Run, names: Sequence[str], say: Callable[[str], None]) -> None:
+    """The start-up lines: what runs, and each phase's parameters."""
+    o = run.options
+    if run.seeds:
+        say(f"alternating: {len(run.seeds)} seeds {run.seeds} vectorized, {len(names)} "
+            f"phases {list(names)}, schedule {run.schedule.config()}, {o.total_steps} steps")
+        return
+    say(f"alternating: {len(names)} phases {list(names)}, schedule {run.schedule.config()}, "
+        f"{o.total_steps} steps, {run.mesh.shape[parallel.DATA]} device(s) x "
+        f"{jax.process_count()} process(es)")
+    say(partition.table(run.abstract_state.params, {b.name: b.trainable for b in run.bound}))
 
 
 def _warn_idle_phases(run: build_lib.Run, total_steps: int, say: Callable[[str], None]) -> None:
