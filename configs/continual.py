@@ -9,7 +9,7 @@ forgetting, in ``results.json`` under ``continual`` and drawn in
 ``accuracy_matrix.png``). This is plain fine-tuning, the baseline every
 continual-learning method is measured against.
 
-Variants (``:<variant>[,smoke]``):
+Variants (``:<variant>[,<method>][,smoke]``):
 
 * ``split_digits`` (default): digits, 5 tasks of 2 classes (0/1, 2/3, ...),
   class-incremental: labels are global and the model is never told the task.
@@ -18,6 +18,10 @@ Variants (``:<variant>[,smoke]``):
 * ``split_mnist1d``: MNIST-1D, 5 tasks of 2 classes, class-incremental.
 * ``permuted_digits``: digits, 10 tasks, each a fixed pixel permutation of
   the whole dataset (domain-incremental).
+* methods (default: fine-tuning): ``ewc`` (diagonal-Fisher penalty to the
+  previous task's parameters, lambda 1000), ``l2`` (the same with importance
+  1, lambda 1) and ``replay`` (a 200-example reservoir memory filled at task
+  ends, 32 replayed examples a step); see docs/continual.md, Methods.
 * ``smoke``: a few dozen steps per task and a smaller MLP (seconds; tests).
 
 Command::
@@ -52,20 +56,39 @@ VARIANTS = {
     "permuted_digits": dict(kind="domain", dataset="digits", num_tasks=10, domain="permute"),
 }
 INPUT_SHAPES = {"digits": (8, 8, 1), "mnist1d": (40, 1)}
+METHODS = ("ewc", "l2", "replay")  # none: fine-tuning
+LAMBDAS = {"ewc": 1000.0, "l2": 1.0}
+REG = "alternating.continual.regularizers:"
 
 
 def parse(arg):
     toks = [t for t in (arg or "").split(",") if t]
-    bad = [t for t in toks if t not in VARIANTS and t != "smoke"]
+    bad = [t for t in toks if t not in VARIANTS and t not in METHODS and t != "smoke"]
     chosen = [t for t in toks if t in VARIANTS]
-    if bad or len(chosen) > 1:
-        raise ValueError(f"configs/continual.py: bad variant(s) {bad or chosen}; give one of "
-                         f"{sorted(VARIANTS)}, optionally with ',smoke'.")
-    return (chosen[0] if chosen else "split_digits"), "smoke" in toks
+    methods = [t for t in toks if t in METHODS]
+    if bad or len(chosen) > 1 or len(methods) > 1:
+        raise ValueError(f"configs/continual.py: bad variant(s) {bad or chosen or methods}; give "
+                         f"one of {sorted(VARIANTS)}, optionally one method of {list(METHODS)} "
+                         "and ',smoke'.")
+    return (chosen[0] if chosen else "split_digits"), "smoke" in toks, (methods or [None])[0]
+
+
+def method_fields(stream, method, input_shape):
+    """``(loss, loss_kwargs, hooks)`` of a method (docs/continual.md, Methods)."""
+    base, base_kwargs = stream.default_loss()
+    if method is None:
+        return base, base_kwargs, []
+    if method == "replay":
+        hook = dict(name="alternating.continual.replay:ReplayMemory", tasks=stream.data(),
+                    size=200, x_shape=list(input_shape), task=stream.kind == "task")
+        return ("alternating.continual.replay:replay_classification",
+                dict(base=base, batch_size=32, **base_kwargs), [hook])
+    hook = dict(name=REG + "TaskAnchor", tasks=stream.data(), mode=method, gamma=1.0)
+    return REG + "ewc_classification", dict(base=base, lam=LAMBDAS[method], **base_kwargs), [hook]
 
 
 def get_config(arg=None):
-    variant, smoke = parse(arg)
+    variant, smoke, method = parse(arg)
     spec = dict(VARIANTS[variant], seed=0, batch_size=64 if not smoke else 32,
                 steps_per_task=60 if smoke else 300)
     stream = tasks.make_tasks(spec)
@@ -81,7 +104,9 @@ def get_config(arg=None):
                    else (64, hidden, hidden, stream.num_classes),
                    input_shape=INPUT_SHAPES[spec["dataset"]])
     c.data = stream.data()
-    c.phases = stream.phases(optimizer=dict(name="adam", lr=1e-3))
+    loss, loss_kwargs, c.hooks = method_fields(stream, method, INPUT_SHAPES[spec["dataset"]])
+    c.phases = stream.phases(loss=loss, loss_kwargs=loss_kwargs,
+                             optimizer=dict(name="adam", lr=1e-3))
     c.schedule = stream.schedule()
     c.evaluators = [stream.evaluator(batch_size=128)]
     return c

@@ -2,6 +2,12 @@
 
 * :mod:`.losses`: ``task_masked_classification`` (task-incremental: the
   softmax over the example's task's classes);
+* :mod:`.regularizers`: :class:`TaskAnchor` (hook ``task_anchor``: the
+  previous task's parameters and their diagonal Fisher, EWC / online EWC / L2)
+  and the loss ``ewc_classification``;
+* :mod:`.replay`: :class:`ReplayMemory` (hook ``replay_memory``: a
+  reservoir-sampled memory filled at task ends) and the loss
+  ``replay_classification``;
 * :mod:`.matrix`: :class:`AccuracyMatrix` (R[i][j], accuracy on task j after
   training task i, with ACC, BWT, FWT, forgetting and learning accuracy),
   :func:`continual_metrics` and :func:`plot_matrix`.
@@ -17,5 +23,9 @@ See ``docs/continual.md``.
 
 from alternating.continual.losses import task_masked_classification
 from alternating.continual.matrix import AccuracyMatrix, continual_metrics, plot_matrix
+from alternating.continual.regularizers import TaskAnchor, ewc_classification
+from alternating.continual.replay import ReplayMemory, replay_classification
 
-__all__ = ["AccuracyMatrix", "continual_metrics", "plot_matrix", "task_masked_classification"]
+__all__ = ["AccuracyMatrix", "ReplayMemory", "TaskAnchor", "continual_metrics",
+           "ewc_classification", "plot_matrix", "replay_classification",
+           "task_masked_classification"]
