@@ -162,7 +162,8 @@ class Run:
     stream_sets: list[dict[str, Any]] | None = None  # vectorized: one per replica
 
 
-def _declared_extras(extras: Mapping[str, Any] | None, hooks: Sequence[Any]) -> dict[str, Any]:
+def declared_extras(extras: Mapping[str, Any] | None, hooks: Sequence[Any]) -> dict[str, Any]:
+    """The run's extras specs: ``config.extras`` plus those its hooks declare."""
     out = dict(extras or {})
     for h in hooks:
         for name, spec in (getattr(h, "extras", None) or {}).items():
@@ -210,7 +211,7 @@ def build(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     whens = {f"hook {h.name!r}": h.when for h in hooks}
     whens.update({f"evaluator {e.name!r}": e.when for e in evaluators})
     triggers.check_phase_ends(whens, schedule)
-    specs = _declared_extras(extras, hooks)
+    specs = declared_extras(extras, hooks)
 
     def make_state(init_rng, state_rng):
         return init_state(init_fn(init_rng), bound, state_rng, ema_decay=o.ema_decay,

@@ -19,6 +19,7 @@ from jax.sharding import PartitionSpec
 
 from alternating import checkpoint as ckpt_lib
 from alternating import build, loop, models
+from alternating import hooks as hooks_lib
 from alternating import options as options_lib
 from alternating.phase import Phase
 from alternating.schedules import make_schedule
@@ -169,7 +170,10 @@ def abstract_state(config: Mapping[str, Any]) -> TrainState:
     bound, _ = build.bind_phases(phases, schedule, model.init, model=model, init_rng=init_rng,
                                  total_steps=int(config["total_steps"]))
     ema = float(get("ema_decay", 0.0))
-    specs = {k: _plain(v) for k, v in get("extras", {}).items()}
+    names = [p.name for p in phases]
+    hooks = [hooks_lib.resolve_hook(h, f"hooks[{i}]", phases=names)
+             for i, h in enumerate(_plain(get("hooks", ())) or ())]
+    specs = build.declared_extras({k: _plain(v) for k, v in get("extras", {}).items()}, hooks)
     return jax.eval_shape(lambda: init_state(model.init(init_rng), bound, state_rng, ema_decay=ema,
                                              extra_specs=specs))
 

@@ -130,8 +130,11 @@ class Context:
         key = (repr(sorted(spec.items())), int(batch_size))
         if key not in self._batches:
             parallel.check_batch_size(batch_size, self.mesh, "ctx.batches")
-            self._batches[key] = evaluation.device_batches(spec, batch_size, self.mesh,
-                                                           self.data_dir)
+            # Placed eagerly even when first asked for inside the dry run's
+            # trace: a traced batch in the cache would break every later call.
+            with jax.ensure_compile_time_eval():
+                self._batches[key] = evaluation.device_batches(spec, batch_size, self.mesh,
+                                                               self.data_dir)
         out = self._batches[key]
         return out[:1] if self.dry_run else out
 

@@ -222,3 +222,15 @@ def test_a_hook_may_return_aliased_leaves(tmp_path, executor):
     prev, params = jax.device_get(state.extras["prev"]), jax.device_get(state.params)
     np.testing.assert_array_equal(prev["Dense_0"]["kernel"], params["Dense_0"]["kernel"])
     assert not np.array_equal(prev["Dense_1"]["kernel"], params["Dense_1"]["kernel"])
+
+
+def test_ctx_batches_first_read_during_the_structure_check_work_at_run_time(tmp_path):
+    seen = []
+
+    def probe(state, event, ctx):  # reads data in the dry run too (no ctx.dry_run check)
+        batches = ctx.batches({"dataset": "digits", "split": "test", "transforms": ["flatten"]}, 100)
+        if not ctx.dry_run:
+            seen.append(float(sum(b["mask"].sum() for b in batches)))
+
+    _tiny_run(tmp_path, total_steps=6, hooks=[alternating.hook(probe, every=3)])
+    assert seen == [360.0, 360.0]
