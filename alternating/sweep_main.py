@@ -38,20 +38,25 @@ from typing import Any
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Base config file (path[:variant]).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's directory (rerun to resume).")
-_GRID = flags.DEFINE_multi_string("grid", [], "An axis: '<dotted path>=[v1,v2,...]'.")
-_CELL = flags.DEFINE_multi_string("cell", [], "A cell: '{\"<dotted path>\": value, ...}'.")
-_SEEDS = flags.DEFINE_string("seeds", "3", "A count N (seeds 0..N-1) or a list '3,4,5'.")
-_METRIC = flags.DEFINE_string("metric", None, "'<eval set>/<metric>' to compare.")
-_BASELINE = flags.DEFINE_string("baseline", "0", "The baseline cell: its id or index.")
-_CLAIM = flags.DEFINE_enum("claim", "greater", ["greater", "less"],
-                           "Which direction of the metric beats the baseline.")
-_ALPHA = flags.DEFINE_float("alpha", 0.05, "The verdict's interval is 1 - alpha.")
-_VECTORIZE = flags.DEFINE_enum("vectorize", "auto", ["auto", "on", "off"],
-                               "A cell's seeds in one num_seeds program.")
-flags.mark_flags_as_required(["config", "workdir"])
+
+
+def define_flags() -> None:
+    """Defines the command line's flags (at run time, not import: the module is
+    importable beside :mod:`alternating.main`, whose ``--config`` would clash)."""
+    config_flags.DEFINE_config_file("config", None, "Base config file (path[:variant]).",
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", None, "The sweep's directory (rerun to resume).")
+    flags.DEFINE_multi_string("grid", [], "An axis: '<dotted path>=[v1,v2,...]'.")
+    flags.DEFINE_multi_string("cell", [], "A cell: '{\"<dotted path>\": value, ...}'.")
+    flags.DEFINE_string("seeds", "3", "A count N (seeds 0..N-1) or a list '3,4,5'.")
+    flags.DEFINE_string("metric", None, "'<eval set>/<metric>' to compare.")
+    flags.DEFINE_string("baseline", "0", "The baseline cell: its id or index.")
+    flags.DEFINE_enum("claim", "greater", ["greater", "less"],
+                      "Which direction of the metric beats the baseline.")
+    flags.DEFINE_float("alpha", 0.05, "The verdict's interval is 1 - alpha.")
+    flags.DEFINE_enum("vectorize", "auto", ["auto", "on", "off"],
+                      "A cell's seeds in one num_seeds program.")
+    flags.mark_flags_as_required(["config", "workdir"])
 
 
 def literal(text: str) -> Any:
@@ -127,18 +132,19 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     from alternating import sweep  # pylint: disable=g-import-not-at-top
     from alternating.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
+    F = flags.FLAGS  # pylint: disable=invalid-name
     try:
-        if bool(_GRID.value) == bool(_CELL.value):
+        if bool(F.grid) == bool(F.cell):
             raise ValueError("give --grid (one or more axes) or --cell (one or more cells), "
                              "not both or neither.")
-        baseline = _BASELINE.value
+        baseline = F.baseline
         sweep.run(
-            _CONFIG.value, _WORKDIR.value,
-            grid=parse_grid(_GRID.value) if _GRID.value else None,
-            cells=[parse_cell(c) for c in _CELL.value] if _CELL.value else None,
-            seeds=parse_seeds(_SEEDS.value), metric=_METRIC.value,
+            F.config, F.workdir,
+            grid=parse_grid(F.grid) if F.grid else None,
+            cells=[parse_cell(c) for c in F.cell] if F.cell else None,
+            seeds=parse_seeds(F.seeds), metric=F.metric,
             baseline=int(baseline) if baseline.isdigit() else baseline,
-            claim=_CLAIM.value, alpha=_ALPHA.value, vectorize=_VECTORIZE.value,
+            claim=F.claim, alpha=F.alpha, vectorize=F.vectorize,
             name=config_flags.get_config_filename(flags.FLAGS["config"]),
             command=command(sys.argv))
     except (ValueError, CheckpointError) as e:
@@ -147,7 +153,8 @@ def main(argv):
 
 
 def run():
-    """Console-script entry point (``alternating-sweep``, once declared in pyproject.toml)."""
+    """Console-script entry point (``alternating-sweep``)."""
+    define_flags()
     app.run(main)
 
 

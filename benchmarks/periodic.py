@@ -94,7 +94,7 @@ def main() -> None:
     print(json.dumps({"benchmark": "periodic", "workload": workload, "every": EVERY,
                       "steps_per_s": med, "cond_vs_none": med["cond"] / med["none"],
                       "where_vs_none": med["where"] / med["none"], "target": 0.9,
-                      "repeats": repeats, "machine": harness.machine()}))
+                      "repeats": repeats, **harness.machine()}))
 
 
 if __name__ == "__main__":

@@ -166,7 +166,7 @@ def test_spec_from_config_dict(data_dir):
 
 
 def test_transform_argument_errors():
-    names = r"\['as_signal', 'class_subset', 'flatten', 'noise', 'permute', 'relabel', 'rotate'\]"
+    names = r"\['as_signal', 'class_subset', 'flatten', 'noise', 'permute', 'relabel', 'rotate', 'task_id'\]"
     with pytest.raises(ValueError, match=r"Unknown transform 'spin'; valid names: " + names):
         transforms.apply_transforms(_arrays(), [{'name': 'spin'}])
     with pytest.raises(ValueError, match=r"'permute': unknown arguments \[\], missing arguments \['seed'\]"):
