@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= runs/default
 CONFIG ?= configs/default.py
-PYTEST_WORKERS ?= 0
+PYTEST_WORKERS ?= 2
 
 .PHONY: install run test smoke bench clean
 
