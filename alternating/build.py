@@ -222,8 +222,8 @@ def build(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         return jax.jit(fn, out_shardings=state_sharding)(params, first[1])
 
     policy = Policy(o.nan_policy, names, o.max_consecutive_skips)
-    packed = {b.name: pack_metrics(policy.wrap(phase_lib.make_step(b, ema_decay=o.ema_decay)))
-              for b in bound}
+    packed = {b.name: pack_metrics(policy.wrap(phase_lib.make_step(
+        b, ema_decay=o.ema_decay, grad_norm=o.grad_norm))) for b in bound}
     abstract_state = jax.eval_shape(make_state, *first)
     check_steps(bound, {n: fn for n, (fn, _) in packed.items()}, abstract_state, streams)
     # Metric names are known once traced: a schedule's feedback is checked here.

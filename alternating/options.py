@@ -68,6 +68,9 @@ class RunOptions:
                             "(steps per compiled chunk, e.g. 100)")
     num_seeds: int = _opt(1, "> 1: that many seeds (seed, seed + 1, ...) vectorized in one "
                           "program", kind="int", low=1, what="it must be an integer >= 1")
+    grad_norm: bool = _opt(True, "report each step's gradient norm (a metric, and the "
+                           "nan_policy='skip' check); off saves a pass over the gradients",
+                           resume_safe=True, kind="bool")
     device_data_mb: float = _opt(512.0, "device memory (MiB per device) for device-resident "
                                  "data: streams that fit are placed on the devices once and "
                                  "each step gathers its batch there (0: gather on the host)",
@@ -162,6 +165,8 @@ def parse(values: Mapping[str, Any], *, where: str = "") -> RunOptions:
                              f"{list(meta['choices'])}.")
         elif meta["kind"] == "path" and not isinstance(value, str):
             value = str(value)
+        elif meta["kind"] == "bool" and not isinstance(value, bool):
+            raise ValueError(f"{prefix}{name}={value!r}; it must be True or False.")
         out[name] = value
     return RunOptions(**out)
 

