@@ -112,17 +112,23 @@ def parse_seeds(text: str) -> int | list[int]:
         raise ValueError(f"--seeds={text!r}; give a count (5) or a list (3,4,5).") from None
 
 
-def command(argv: list[str]) -> str:
-    """The command that reproduces the sweep, without ``--workdir`` (a machine path)."""
-    args, skip = [], False
-    for a in argv[1:]:
+def drop_flag(args: list[str], flag: str) -> list[str]:
+    """``args`` without ``flag`` and its value (``--flag=v`` or ``--flag v``): a
+    command to print or store minus a machine path such as ``--workdir``."""
+    out, skip = [], False
+    for a in args:
         if skip:
             skip = False
-        elif a == "--workdir":
+        elif a == flag:
             skip = True
-        elif not a.startswith("--workdir="):
-            args.append(a)
-    return "python -m alternating.sweep_main " + shlex.join(args)
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
+
+
+def command(argv: list[str]) -> str:
+    """The command that reproduces the sweep, without ``--workdir`` (a machine path)."""
+    return "python -m alternating.sweep_main " + shlex.join(drop_flag(list(argv[1:]), "--workdir"))
 
 
 def main(argv):

@@ -15,16 +15,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def public_args(argv=None) -> list[str]:
     """The command-line arguments minus the scratch ``--workdir`` (a machine path)."""
-    args = list(argv if argv is not None else sys.argv[1:])
-    out, skip = [], False
-    for a in args:
-        if skip:
-            skip = False
-        elif a == "--workdir":
-            skip = True
-        elif not a.startswith("--workdir="):
-            out.append(a)
-    return out
+    from alternating.sweep_main import drop_flag  # pylint: disable=g-import-not-at-top
+    return drop_flag(list(argv if argv is not None else sys.argv[1:]), "--workdir")
 
 
 def command(script: str, argv=None) -> str:

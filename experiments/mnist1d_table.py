@@ -173,15 +173,8 @@ def write_markdown(path: pathlib.Path, runs, summary, *, command: str, seeds, st
 
 def _without_out(argv) -> list[str]:
     """The arguments minus ``--out DIR`` (a machine path; the page says where it is)."""
-    args, out, skip = list(argv if argv is not None else sys.argv[1:]), [], False
-    for a in args:
-        if skip:
-            skip = False
-        elif a == "--out":
-            skip = True
-        elif not a.startswith("--out="):
-            out.append(a)
-    return out
+    from alternating.sweep_main import drop_flag  # pylint: disable=g-import-not-at-top
+    return drop_flag(list(argv if argv is not None else sys.argv[1:]), "--out")
 
 
 def main(argv=None) -> dict:
