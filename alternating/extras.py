@@ -211,8 +211,12 @@ def check_updates(phase_updates: Mapping[str, Sequence[Update]], extras: Mapping
 
 
 def apply_updates(updates: Sequence[Update], extras: Mapping[str, Any], params: Any,
-                  rng: jax.Array, count: jax.Array) -> dict[str, Any]:
+                  rng: jax.Array, count: jax.Array, batch: Any = None) -> dict[str, Any]:
     """Runs a phase's update rules in order; each sees the previous ones' results.
+
+    A rule whose function has ``takes_batch = True`` is also given the
+    step's (global) training batch as ``batch=`` (e.g. a replay memory filled
+    from the examples the phase trains on).
 
     A rule with ``every > 1`` runs under ``lax.cond``: on the steps where it
     is not due it costs nothing (computing it and selecting the old value,
@@ -226,11 +230,18 @@ def apply_updates(updates: Sequence[Update], extras: Mapping[str, Any], params: 
         key = jax.random.fold_in(rng, 1000 + i)
         if u.every > 1:
             def run(old=old, u=u, key=key, seen=dict(extras)):
-                new = u.rule(old, params, seen, key, count)
+                new = _call(u.rule, old, params, seen, key, count, batch)
                 return jax.tree.map(lambda n, o: jnp.asarray(n, o.dtype), new, old)
             on = (count + 1) % u.every == 0
             new = jax.lax.cond(on, run, lambda old=old: old)
         else:
-            new = u.rule(old, params, extras, key, count)
+            new = _call(u.rule, old, params, extras, key, count, batch)
         extras[u.extra] = new
     return extras
+
+
+def _call(rule: Callable, old: Any, params: Any, extras: Any, key: Any, count: Any,
+          batch: Any) -> Any:
+    if getattr(rule, "takes_batch", False):
+        return rule(old, params, extras, key, count, batch=batch)
+    return rule(old, params, extras, key, count)

@@ -389,7 +389,7 @@ def make_step(bound: BoundPhase, *, ema_decay: float = 0.0, grad_norm: bool = Tr
         if ema_decay > 0:
             extras["ema"] = ema_update(extras["ema"], params, ema_decay)
         if bound.updates:
-            extras = extras_lib.apply_updates(bound.updates, extras, params, rng, count)
+            extras = extras_lib.apply_updates(bound.updates, extras, params, rng, count, batch)
         if policy.needs_last_step:
             extras[opt_policy.LAST_STEP] = {**extras[opt_policy.LAST_STEP], name: state.step}
         metrics = {"loss": loss}
