@@ -118,10 +118,11 @@ class BoundPhase:
 
 OPTIMIZER_KEYS = ("name", "lr", "learning_rate", "schedule", "warmup_steps", "decay_steps",
                   "end_lr_factor", "weight_decay", "grad_clip_norm", "b1", "b2", "eps",
-                  "momentum", "nesterov")
+                  "momentum", "nesterov", "cooldown_steps", "const_lr_factor", "anneal_steps",
+                  "anneal_at", "cycle_steps")
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop", "adagrad", "lamb", "lion",
               "adafactor")
-LR_SCHEDULES = ("constant", "cosine", "linear")
+LR_SCHEDULES = ("constant", "cosine", "linear", "infinite")
 
 
 # The numeric keys of an optimizer spec: (low, low open, high, high open, whole number).
@@ -179,9 +180,14 @@ def make_optimizer(spec: Any, *, default_decay_steps: int = 1,
     """Builds an optax optimizer from a spec.
 
     Spec keys: ``name`` (one of ``OPTIMIZERS``), ``lr`` (alias
-    ``learning_rate``), ``schedule`` (``constant`` | ``cosine`` | ``linear``),
-    ``warmup_steps`` (linear from 0), ``decay_steps`` (default: the phase's
-    expected number of steps), ``end_lr_factor`` (final lr / lr, default 0),
+    ``learning_rate``), ``schedule`` (``constant`` | ``cosine`` | ``linear``
+    | ``infinite``), ``warmup_steps`` (linear from 0), ``decay_steps``
+    (default: the phase's expected number of steps), ``end_lr_factor`` (final
+    lr / lr, default 0), the infinite schedule's ``cooldown_steps``,
+    ``const_lr_factor`` (its constant lr / lr, default 1), ``anneal_steps`` and
+    ``anneal_at`` (positions an anneal ends at; default ``[decay_steps]``; see
+    :mod:`alternating.lr_schedules`), ``cycle_steps`` (restart the schedule
+    every that many positions: repeated cosine in a shared optimizer group),
     ``weight_decay`` (decoupled, on parameters of rank >= 2),
     ``grad_clip_norm``, ``b1``, ``b2``, ``eps``, ``momentum``, ``nesterov``.
     Schedules count the phase's own steps, not the global step.
@@ -191,8 +197,9 @@ def make_optimizer(spec: Any, *, default_decay_steps: int = 1,
       transformation.
 
     Raises:
-      ValueError: an unknown key, optimizer or lr schedule, or a number out of
-        its range (named with the range): ``lr``, ``weight_decay``,
+      ValueError: an unknown key, optimizer or lr schedule, a key of the
+        infinite schedule given with another, or a number out of its range
+        (named with the range): ``lr``, ``weight_decay``,
         ``grad_clip_norm``, ``end_lr_factor`` finite and >= 0; ``b1``,
         ``b2``, ``momentum`` in [0, 1); ``eps`` > 0; ``warmup_steps``,
         ``decay_steps`` whole numbers >= 0.
@@ -208,9 +215,11 @@ def make_optimizer(spec: Any, *, default_decay_steps: int = 1,
     name = spec.get("name", "adam")
     if name not in OPTIMIZERS:
         raise ValueError(f"{where}.name={name!r} is not an optimizer; valid names: {list(OPTIMIZERS)}.")
+    from alternating import lr_schedules  # pylint: disable=g-import-not-at-top
+    kind = spec.get("schedule", "constant")
+    lr_schedules.check_keys(spec, kind, OPTIMIZER_KEYS, where)
     spec = _check_numbers(spec, where)
     lr = float(spec.get("lr", spec.get("learning_rate", 1e-3)))
-    kind = spec.get("schedule", "constant")
     warmup = int(spec.get("warmup_steps", 0))
     decay_steps = int(spec.get("decay_steps") or default_decay_steps)
     end = float(spec.get("end_lr_factor", 0.0)) * lr
@@ -220,9 +229,14 @@ def make_optimizer(spec: Any, *, default_decay_steps: int = 1,
         main = optax.cosine_decay_schedule(lr, max(decay_steps - warmup, 1), alpha=end / lr if lr else 0.0)
     elif kind == "linear":
         main = optax.linear_schedule(lr, end, max(decay_steps - warmup, 1))
+    elif kind == "infinite":  # its own warm-up (alternating/lr_schedules.py)
+        main = lr_schedules.from_spec(spec, lr, default_steps=decay_steps, where=where)
     else:
         raise ValueError(f"{where}.schedule={kind!r}; valid schedules: {list(LR_SCHEDULES)}.")
-    lr_fn = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup]) if warmup else main
+    lr_fn = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup]) if (
+        warmup and kind != "infinite") else main
+    if spec.get("cycle_steps"):  # repeated: the schedule restarts every cycle_steps positions
+        lr_fn = lr_schedules.cycled(lr_fn, int(spec["cycle_steps"]))
 
     b1, b2, eps = float(spec.get("b1", 0.9)), float(spec.get("b2", 0.999)), float(spec.get("eps", 1e-8))
     wd = float(spec.get("weight_decay", 0.0))
