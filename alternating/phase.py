@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from alternating import augment as augment_lib
 from alternating import extras as extras_lib
 from alternating import losses, opt_policy, partition
 from alternating.state import TrainState, ema_update
@@ -63,6 +64,10 @@ class Phase:
         them, while the parameters, their gradients and the optimizer state
         stay float32 (no loss scaling: bfloat16 has float32's range).
         Default: the parameters' own dtype.
+      augment: random per-batch augmentations of the training inputs, inside
+        the step, keyed by the step (so a resumed run draws the same ones):
+        ``[{'name': 'shift' | 'noise' | 'flip' | 'crop' | 'module:function',
+        **kwargs}]`` (see :mod:`alternating.augment`). Default: none.
     """
 
     name: str
@@ -75,6 +80,7 @@ class Phase:
     updates: Any = ()
     optimizer_group: str | None = None
     compute_dtype: str | None = None
+    augment: Any = ()
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -109,6 +115,7 @@ class BoundPhase:
     group_trainable: Mapping[str, bool] | None = None  # the union of the group's phases
     group_phases: tuple[str, ...] = ()
     compute_dtype: Any = None  # a jnp dtype, or None
+    augment: Callable | None = None  # f(batch, key) -> batch, see alternating.augment
 
     @property
     def opt_key(self) -> str:
@@ -285,7 +292,8 @@ def bind(phase: Phase, index: int, *, params: Any, model: Any = None,
     updates = extras_lib.bind_updates(phase.updates, model, where=f"{where} updates")
     return BoundPhase(phase.name, index, phase.streams, phase.multi_stream, loss_fn, tx, lr_fn,
                       trainable, policy, mask, updates,
-                      compute_dtype=_compute_dtype(phase.compute_dtype, where))
+                      compute_dtype=_compute_dtype(phase.compute_dtype, where),
+                      augment=augment_lib.build(phase.augment, where))
 
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -371,6 +379,8 @@ def make_step(bound: BoundPhase, *, ema_decay: float = 0.0, grad_norm: bool = Tr
         own, rest = partition.split(state.params, bound.trainable)
         count = state.phase_steps[name]
         info = losses.StepInfo(state.step, count)
+        if bound.augment is not None:  # keyed by the step: a resumed run draws the same
+            batch = bound.augment(batch, rng)
 
         def f(own_params):
             params, inputs = partition.merge(own_params, rest), batch

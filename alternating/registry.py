@@ -1,6 +1,7 @@
 """One registry for every name a config can use.
 
-Losses, schedules, models, extras update rules, hooks and evaluators are each
+Losses, schedules, models, extras update rules, hooks, evaluators and
+augmentations are each
 named the same three ways, resolved by :meth:`Registry.resolve`:
 
 * a registered name (``'classification'``, ``'alternate'``, ``'mlp'``);
@@ -149,6 +150,7 @@ MODELS = Registry("model", label="model")
 RULES = Registry("extras update rule", accepts=callable)
 HOOKS = Registry("hook")
 EVALUATORS = Registry("evaluator")
+AUGMENTS = Registry("augmentation", accepts=callable)
 
 
 class FunctionComponent:
