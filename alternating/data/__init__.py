@@ -8,6 +8,7 @@ Importing this package registers the embedded TFDS builders (`digits`,
 from alternating.data.builders import EMBEDDED_DATASETS
 from alternating.data.builders import prepare
 from alternating.data.builders import resolve_data_dir
+from alternating.data.builders import write_generated
 from alternating.data.curriculum import CurriculumStream
 from alternating.data.pipeline import SPEC_KEYS
 from alternating.data.pipeline import Stream
@@ -15,6 +16,7 @@ from alternating.data.pipeline import clear_cache
 from alternating.data.pipeline import eval_batches
 from alternating.data.pipeline import load_arrays
 from alternating.data.pipeline import make_stream
+from alternating.data.streaming import StreamingStream
 from alternating.data.tasks import Task
 from alternating.data.tasks import TaskStream
 from alternating.data.tasks import make_tasks
@@ -28,6 +30,7 @@ __all__ = [
     'EMBEDDED_DATASETS',
     'SPEC_KEYS',
     'Stream',
+    'StreamingStream',
     'Task',
     'TaskStream',
     'apply_transforms',
@@ -41,4 +44,5 @@ __all__ = [
     'resolve_data_dir',
     'transform_names',
     'transformed_num_classes',
+    'write_generated',
 ]

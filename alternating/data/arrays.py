@@ -15,7 +15,12 @@ import tensorflow_datasets as tfds
 from alternating.data import builders
 from alternating.data import transforms as transforms_lib
 
-SPEC_KEYS = ('dataset', 'split', 'batch_size', 'transforms', 'curriculum')
+SPEC_KEYS = ('dataset', 'split', 'batch_size', 'transforms', 'curriculum', 'read')
+# How a training stream reads its split (spec key `read`): 'memory' reads it
+# whole into arrays, 'stream' reads each batch from the ArrayRecord files by
+# index (`alternating.data.streaming`), 'auto' streams a split over the host
+# budget (`streaming.host_budget_bytes`).
+READ_MODES = ('auto', 'memory', 'stream')
 
 Arrays = dict[str, np.ndarray]
 
@@ -23,7 +28,7 @@ Arrays = dict[str, np.ndarray]
 # --- Reading splits. -------------------------------------------------------------
 
 
-def _split_names(split: str) -> list[str]:
+def split_names(split: str) -> list[str]:
     """Base split names in a TFDS split expression ('train[:80%]+test')."""
     return [part.split('[')[0].strip() for part in split.split('+')]
 
@@ -32,8 +37,8 @@ def _to_numpy(examples: list[dict[str, Any]], key: str) -> np.ndarray:
     return np.stack([np.asarray(e[key]) for e in examples])
 
 
-def _read_all(source) -> list[dict[str, Any]]:
-    indices = list(range(len(source)))
+def read_examples(source, indices: list[int]) -> list[dict[str, Any]]:
+    """The examples at `indices` of a data source, in that order."""
     try:
         return list(source.__getitems__(indices))
     except TypeError:
@@ -42,14 +47,18 @@ def _read_all(source) -> list[dict[str, Any]]:
         return [source[i] for i in indices]
 
 
-@functools.lru_cache(maxsize=None)
-def read_split(name: str, split: str, data_dir: str) -> tuple[Arrays, Optional[int]]:
-    """Reads a split fully; returns read-only arrays and the number of classes."""
+def open_split(name: str, split: str, data_dir: str):
+    """The builder and random-access data source of a split, nothing read yet.
+
+    Raises:
+        ValueError: unknown or unprepared dataset (naming it, the directory
+            and how to prepare it), unknown split.
+    """
     b = builders.builder(name, data_dir)
     known = list(b.info.splits)
     # Splits are unknown (empty) for an unprepared dataset and under
     # `tfds.testing.mock_data`; the data source then reports the problem.
-    unknown = [s for s in _split_names(split) if known and s not in known]
+    unknown = [s for s in split_names(split) if known and s not in known]
     if unknown:
         raise ValueError(
             f'Dataset {name!r} has no split {unknown[0]!r}; valid splits: '
@@ -61,6 +70,10 @@ def read_split(name: str, split: str, data_dir: str) -> tuple[Arrays, Optional[i
         if not b.is_prepared():
             raise builders.not_found_error(name, data_dir, 'is not prepared') from e
         raise
+    return b, source
+
+
+def supervised_keys(b, name: str) -> tuple[str, str]:
     keys = b.info.supervised_keys
     if not keys or len(keys) != 2 or not all(isinstance(k, str) for k in keys):
         raise ValueError(
@@ -69,18 +82,35 @@ def read_split(name: str, split: str, data_dir: str) -> tuple[Arrays, Optional[i
             'supervised dataset, or pass arrays {"x": ..., "y": ...} as the '
             'spec\'s dataset.'
         )
+    return keys
+
+
+def to_arrays(examples: list[dict[str, Any]], b, keys: tuple[str, str]) -> Arrays:
+    """Decoded examples as `{'x': float32, 'y': int32}` (uint8 images scaled to [0, 1]).
+
+    The one conversion of both read paths (whole split, streamed batches), so
+    they give the same numbers bit for bit.
+    """
     x_key, y_key = keys
-    examples = _read_all(source)
     x = _to_numpy(examples, x_key)
-    feature = b.info.features[x_key]
-    if isinstance(feature, tfds.features.Image) and x.dtype == np.uint8:
+    if isinstance(b.info.features[x_key], tfds.features.Image) and x.dtype == np.uint8:
         x = x.astype(np.float32) / 255.0  # Same [0, 1] range as `digits`.
-    label = b.info.features[y_key]
-    num_classes = getattr(label, 'num_classes', None)
-    arrays = {'x': x.astype(np.float32), 'y': _to_numpy(examples, y_key).astype(np.int32)}
+    return {'x': x.astype(np.float32), 'y': _to_numpy(examples, y_key).astype(np.int32)}
+
+
+def num_classes_of(b, keys: tuple[str, str]) -> Optional[int]:
+    return getattr(b.info.features[keys[1]], 'num_classes', None)
+
+
+@functools.lru_cache(maxsize=None)
+def read_split(name: str, split: str, data_dir: str) -> tuple[Arrays, Optional[int]]:
+    """Reads a split fully; returns read-only arrays and the number of classes."""
+    b, source = open_split(name, split, data_dir)
+    keys = supervised_keys(b, name)
+    arrays = to_arrays(read_examples(source, list(range(len(source)))), b, keys)
     for v in arrays.values():
         v.setflags(write=False)  # Cached: callers must not change it.
-    return arrays, num_classes
+    return arrays, num_classes_of(b, keys)
 
 
 def load_arrays(name: str, split: str = 'train', data_dir: Optional[str] = None) -> Arrays:
@@ -128,6 +158,9 @@ def spec_dict(spec: Any) -> dict[str, Any]:
         raise ValueError(
             f'The data spec needs a "dataset" (a name or arrays); got keys {sorted(spec)}.'
         )
+    read = spec.get('read', 'auto')
+    if read not in READ_MODES:
+        raise ValueError(f'Data spec key "read" must be one of {list(READ_MODES)}, got {read!r}.')
     return dict(spec)
 
 

@@ -41,6 +41,7 @@ __all__ = [
     'not_found_error',
     'prepare',
     'resolve_data_dir',
+    'write_generated',
 ]
 
 _FILE_FORMAT = 'array_record'
@@ -258,3 +259,82 @@ def prepare(name: str, data_dir: Optional[str] = None) -> str:
     if not b.is_prepared():
         raise not_found_error(name, data_dir, 'is not prepared')
     return data_dir
+
+
+# --- Generated datasets (streaming tests and benchmarks). ---------------------------
+
+
+class _Generated(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Gaussian class blobs of any size, written as ArrayRecord like any TFDS dataset.
+
+    Not registered: it is read back by name from its files (`tfds.builder`
+    falls back to the prepared directory), as a catalogue dataset would be.
+    The features are stored as raw bytes (`Encoding.BYTES`), which TFDS
+    writes and reads several times faster than a float list.
+    """
+
+    VERSION = tfds.core.Version('1.0.0')
+    code_path = _CODE_PATH
+    SIZES: dict[str, int] = {}
+    SHAPE: tuple[int, ...] = ()
+    NUM_CLASSES = 10
+    SEED = 0
+    CHUNK = 1024
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description='Generated Gaussian class blobs (alternating.data.builders.write_generated).',
+            features=tfds.features.FeaturesDict({
+                'x': tfds.features.Tensor(shape=self.SHAPE, dtype=np.float32,
+                                          encoding=tfds.features.Encoding.BYTES),
+                'label': tfds.features.ClassLabel(num_classes=self.NUM_CLASSES),
+            }),
+            supervised_keys=('x', 'label'),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        return {split: self._generate_examples(split_id, n)
+                for split_id, (split, n) in enumerate(sorted(self.SIZES.items()))}
+
+    def _generate_examples(self, split_id, n):
+        dim = int(np.prod(self.SHAPE))
+        centers = np.random.default_rng(self.SEED).normal(size=(self.NUM_CLASSES, dim))
+        for start in range(0, n, self.CHUNK):
+            rng = np.random.default_rng((self.SEED, split_id, start))
+            k = min(self.CHUNK, n - start)
+            y = rng.integers(0, self.NUM_CLASSES, size=k)
+            x = (centers[y] + rng.normal(size=(k, dim))).astype(np.float32)
+            for i in range(k):
+                yield start + i, {'x': x[i].reshape(self.SHAPE), 'label': int(y[i])}
+
+
+def write_generated(name: str, data_dir: str, sizes: dict[str, int], shape: tuple[int, ...], *,
+                    num_classes: int = 10, seed: int = 0) -> int:
+    """Writes a generated dataset (Gaussian class blobs) to `data_dir` as ArrayRecord.
+
+    Read it back like a prepared catalogue dataset: `{'dataset': name}`.
+    Features `x` float32 `shape`, `label` ClassLabel(`num_classes`); each
+    split's examples are a pure function of (seed, split, index).
+
+    Args:
+        name: the dataset's name (not an embedded or catalogue name).
+        data_dir: the data directory.
+        sizes: examples per split, e.g. `{'train': 20000, 'test': 500}`.
+        shape: the feature shape of one example.
+        num_classes: label classes.
+        seed: the class centres and the noise.
+
+    Returns:
+        The bytes of the written split files.
+    """
+    if name in EMBEDDED_DATASETS:
+        raise ValueError(f'write_generated: {name!r} is an embedded dataset; choose another name.')
+    cls = type(f'Generated_{name}', (_Generated,), {
+        'name': name, 'SIZES': dict(sizes), 'SHAPE': tuple(int(d) for d in shape),
+        'NUM_CLASSES': int(num_classes), 'SEED': int(seed)}, skip_registration=True)
+    b = cls(data_dir=resolve_data_dir(data_dir), file_format=_FILE_FORMAT)
+    b.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+    return int(sum(s.num_bytes for s in b.info.splits.values()))

@@ -1,8 +1,9 @@
 """In-memory arrays, training streams and evaluation batches.
 
-The datasets this library trains on are small, so a split is read once into
-memory (`load_arrays`), transformed once (`transforms.apply_transforms`) and
-then served by index:
+A split that fits host memory is read once into memory (`load_arrays`),
+transformed once (`transforms.apply_transforms`) and then served by index; a
+larger one is streamed from its ArrayRecord files in the same order
+(`streaming.StreamingStream`, spec key `read`):
 
 * `make_stream` returns a `Stream`, an endless, checkpointable iterator of
   fixed-shape shuffled batches. The grain pipeline runs over *batch numbers*
@@ -23,6 +24,10 @@ Both take a data *spec*, a mapping (or ml_collections ConfigDict) with keys:
     curriculum  optional: epochs over score-chosen subsets of varying size,
                 {sizes, cycle, sampling, scores (a list or a .npy path)}
                 (see `curriculum.CurriculumStream`; training streams only)
+    read        'auto' (default), 'memory' or 'stream': how a training stream
+                reads a named split; 'stream' reads each batch from the
+                ArrayRecord files by index, never the whole split, and 'auto'
+                streams a split over the host budget (see `streaming`)
 
 Multi-process: every process computes the same global batch and keeps its
 contiguous slice `[i * B / P, (i + 1) * B / P)`, so the global batch (and a
@@ -30,6 +35,7 @@ checkpointed position) does not depend on the number of processes.
 """
 
 import sys
+import threading
 from typing import Any, Mapping, Optional
 
 import grain
@@ -102,7 +108,25 @@ class Stream:
         description: str = 'in-memory dataset',
     ):
         self._arrays = {k: np.asarray(v) for k, v in arrays.items()}
-        self.num_examples = len(self._arrays['y'])
+        self._init_order(len(self._arrays['y']), batch_size=batch_size, seed=seed,
+                         process_index=process_index, process_count=process_count,
+                         num_classes=num_classes, description=description)
+        self.element_spec = {
+            k: ((self.local_batch_size,) + v.shape[1:], v.dtype) for k, v in self._arrays.items()
+        }
+        # The per-batch work is one numpy gather, so threads or prefetching
+        # would only add hand-off latency (grain's defaults: 16 threads).
+        self._init_iterator(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+        batch_bytes = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize
+                          for shape, dtype in self.element_spec.values())
+        pure = (type(self)._indices is Stream._indices and type(self)._batch is Stream._batch)
+        self.read_ahead = (max(1, min(READ_AHEAD_MAX, READ_AHEAD_BYTES // max(1, batch_bytes)))
+                           if pure else 1)
+
+    def _init_order(self, num_examples: int, *, batch_size: int, seed: int, process_index: int,
+                    process_count: int, num_classes: Optional[int], description: str) -> None:
+        """Checks and sets what the batch order depends on (the data are the caller's)."""
+        self.num_examples = int(num_examples)
         self.local_batch_size = local_batch_size(batch_size, process_index, process_count)
         self.batch_size = int(batch_size)
         if self.batch_size > self.num_examples:
@@ -116,20 +140,14 @@ class Stream:
         self.num_classes = num_classes
         self._offset = process_index * self.local_batch_size
         self._perms: dict[int, np.ndarray] = {}
-        self.element_spec = {
-            k: ((self.local_batch_size,) + v.shape[1:], v.dtype) for k, v in self._arrays.items()
-        }
-        # The per-batch work is one numpy gather, so threads or prefetching
-        # would only add hand-off latency (grain's defaults: 16 threads).
+        # Streaming reads batches in worker threads, which share this cache.
+        self._perms_lock = threading.Lock()
+
+    def _init_iterator(self, options: grain.ReadOptions) -> None:
+        """The position: a grain iterator over batch numbers, mapped through `_batch`."""
         dataset = grain.MapDataset.range(sys.maxsize).map(self._batch)
-        self._iterator = iter(
-            dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-        )
-        batch_bytes = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize
-                          for shape, dtype in self.element_spec.values())
-        pure = (type(self)._indices is Stream._indices and type(self)._batch is Stream._batch)
-        self.read_ahead = (max(1, min(READ_AHEAD_MAX, READ_AHEAD_BYTES // max(1, batch_bytes)))
-                           if pure else 1)
+        self._iterator = iter(dataset.to_iter_dataset(options))
+        self.read_ahead = 1
         self._ahead: dict[str, np.ndarray] = {}  # the block read ahead, [k, local batch, ...]
         self._ahead_next = self._ahead_len = 0  # next batch of the block to serve; its length
 
@@ -137,10 +155,11 @@ class Stream:
         perm = self._perms.get(epoch)
         if perm is None:
             perm = np.random.default_rng((self.seed, epoch)).permutation(self.num_examples)
-            # A batch spans at most two epochs (batch_size <= num_examples).
-            if len(self._perms) >= 2:
-                self._perms.pop(min(self._perms))
-            self._perms[epoch] = perm
+            with self._perms_lock:
+                # A batch spans at most two epochs (batch_size <= num_examples).
+                if len(self._perms) >= 2:
+                    self._perms.pop(min(self._perms))
+                self._perms[epoch] = perm
         return perm
 
     def _indices(self, batch: int) -> np.ndarray:
@@ -330,16 +349,23 @@ def make_stream(
         process_count: number of processes (`jax.process_count()`).
 
     Returns:
-        A `Stream` of `{'x': float32 [B_local, ...], 'y': int32 [B_local]}`.
+        A `Stream` of `{'x': float32 [B_local, ...], 'y': int32 [B_local]}`;
+        a `streaming.StreamingStream` (the same batches, read by index from
+        the ArrayRecord files) when the spec's `read` says so.
 
     Raises:
-        ValueError: unknown spec keys, dataset, split or transform; a batch size
-            larger than the data or not divisible by `process_count`.
+        ValueError: unknown spec keys, dataset, split, transform or `read`; a
+            batch size larger than the data or not divisible by
+            `process_count`; a transform that needs the whole split, streamed.
     """
     spec = spec_dict(spec)
     if 'batch_size' not in spec:
         raise ValueError(f'The data spec needs a "batch_size" (global); got keys {sorted(spec)}.')
     local_batch_size(spec['batch_size'], process_index, process_count)  # Fail before reading.
+    from alternating.data import streaming  # pylint: disable=g-import-not-at-top
+    if streaming.choose_read(spec, data_dir) == 'stream':
+        return streaming.from_spec(spec, seed=seed, data_dir=data_dir,
+                                   process_index=process_index, process_count=process_count)
     desc, arrays, num_classes = resolve_arrays(spec, data_dir)
     if spec.get('curriculum'):
         from alternating.data import curriculum  # pylint: disable=g-import-not-at-top
