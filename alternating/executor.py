@@ -75,6 +75,19 @@ from alternating.options import EXECUTORS  # noqa: F401  (re-exported)
 DRAIN_EVERY = 32
 
 
+
+def resolve(name: str, schedule: Any) -> str:
+    """The executor ``'auto'`` stands for: ``'fused'`` when the schedule plans
+    ahead (no feedback decides its phases), else ``'host'``; other names as given.
+
+    Both executors train bit-identically (tested), so ``'auto'`` changes speed,
+    not results: a planned chunk is one program (fused/host 1.4x on the ``mlp``
+    benchmark on a 2-core CPU, about 10x on an H200; docs/benchmarks.md).
+    """
+    if name != "auto":
+        return name
+    return "fused" if getattr(schedule, "can_plan", False) else "host"
+
 class MetricRing:
     """The host executor's per-step metrics, written on the device into rows of a ring.
 

@@ -38,6 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
+from alternating import best as best_lib
 from alternating import build as build_lib
 from alternating import checkpoint as ckpt_lib
 from alternating import executor as executor_lib
@@ -176,6 +177,7 @@ class Loop:
         self.pidx = jax.process_index()
         self.meta = {"config": config, "version": resume.version()}
         self.vectorized = bool(run.seeds)
+        self.best = best_lib.keeper(self.o.keep_best, workdir, run)  # None unless asked
         self.checkpointer = (None if self.vectorized else
                              ckpt_lib.Checkpointer(workdir, max_to_keep=self.o.max_checkpoints_to_keep))
         self.start = self._start(init_from)
@@ -203,6 +205,8 @@ class Loop:
         self.records.load_state_dict(self.start.host.get("records"))
         run.policy.load_state_dict(self.start.host.get("skips"))
         self._load_components(self.start.host)
+        if self.best:
+            self.best.load_state_dict(self.start.host.get("best"))
         self.bar = metrics_lib.Progress(self.o.total_steps, initial_step=self.start.step,
                                         disable=not progress or self.pidx != 0)
         self.log = TrainLog(self.records, self.writer, self.bar, run.policy, self.timeline,
@@ -249,7 +253,11 @@ class Loop:
         multi = {b.name: b.multi_stream for b in run.bound}
         placed = resident.place(run.stream_sets or [run.streams], run.mesh, o.device_data_mb,
                                 self.say)
-        if o.executor == "host" and not self.vectorized:
+        kind = executor_lib.resolve(o.executor, run.schedule)
+        if o.executor == "auto" and self.pidx == 0 and not self.vectorized:
+            self.say(f"executor: {kind} (auto: "
+                     f"{'the schedule plans ahead' if kind == 'fused' else 'the schedule adapts to feedback'})")
+        if kind == "host" and not self.vectorized:
             width = max(len(m) for _, m in run.packed.values())
             return executor_lib.Host(steps=steps, reads=reads, multi=multi, streams=placed[0],
                                      schedule=run.schedule, mesh=run.mesh, counter=run.counter,
@@ -260,7 +268,7 @@ class Loop:
             steps=steps, reads=reads, multi=multi,
             streams=placed if self.vectorized else placed[0],
             schedule=run.schedules if self.vectorized else run.schedule, mesh=run.mesh,
-            chunk_steps=o.chunk_steps if o.executor == "fused" else 1,
+            chunk_steps=o.chunk_steps if kind == "fused" else 1,
             abstract_state=run.abstract_state, counter=run.counter,
             state_sharding=None if self.vectorized else run.state_sharding, stops=run.stops,
             no_prefetch_after=executor_lib.boundaries(
@@ -348,6 +356,9 @@ class Loop:
                 state = self._run_hook(h, state, hooks_lib.Event(step, phase, ended, why))
             for e, why in evals:
                 self._run_evaluator(e, state, hooks_lib.Event(step, phase, ended, why))
+            last = run.evaluators[0].last  # the loss evaluator's, watched by keep_best
+            if self.best and evals and evals[0][0] is run.evaluators[0] and self.best.improved(last):
+                self.best.save(step, last, lambda ck: self._checkpoint(state, step, True, ck))
         if save:
             self._checkpoint(state, step, force=step == total)
         return state
@@ -410,8 +421,10 @@ class Loop:
         if schedule.feedback_evals and schedule.needs_eval(step):
             schedule.observe_eval(step, self.run_.ctx.evaluate(state, schedule.feedback_evals))
 
-    def _checkpoint(self, state: Any, step: int, force: bool = False) -> None:
-        if self.checkpointer is None:
+    def _checkpoint(self, state: Any, step: int, force: bool = False,
+                    checkpointer: Any = None) -> None:
+        checkpointer = checkpointer or self.checkpointer
+        if checkpointer is None:
             return
         self.log.catch_up()
         self.writer.flush(force=True)  # TensorBoard up to date with what the checkpoint covers
@@ -421,20 +434,23 @@ class Loop:
         host = {"records": self.records.state_dict(), "timeline": self.timeline.state_dict(),
                 "skips": self.run_.policy.state_dict(),
                 "components": {c.name: c.state_dict() for c in self._components()
-                               if hasattr(c, "state_dict")}}
+                               if hasattr(c, "state_dict")},
+                "best": self.best.state_dict() if self.best else None}
         data = {n: s.get_state() for n, s in self.run_.streams.items()}
         schedule = self.run_.schedule.state_dict()
         ahead = self.executor.states_for_checkpoint(step)
         if ahead is not None:  # the fused executor has read the next chunk already
             data, schedule = ahead
         with parallel.fetching():
-            self.checkpointer.save(step, state, schedule=schedule, data=data,
-                                   meta={**self.meta, "step": step, "host": host}, force=force)
+            checkpointer.save(step, state, schedule=schedule, data=data,
+                              meta={**self.meta, "step": step, "host": host}, force=force)
 
     def _close(self, stopped: Any) -> None:
         self.bar.close()
         if self.checkpointer is not None:
             self.checkpointer.close()
+        if self.best:
+            self.best.close()
         if stopped is None:
             try:  # the steps run since the last log, after an error too
                 self.records.sync()
@@ -460,7 +476,7 @@ class Loop:
                    "num_devices": int(run.mesh.size), "num_processes": jax.process_count(),
                    **size_report(run.abstract_state, run.bound),
                    "schedule": run.schedule.config()}
-        for c in run.evaluators:
+        for c in run.evaluators + ([self.best] if self.best else []):
             if hasattr(c, "summary"):
                 results.update(c.summary())
         if self.vectorized:

@@ -18,7 +18,7 @@ import numbers
 from typing import Any, Mapping
 
 NAN_POLICIES = ("raise", "skip")
-EXECUTORS = ("host", "fused")
+EXECUTORS = ("auto", "host", "fused")
 
 
 def _opt(default: Any, doc: str, *, resume_safe: bool = False, seeds: bool = True,
@@ -60,8 +60,9 @@ class RunOptions:
                                       low=1)
     init_from: Any = _opt(None, "start from another run: {workdir, step, mode: 'params' | "
                           "'state'} or its workdir", resume_safe=True, seeds=False)
-    executor: str = _opt("host", "'host' (a jitted step per step) or 'fused' (chunks of steps "
-                         "in one program)", resume_safe=True, choices=EXECUTORS,
+    executor: str = _opt("host", "'host' (a jitted step per step), 'fused' (chunks of steps "
+                         "in one program) or 'auto' (fused when the schedule plans ahead, "
+                         "else host)", resume_safe=True, choices=EXECUTORS,
                          what="executors")
     chunk_steps: int = _opt(100, "the fused executor's longest chunk", resume_safe=True,
                             kind="int", low=1, what="the fused executor needs an integer >= 1 "
@@ -84,6 +85,9 @@ class RunOptions:
     evaluators: Any = _opt((), "[{name: evaluator, when: {...}, **kwargs} or an Evaluator], "
                            "besides the loss evaluator of `eval` (see alternating.evaluation)",
                            resume_safe=True)
+    keep_best: Any = _opt(None, "{metric: 'SET/METRIC', mode: 'max' | 'min'}: save the state of "
+                          "the best evaluation of the loss evaluator under WORKDIR/best (see "
+                          "alternating.best)", seeds=False)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunOptions)}

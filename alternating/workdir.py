@@ -48,7 +48,7 @@ PREVIOUS_DIR = "previous"
 # What a run writes at the top of its workdir besides checkpoints (see
 # ``metrics.files.MetricWriter``, ``loop.train``, ``plots``).
 LOG_FILES = ("metrics.jsonl", "timeline.jsonl", "results.json", "curves.png",
-             "probabilities.png", "tensorboard")
+             "probabilities.png", "tensorboard", "best")
 # A generous bound on the longest path the library writes below a workdir:
 # checkpoints_damaged/<step>.orbax-checkpoint-tmp-<time>-<time>-<k>/state/
 # ocdbt.process_<i>/d/<32 hex digits> is about 140 characters.

@@ -73,6 +73,7 @@ def get_config(arg=None):
     c.nan_policy = "raise"  # or "skip": drop non-finite updates
     c.max_consecutive_skips = 10
     c.init_from = ""  # another run's workdir: start from its params (when this one has no checkpoint)
+    c.executor = "auto"  # fused chunks: this schedule plans ahead (host: one jitted step a step)
 
     c.model = dict(
         name="multistem",

@@ -119,7 +119,7 @@ def test_fused_resume_and_checkpoint_boundaries(tmp_path):
 
 
 def test_unknown_executor_and_bad_chunk_are_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"executor='scan'; valid executors: \['host', 'fused'\]"):
+    with pytest.raises(ValueError, match=r"executor='scan'; valid executors: \['auto', 'host', 'fused'\]"):
         _tiny_run(tmp_path, executor="scan")
     with pytest.raises(ValueError, match=r"chunk_steps=0; the fused executor needs an integer >= 1"):
         _tiny_run(tmp_path, executor="fused", chunk_steps=0)
@@ -154,3 +154,14 @@ def test_host_metric_ring_wraps_and_deferred_logs_keep_every_row(tmp_path, monke
     segments = [(r["start"], r["end"]) for r in _timeline(tmp_path / "host")]
     assert segments[0][0] == 0 and segments[-1][1] == 41
     assert all(a[1] == b[0] for a, b in zip(segments, segments[1:]))
+
+
+def test_auto_picks_fused_for_a_planned_schedule_and_host_for_an_adaptive_one():
+    from alternating.schedules.adaptive import UCB
+    from alternating.schedules.static import Alternate
+    planned = Alternate(["a", "b"])
+    assert executor.resolve("auto", planned) == "fused"
+    adaptive = UCB(["a", "b"], seed=0)
+    assert executor.resolve("auto", adaptive) == "host"
+    assert executor.resolve("host", planned) == "host"
+    assert executor.resolve("fused", adaptive) == "fused"
