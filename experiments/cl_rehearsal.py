@@ -1,0 +1,132 @@
+r"""Power-law rehearsal vs uniform and exponential rehearsal vs EWC (scheme 8), permuted digits.
+
+Question: at the same replay budget (one memory of ``--size`` examples filled
+in the step by reservoir sampling, 32 replayed examples a step), does
+drawing the replayed examples with power-law weights in the time since each
+past task was last trained keep more of the 10 permuted-digits tasks than
+uniform or exponential weights, and as much as EWC (no memory)?
+
+Arms (``configs/cl_replay.py:permuted_digits,<weighting>``, smoke-sized
+MLP): ``power_law`` (``w = 1 / (1 + d)``, ``d`` in tasks), ``exponential``
+(``w = exp(-d)``), ``uniform`` (every past task alike), ``ewc``
+(``configs/continual.py:permuted_digits,ewc``, lambda 1000, no memory). Each
+arm's seeds are one vectorized program; ACC, BWT and forgetting come from the
+accuracy matrix.
+
+    .venv/bin/python experiments/cl_rehearsal.py            # 5 seeds, docs/results
+    .venv/bin/python experiments/cl_rehearsal.py --quick    # 2 seeds, tiny, temp dir
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from alternating.continual import replay  # noqa: E402
+from configs import continual  # noqa: E402
+from experiments import common, pages  # noqa: E402
+from experiments.cl_three_scenarios import cli  # noqa: E402
+
+ARMS = ("power_law", "exponential", "uniform", "ewc")
+STEPS, QUICK_STEPS, SIZE = 100, 10, 100
+METRICS = {"acc": "final average accuracy over the 10 tasks (ACC, last matrix row)",
+           "forgetting": "mean over tasks 0-8 of best earlier minus final accuracy",
+           "bwt": "backward transfer (final minus just-trained accuracy, tasks 0-8)"}
+
+
+def arm_config(arm: str, steps: int, size: int = SIZE):
+    """The arm's config: permuted digits, ``steps`` a task, replay or EWC."""
+    c = continual.get_config("permuted_digits,smoke" + (",ewc" if arm == "ewc" else ""))
+    c.schedule = {"name": "sequential", "stages": [[s[0], steps] for s in c.schedule["stages"]]}
+    c.total_steps = 10 * steps
+    if arm != "ewc":
+        replay.add_replay(c, size=size, weighting=arm, alpha=1.0, tau=steps, batch_size=32)
+    return c
+
+
+def collect(seeds: list[int], args: Any) -> tuple[dict, float]:
+    t0, out = time.time(), {}
+    steps = QUICK_STEPS if args.quick else STEPS
+    for arm in ARMS:
+        if args.arms and arm not in args.arms:
+            continue
+        results, _, _ = common.run_seed_block(arm_config(arm, steps), seeds, args.workdir / arm)
+        cont = results["continual"]
+        entries = cont.get("per_seed") or [cont]
+        out[arm] = {k: [float(e[k]) for e in entries] for k in METRICS}
+        print(arm, {k: round(float(np.mean(v)), 3) for k, v in out[arm].items()}, flush=True)
+    return out, time.time() - t0
+
+
+def notes(arms: dict) -> list[str]:
+    m = {a: {k: float(np.mean(v)) for k, v in arms[a].items()} for a in arms}
+    return ["Means over seeds (ACC / forgetting / BWT): " + "; ".join(
+        f"{a} {m[a]['acc']:.3f} / {m[a]['forgetting']:.3f} / {m[a]['bwt']:.3f}" for a in m)
+        + "."]
+
+
+def main(argv=None) -> dict[str, Any]:
+    args, seeds, out = cli("cl_rehearsal_", __doc__, argv)
+    arms, wall = collect(seeds, args)
+    steps = QUICK_STEPS if args.quick else STEPS
+    data = {
+        "name": "cl_rehearsal",
+        "title": "Power-law rehearsal vs uniform and exponential rehearsal vs EWC, "
+                 "10 permuted-digits tasks",
+        "intro": [
+            "Claim (seed paper: Gandhi, Shah, Marupudi, Varma, \"Catastrophic Interference is "
+            "Mitigated in Naturalistic Power-Law Learning Environments\", arXiv:2401.10393; "
+            "`SCHEMES.md` #8): on permuted MNIST, rehearsing earlier tasks with a frequency "
+            "that falls as a power law of the time since each was last met (the statistics "
+            "of human environments, Anderson & Schooler 1991) mitigates catastrophic "
+            "interference as well as or better than regularization methods such as EWC and "
+            "better than rehearsal in non-power-law (e.g. exponential) environments.",
+            f"Setup: digits (8x8), 10 tasks, each a fixed pixel permutation (domain-"
+            f"incremental), MLP 64-64-10, Adam 1e-3, batch 32, {steps} steps a task, a fresh "
+            "Adam state per task, accuracy matrix after each task. Replay arms: one memory "
+            f"of {SIZE} examples in the TrainState, filled in the step by reservoir sampling "
+            "over every training example (`alternating.continual.replay`), 32 examples a step "
+            "drawn from it with replacement, each past task (the current one left out) "
+            "getting the probability w / sum(w): power_law w = 1 / (1 + d), exponential "
+            "w = exp(-d), uniform w = 1, where d is the time since the task was last trained "
+            "in tasks (steps / task length). EWC: diagonal Fisher at each task end, lambda "
+            "1000, no memory.",
+            "Deviations from the paper: the paper builds whole training environments in which "
+            "past tasks' data recur with power-law frequency; here the recurrence is the "
+            "replay draw from one fixed reservoir memory, so every arm has the same memory "
+            "and the same replayed examples per step (the same budget) and only the weights "
+            "differ. The exponent 1 is ours: the paper's exact exponent could not be "
+            "confirmed from the material at hand (the seed list gives its abstract only). "
+            "8x8 digits and a tiny MLP instead of MNIST; 100 steps a task.",
+        ],
+        "command": common.command("cl_rehearsal.py", argv),
+        "provenance": pages.provenance(wall, len(arms) * len(seeds)),
+        "seeds": seeds, "metrics": METRICS, "arms": arms,
+        "comparisons": [
+            {"name": "power-law vs uniform rehearsal: ACC", "treatment": "power_law",
+             "baseline": "uniform", "metric": "acc", "claim": "greater"},
+            {"name": "power-law vs exponential rehearsal: ACC", "treatment": "power_law",
+             "baseline": "exponential", "metric": "acc", "claim": "greater"},
+            {"name": "power-law rehearsal vs EWC: ACC", "treatment": "power_law",
+             "baseline": "ewc", "metric": "acc", "claim": "greater"},
+            {"name": "power-law vs uniform rehearsal: forgetting", "treatment": "power_law",
+             "baseline": "uniform", "metric": "forgetting", "claim": "less"},
+        ],
+        "notes": notes(arms),
+    }
+    if len(arms) == len(ARMS):
+        md = pages.write_page(data, out)
+        print(md.read_text())
+    return data
+
+
+if __name__ == "__main__":
+    main()
