@@ -16,6 +16,9 @@ Variants (comma-separated after the colon, e.g. ``:signals_only,no_embed``):
 * arms: ``alternating`` (default), ``images_only``, ``signals_only``, ``mixed``
   (one step on a batch holding both modalities, summed loss).
 * ``no_embed``: no modality embedding.
+* ``one_optimizer``: the alternating arm's two phases share one Adam state
+  (``optimizer_group``, one optimizer over the union of their parameters,
+  as MulModSeg trains) instead of one state per phase.
 * ``steps=N``: optimizer steps per modality (default 2000).
 
 Each arm sees the same number of examples per modality: single-modality and
@@ -29,7 +32,8 @@ ARMS = ("alternating", "images_only", "signals_only", "mixed")
 
 
 def parse(arg):
-    opts = {"arm": "alternating", "smoke": False, "embed": True, "steps": 2000}
+    opts = {"arm": "alternating", "smoke": False, "embed": True, "steps": 2000,
+            "one_optimizer": False}
     for tok in filter(None, (arg or "").split(",")):
         if tok in ARMS:
             opts["arm"] = tok
@@ -37,11 +41,16 @@ def parse(arg):
             opts["smoke"] = True
         elif tok == "no_embed":
             opts["embed"] = False
+        elif tok == "one_optimizer":
+            opts["one_optimizer"] = True
         elif tok.startswith("steps="):
             opts["steps"] = int(tok.split("=", 1)[1])
         else:
             raise ValueError(f"configs/default.py: unknown variant {tok!r}; valid: {list(ARMS)}, "
-                             "'smoke', 'no_embed', 'steps=N'.")
+                             "'smoke', 'no_embed', 'one_optimizer', 'steps=N'.")
+    if opts["one_optimizer"] and opts["arm"] != "alternating":
+        raise ValueError(f"configs/default.py: 'one_optimizer' shares one optimizer between the "
+                         f"alternating arm's two phases; arm {opts['arm']!r} has one phase.")
     return opts
 
 
@@ -73,7 +82,6 @@ def get_config(arg=None):
     c.nan_policy = "raise"  # or "skip": drop non-finite updates
     c.max_consecutive_skips = 10
     c.init_from = ""  # another run's workdir: start from its params (when this one has no checkpoint)
-    c.executor = "auto"  # fused chunks: this schedule plans ahead (host: one jitted step a step)
 
     c.model = dict(
         name="multistem",
@@ -91,6 +99,9 @@ def get_config(arg=None):
     if arm == "alternating":
         c.phases = dict(images=_phase("images", opts["embed"]), signals=_phase("signals", opts["embed"]))
         c.schedule = dict(name="alternate", pattern=["images", "signals"])
+        if opts["one_optimizer"]:
+            for p in c.phases.values():
+                p["optimizer_group"] = "shared"
     elif arm in ("images_only", "signals_only"):
         m = arm.split("_")[0]
         c.phases = {m: _phase(m, opts["embed"])}
