@@ -68,3 +68,16 @@ def test_ablation_seeds_quick_replicas_equal_runs():
     assert result["benchmark"] == "ablation_seeds" and areal["steps"] == 20
     assert areal["one_program_s"] > 0 and areal["speedup"] > 0
     assert areal["max_headline_drift"] < 1e-6  # 20 steps: each replica is its run
+
+
+@pytest.mark.slow
+def test_streaming_quick_prints_its_ratio_and_peak_memory():
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # 1 device
+    out = subprocess.run([sys.executable, "benchmarks/streaming.py", "--quick", "--gib", "0.05"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = _strict_json(out.stdout.strip().splitlines()[-1])
+    assert result["benchmark"] == "streaming" and result["gib"] == 0.05
+    assert result["examples"] * 1024 * 4 <= 0.05 * 2 ** 30 < result["file_bytes"]
+    assert result["ratio"]["median"] > 0 and result["steps_per_s"]["stream"]["median"] > 0
+    assert 0 < result["peak_rss_mb"]["stream"] and result["nproc"] >= 1 and result["cpu"]

@@ -23,6 +23,7 @@ SPEC_KEYS = ('dataset', 'split', 'batch_size', 'transforms', 'curriculum', 'read
 READ_MODES = ('auto', 'memory', 'stream')
 
 Arrays = dict[str, np.ndarray]
+READ_CHUNK = 4096  # examples decoded at a time when a split is read whole
 
 
 # --- Reading splits. -------------------------------------------------------------
@@ -95,7 +96,8 @@ def to_arrays(examples: list[dict[str, Any]], b, keys: tuple[str, str]) -> Array
     x = _to_numpy(examples, x_key)
     if isinstance(b.info.features[x_key], tfds.features.Image) and x.dtype == np.uint8:
         x = x.astype(np.float32) / 255.0  # Same [0, 1] range as `digits`.
-    return {'x': x.astype(np.float32), 'y': _to_numpy(examples, y_key).astype(np.int32)}
+    return {'x': x.astype(np.float32, copy=False),
+            'y': _to_numpy(examples, y_key).astype(np.int32, copy=False)}
 
 
 def num_classes_of(b, keys: tuple[str, str]) -> Optional[int]:
@@ -107,7 +109,18 @@ def read_split(name: str, split: str, data_dir: str) -> tuple[Arrays, Optional[i
     """Reads a split fully; returns read-only arrays and the number of classes."""
     b, source = open_split(name, split, data_dir)
     keys = supervised_keys(b, name)
-    arrays = to_arrays(read_examples(source, list(range(len(source)))), b, keys)
+    n, arrays = len(source), None
+    # Decoded a chunk at a time into arrays allocated once: the peak is the
+    # arrays plus a chunk, not the arrays plus every decoded example.
+    for start in range(0, n, READ_CHUNK):
+        part = to_arrays(read_examples(source, list(range(start, min(n, start + READ_CHUNK)))),
+                         b, keys)
+        if arrays is None:
+            arrays = {k: np.empty((n,) + v.shape[1:], v.dtype) for k, v in part.items()}
+        for k, v in part.items():
+            arrays[k][start:start + len(v)] = v
+    if arrays is None:  # an empty split
+        arrays = to_arrays([], b, keys)
     for v in arrays.values():
         v.setflags(write=False)  # Cached: callers must not change it.
     return arrays, num_classes_of(b, keys)

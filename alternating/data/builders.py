@@ -263,29 +263,28 @@ def prepare(name: str, data_dir: Optional[str] = None) -> str:
 
 # --- Generated datasets (streaming tests and benchmarks). ---------------------------
 
+_SHARD_BYTES = 256 << 20  # TFDS's own shards are of this order (128 MiB - 1 GiB)
+
 
 class _Generated(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """Gaussian class blobs of any size, written as ArrayRecord like any TFDS dataset.
+    """The `DatasetInfo` of a generated dataset (its features); the files are written below.
 
-    Not registered: it is read back by name from its files (`tfds.builder`
-    falls back to the prepared directory), as a catalogue dataset would be.
-    The features are stored as raw bytes (`Encoding.BYTES`), which TFDS
-    writes and reads several times faster than a float list.
+    Not registered: the dataset is read back by name from its files
+    (`tfds.builder` falls back to the prepared directory), as a catalogue
+    dataset would be.
     """
 
     VERSION = tfds.core.Version('1.0.0')
     code_path = _CODE_PATH
-    SIZES: dict[str, int] = {}
     SHAPE: tuple[int, ...] = ()
     NUM_CLASSES = 10
-    SEED = 0
-    CHUNK = 1024
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
             description='Generated Gaussian class blobs (alternating.data.builders.write_generated).',
             features=tfds.features.FeaturesDict({
+                # Raw bytes: written and read several times faster than a float list.
                 'x': tfds.features.Tensor(shape=self.SHAPE, dtype=np.float32,
                                           encoding=tfds.features.Encoding.BYTES),
                 'label': tfds.features.ClassLabel(num_classes=self.NUM_CLASSES),
@@ -294,29 +293,35 @@ class _Generated(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         )
 
     def _split_generators(self, dl_manager):
-        del dl_manager
-        return {split: self._generate_examples(split_id, n)
-                for split_id, (split, n) in enumerate(sorted(self.SIZES.items()))}
+        raise NotImplementedError('written by write_generated')
 
-    def _generate_examples(self, split_id, n):
-        dim = int(np.prod(self.SHAPE))
-        centers = np.random.default_rng(self.SEED).normal(size=(self.NUM_CLASSES, dim))
-        for start in range(0, n, self.CHUNK):
-            rng = np.random.default_rng((self.SEED, split_id, start))
-            k = min(self.CHUNK, n - start)
-            y = rng.integers(0, self.NUM_CLASSES, size=k)
-            x = (centers[y] + rng.normal(size=(k, dim))).astype(np.float32)
-            for i in range(k):
-                yield start + i, {'x': x[i].reshape(self.SHAPE), 'label': int(y[i])}
+    def _generate_examples(self):
+        raise NotImplementedError('written by write_generated')
+
+
+def _blobs(seed: int, split_id: int, n: int, shape: tuple[int, ...], num_classes: int,
+           chunk: int = 1024):
+    """Chunks `(x, y)` of Gaussian class blobs, a pure function of (seed, split, index)."""
+    dim = int(np.prod(shape))
+    centers = np.random.default_rng(seed).normal(size=(num_classes, dim))
+    for start in range(0, n, chunk):
+        rng = np.random.default_rng((seed, split_id, start))
+        y = rng.integers(0, num_classes, size=min(chunk, n - start))
+        x = (centers[y] + rng.normal(size=(len(y), dim))).astype(np.float32)
+        yield x.reshape((len(y),) + shape), y
 
 
 def write_generated(name: str, data_dir: str, sizes: dict[str, int], shape: tuple[int, ...], *,
                     num_classes: int = 10, seed: int = 0) -> int:
-    """Writes a generated dataset (Gaussian class blobs) to `data_dir` as ArrayRecord.
+    """Writes a generated dataset (Gaussian class blobs) to `data_dir` as TFDS ArrayRecord.
 
     Read it back like a prepared catalogue dataset: `{'dataset': name}`.
-    Features `x` float32 `shape`, `label` ClassLabel(`num_classes`); each
-    split's examples are a pure function of (seed, split, index).
+    Features `x` float32 `shape`, `label` ClassLabel(`num_classes`); the
+    examples are a pure function of (seed, split, index). The shards are
+    written one after the other with the options TFDS's own ArrayRecord writer
+    uses, and the `dataset_info.json` by TFDS, so memory stays flat whatever
+    the size (TFDS's writer shuffles through TensorFlow above 1 GB). An
+    already written dataset is kept.
 
     Args:
         name: the dataset's name (not an embedded or catalogue name).
@@ -329,12 +334,44 @@ def write_generated(name: str, data_dir: str, sizes: dict[str, int], shape: tupl
     Returns:
         The bytes of the written split files.
     """
+    from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
     if name in EMBEDDED_DATASETS:
         raise ValueError(f'write_generated: {name!r} is an embedded dataset; choose another name.')
+    shape = tuple(int(d) for d in shape)
     cls = type(f'Generated_{name}', (_Generated,), {
-        'name': name, 'SIZES': dict(sizes), 'SHAPE': tuple(int(d) for d in shape),
-        'NUM_CLASSES': int(num_classes), 'SEED': int(seed)}, skip_registration=True)
+        'name': name, 'SHAPE': shape, 'NUM_CLASSES': int(num_classes)}, skip_registration=True)
     b = cls(data_dir=resolve_data_dir(data_dir), file_format=_FILE_FORMAT)
-    b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+    final = epath.Path(b.data_dir)
+    if not b.is_prepared():
+        tmp = final.parent / f'incomplete.{final.name}.{os.getpid()}'
+        tmp.mkdir(parents=True, exist_ok=True)
+        per_shard = max(1, _SHARD_BYTES // (4 * int(np.prod(shape)) + 64))
+        infos = []
+        for split_id, (split, n) in enumerate(sorted(sizes.items())):
+            template = tfds.core.ShardedFileTemplate(
+                data_dir=tmp, dataset_name=name, split=split, filetype_suffix=_FILE_FORMAT)
+            num_shards = max(1, -(-n // per_shard))
+            lengths, nbytes, writer = [], 0, None
+            for x, y in _blobs(seed, split_id, n, shape, num_classes):
+                for xi, yi in zip(x, y):
+                    if writer is None or lengths[-1] == per_shard:
+                        if writer is not None:
+                            writer.close()
+                        path = template.sharded_filepath(shard_index=len(lengths),
+                                                         num_shards=num_shards)
+                        writer = array_record_module.ArrayRecordWriter(os.fspath(path),
+                                                                       'group_size:1')
+                        lengths.append(0)
+                    record = b.info.features.serialize_example({'x': xi, 'label': int(yi)})
+                    writer.write(record)
+                    lengths[-1] += 1
+                    nbytes += len(record)
+            if writer is not None:
+                writer.close()
+            infos.append(tfds.core.SplitInfo(name=split, shard_lengths=lengths, num_bytes=nbytes,
+                                             filename_template=template))
+        b.info.set_splits(tfds.core.SplitDict(infos))
+        b.info.write_to_directory(tmp)
+        tmp.rename(final)  # readers never see a partial dataset
+        b = cls(data_dir=resolve_data_dir(data_dir), file_format=_FILE_FORMAT)
     return int(sum(s.num_bytes for s in b.info.splits.values()))
