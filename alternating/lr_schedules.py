@@ -30,6 +30,10 @@ small step up from :math:`\eta_{min}`, never back to :math:`\eta_{max}`).
 Default ``anneal_at``: the optimizer's expected number of steps (one anneal
 at the end of training).
 
+``cycle_steps`` (any schedule) restarts a schedule every that many
+positions: ``cosine`` with ``cycle_steps`` equal to a task's steps is repeated
+cosine over one optimizer state shared by the tasks.
+
 The schedule's position is its optimizer state's step count: a phase's own
 state restarts it at every phase (each task re-warms, which is what the
 infinite schedule avoids), so across tasks it needs one state, i.e. the

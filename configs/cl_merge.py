@@ -22,7 +22,7 @@ Variants (``:<variant>[,smoke]``):
   over their steps: warm-up, cosine cool-down to 0.5 x lr, constant, and an
   exponential anneal to 0.1 x lr over the last 20% of every task, where the
   accuracy matrix takes its row.
-* ``smoke``: a few dozen steps per task (seconds; tests).
+* ``smoke``: 20 steps per task (seconds; tests).
 
 Command::
 
@@ -49,24 +49,39 @@ def parse(arg):
     return (chosen or ["merge"])[0], "smoke" in toks
 
 
+def _head(spec, t, split=None):
+    """A data spec relabelled to head ``t`` (classes 10t..10t+9), with its task id."""
+    spec = dict(spec.to_dict() if hasattr(spec, "to_dict") else spec, **({"split": split} if split else {}))
+    relabel = dict(name="relabel", mapping=[10 * t + c for c in range(10)])
+    spec["transforms"] = list(spec.get("transforms") or []) + [relabel, dict(name="task_id", task=t)]
+    return spec
+
+
 def merge_config(smoke):
-    """Pre-training on digits, 4 permuted tasks fine-tuned from it, merged at the end."""
+    """Pre-training on digits, 4 permuted tasks fine-tuned from it, merged at the end.
+
+    Each task has its own 10-way head (rows 10t..10t+9 of one output layer, the
+    softmax masked to them); pre-training has a fifth (rows 40..49).
+    """
     c = continual.get_config("permuted_digits" + (",smoke" if smoke else ""))
-    tasks = list(c.phases.keys())[:4]
-    steps = 40 if smoke else 150
-    for name in list(c.phases.keys())[4:]:
-        del c.phases[name], c.data[name]
-    c.data["pretrain"] = dict(dataset="digits", split="train", batch_size=c.data[tasks[0]].batch_size)
-    c.phases["pretrain"] = dict(c.phases[tasks[0]].to_dict(), data="pretrain")
+    tasks, steps = list(c.phases.keys())[:4], (20 if smoke else 150)
+    tests = [e["data"] for e in c.evaluators[0]["tasks"][:4]]
+    plain = dict(dataset="digits", split="train", batch_size=c.data[tasks[0]].batch_size)
+    c.data = {**{t: _head(c.data[t], i) for i, t in enumerate(tasks)}, "pretrain": _head(plain, 4)}
+    c.model.features = tuple(c.model.features[:-1]) + (50,)
+    heads = [list(range(10 * t, 10 * t + 10)) for t in range(5)]
+    phase = dict(loss="alternating.continual.losses:task_masked_classification",
+                 loss_kwargs=dict(classes=heads), optimizer=dict(name="adam", lr=1e-3))
+    c.phases = {t: dict(phase, data=t) for t in ["pretrain"] + tasks}
     c.schedule = dict(name="sequential", stages=[["pretrain", 2 * steps]] + [[t, steps] for t in tasks])
     c.total_steps = 6 * steps
     c.hooks = [dict(name=M + "TaskSnapshots", tasks=tasks, reset=True, base_phase="pretrain")]
-    test = [dict(name=t, data=d) for t, d in zip(tasks, [e["data"] for e in c.evaluators[0]["tasks"]])]
-    ada = dict(steps=100 if smoke else 500, lr=1e-3, batch_size=16, init=0.3)
-    c.evaluators = [dict(name=M + "MergeEvaluator", tasks=test, methods=[
+    ada = dict(steps=50 if smoke else 500, lr=1e-3, batch_size=16, init=0.3)
+    c.evaluators = [dict(name=M + "MergeEvaluator", classes=heads[:4], methods=[
         dict(name="average"), dict(name="task_arithmetic", lam=0.3),
         dict(name="adamerging", granularity="task", **ada),
-        dict(name="adamerging", granularity="layer", **ada)])]
+        dict(name="adamerging", granularity="layer", **ada)],
+        tasks=[dict(name=t, data=_head(d, i)) for i, (t, d) in enumerate(zip(tasks, tests))])]
     return c
 
 
@@ -76,8 +91,8 @@ def schedule_config(variant, smoke):
     names = list(c.phases.keys())
     for name in names[5:]:
         del c.phases[name], c.data[name]
-    steps = c.schedule.stages[0][1]
-    c.schedule.stages = c.schedule.stages[:5]
+    steps = 20 if smoke else c.schedule.stages[0][1]
+    c.schedule.stages = [[n, steps] for n, _ in c.schedule.stages[:5]]
     c.total_steps = 5 * steps
     c.evaluators[0]["tasks"] = c.evaluators[0]["tasks"][:5]
     opt = dict(name="adam", lr=LR, warmup_steps=int(WARMUP * steps), end_lr_factor=0.1)
