@@ -143,7 +143,7 @@ def make_eval_fn(loss_fn: Callable, mesh: Any, counter: parallel.TraceCounter | 
         def one(example):
             loss, aux = loss_fn(params, jax.tree.map(lambda x: x[None], example), rng, extras,
                                 info)
-            return {"loss": loss, **aux}
+            return {"loss": loss, **losses.metrics_of(aux)}
 
         per = jax.vmap(one)(examples)
         sums = {k: (jnp.asarray(v, jnp.float32).reshape(mask.shape) * mask).sum()

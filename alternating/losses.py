@@ -42,10 +42,26 @@ class StepInfo(NamedTuple):
     (``loss(params, batch, rng, extras, step=StepInfo(...))``); others are
     called as before. Evaluation passes the state's global step and the
     evaluated phase's count (0 for a loss named outside any phase).
+    ``training`` is True in a training step and False in evaluation (a model
+    with batch statistics normalizes by the batch's in training and by its
+    running averages in evaluation).
     """
 
     global_step: Any
     phase_step: Any
+    training: bool = False
+
+
+# A loss may write extras: ``aux[WRITES] = {extra name: new value}`` (e.g. the
+# running averages of a BatchNorm model). A training step writes them into
+# ``state.extras`` after its optimizer update (same structure and dtypes as the
+# extra, checked when the step is traced); evaluation ignores them.
+WRITES = "extras_writes"
+
+
+def metrics_of(aux: Mapping[str, Any]) -> dict[str, Any]:
+    """A loss's aux without its extras writes: what is reported as metrics."""
+    return {k: v for k, v in aux.items() if k != WRITES}
 
 
 def register_loss(name: str):
@@ -80,7 +96,7 @@ def masked_mean(values: jax.Array, batch: Mapping[str, jax.Array]) -> jax.Array:
 
 @register_loss("classification")
 def classification(model, *, x: str = "x", y: str = "y", params_from: str | None = None,
-                   **apply_kwargs) -> LossFn:
+                   state: str | None = None, **apply_kwargs) -> LossFn:
     """Softmax cross-entropy with integer labels; aux: ``accuracy``.
 
     Args:
@@ -88,16 +104,36 @@ def classification(model, *, x: str = "x", y: str = "y", params_from: str | None
       x, y: batch keys of the inputs and integer labels.
       params_from: evaluate ``extras[params_from]`` (e.g. a teacher) instead
         of the parameters (for evaluation sets).
+      state: the extra holding the model's mutable state (BatchNorm running
+        averages; see :func:`alternating.models.initial_state`). A training
+        step normalizes by the batch and writes the updated averages back
+        (:data:`WRITES`); evaluation reads them. Phases naming different
+        extras keep their own statistics.
       **apply_kwargs: passed to ``model.apply`` (e.g. ``stem='images'``).
     """
-    def loss(params, batch, rng, extras):
+    def loss(params, batch, rng, extras, step=None):
         del rng
         if params_from is not None:
             params = extras[params_from]
-        logits = model.apply(params, batch[x], **apply_kwargs)
+        writes = None
+        if state is not None and state not in extras:
+            raise ValueError(f"classification loss: state={state!r} names no extra; extras: "
+                             f"{sorted(extras)} (declare it with kind 'init' and "
+                             "'alternating.models:initial_state').")
+        if state is None:
+            logits = model.apply(params, batch[x], **apply_kwargs)
+        elif step is not None and step.training:
+            logits, new = model.apply(params, batch[x], state=extras[state], training=True,
+                                      **apply_kwargs)
+            writes = {state: new}
+        else:
+            logits = model.apply(params, batch[x], state=extras[state], **apply_kwargs)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch[y])
         acc = (jnp.argmax(logits, -1) == batch[y]).astype(jnp.float32)
-        return masked_mean(ce, batch), {"accuracy": masked_mean(acc, batch)}
+        aux = {"accuracy": masked_mean(acc, batch)}
+        if writes:
+            aux[WRITES] = writes
+        return masked_mean(ce, batch), aux
     return loss
 
 

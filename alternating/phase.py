@@ -378,7 +378,7 @@ def make_step(bound: BoundPhase, *, ema_decay: float = 0.0, grad_norm: bool = Tr
         rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), bound.index)
         own, rest = partition.split(state.params, bound.trainable)
         count = state.phase_steps[name]
-        info = losses.StepInfo(state.step, count)
+        info = losses.StepInfo(state.step, count, True)
         if bound.augment is not None:  # keyed by the step: a resumed run draws the same
             batch = bound.augment(batch, rng)
 
@@ -390,6 +390,7 @@ def make_step(bound: BoundPhase, *, ema_decay: float = 0.0, grad_norm: bool = Tr
             return jnp.asarray(loss, jnp.float32), aux
 
         (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(own)
+        aux, writes = losses.metrics_of(aux), aux.get(losses.WRITES)
         opt = state.opt_state[bound.opt_key]
         target = own if bound.group is None else partition.split(state.params,
                                                                   bound.group_trainable)[0]
@@ -409,7 +410,7 @@ def make_step(bound: BoundPhase, *, ema_decay: float = 0.0, grad_norm: bool = Tr
             updates, opt = _group_update(bound, grads, opt, target)
         own = optax.apply_updates(own, updates)
         params = partition.merge(own, rest)
-        extras = dict(state.extras)
+        extras = write_extras(dict(state.extras), writes, name) if writes else dict(state.extras)
         if ema_decay > 0:
             extras["ema"] = ema_update(extras["ema"], params, ema_decay)
         if bound.updates:
@@ -432,6 +433,28 @@ def make_step(bound: BoundPhase, *, ema_decay: float = 0.0, grad_norm: bool = Tr
 
     step.__name__ = f"step_{name}"
     return step
+
+
+def write_extras(extras: dict[str, Any], writes: Mapping[str, Any], phase: str) -> dict:
+    """A loss's extras writes (``aux[losses.WRITES]``), checked against the extras.
+
+    Raises:
+      ValueError (when the step is traced): an extra that does not exist, or a
+        value whose structure or shapes differ from the extra's.
+    """
+    for key, new in writes.items():
+        if key not in extras:
+            raise ValueError(f"phase {phase!r}: its loss writes extra {key!r}, which is not "
+                             f"declared; extras: {sorted(extras)}.")
+        old = extras[key]
+        if (jax.tree.structure(new) != jax.tree.structure(old) or
+                [jnp.shape(a) for a in jax.tree.leaves(new)] !=
+                [jnp.shape(a) for a in jax.tree.leaves(old)]):
+            raise ValueError(f"phase {phase!r}: its loss writes extra {key!r} with another "
+                             "structure or shapes than the extra's (declare it with the "
+                             "model's own initial state).")
+        extras[key] = jax.tree.map(lambda n, o: jnp.asarray(n, o.dtype), new, old)
+    return extras
 
 
 def _group_update(bound: BoundPhase, grads: Any, opt: Any, union: Any) -> tuple[Any, Any]:

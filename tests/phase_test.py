@@ -97,7 +97,7 @@ def test_ema_extra_tracks_params():
 @pytest.mark.parametrize("spec,match", [
     ({"name": "adamm"}, r"'adamm' is not an optimizer; valid names: \['adam', 'adamw'"),
     ({"name": "adam", "learning_rte": 1}, r"unknown keys \['learning_rte'\]; valid keys"),
-    ({"name": "adam", "schedule": "cosin"}, r"valid schedules: \['constant', 'cosine', 'linear'\]"),
+    ({"name": "adam", "schedule": "cosin"}, r"valid schedules: \['constant', 'cosine', 'linear', 'infinite'\]"),
 ])
 def test_bad_optimizer_specs(spec, match):
     with pytest.raises(ValueError, match=match):

@@ -286,6 +286,7 @@ def _per_example_accuracy(loss_fn: Any, name: str) -> Any:
 
         def one(example):
             _, aux = loss_fn(params, jax.tree.map(lambda v: v[None], example), rng, extras, info)
+            aux = losses.metrics_of(aux)
             if "accuracy" not in aux:
                 raise ValueError(f"evaluator {name!r}: the task's loss reports no 'accuracy' "
                                  f"(its aux has {sorted(aux)}); use a classification loss.")

@@ -36,20 +36,41 @@ class Model:
     init_inputs: Mapping[str, tuple[int, ...]]
     init_method: str | None = None
 
-    def init(self, rng: jax.Array) -> dict:
-        """Returns freshly initialized parameters (no batch statistics)."""
+    def _variables(self, rng: jax.Array) -> dict:
         inputs = {k: jnp.zeros((1, *s), jnp.float32) for k, s in self.init_inputs.items()}
         method = getattr(type(self.module), self.init_method) if self.init_method else None
-        variables = self.module.init(rng, **inputs, method=method)
-        return dict(variables["params"])
+        return dict(self.module.init(rng, **inputs, method=method))
 
-    def apply(self, params: Any, x: jax.Array, **kwargs) -> jax.Array:
-        """Applies the module to one input batch."""
-        return self.module.apply({"params": params}, x, **kwargs)
+    def init(self, rng: jax.Array) -> dict:
+        """Returns freshly initialized parameters (no batch statistics)."""
+        return dict(self._variables(rng)["params"])
+
+    def init_state(self, rng: jax.Array) -> dict:
+        """The module's mutable collections at initialization (``{}`` for most
+        models; ``{'batch_stats': ...}`` with BatchNorm)."""
+        return {k: v for k, v in self._variables(rng).items() if k != "params"}
+
+    def apply(self, params: Any, x: jax.Array, *, state: Any = None, training: bool = False,
+              **kwargs) -> Any:
+        """Applies the module to one input batch.
+
+        With ``state`` (the mutable collections, e.g. ``{'batch_stats': ...}``)
+        the module is called with ``train=training``: in training it returns
+        ``(output, new state)`` (BatchNorm normalizes by the batch and updates
+        its running averages), otherwise the output, normalized by the
+        running averages.
+        """
+        if state is None:
+            return self.module.apply({"params": params}, x, **kwargs)
+        variables = {"params": params, **state}
+        if training:
+            return self.module.apply(variables, x, train=True, mutable=list(state), **kwargs)
+        return self.module.apply(variables, x, train=False, **kwargs)
 
 
-def _mlp(*, features, input_shape) -> Model:
-    return Model(MLP(features=tuple(features)), {"x": tuple(input_shape)})
+def _mlp(*, features, input_shape, batch_norm=False) -> Model:
+    return Model(MLP(features=tuple(features), batch_norm=bool(batch_norm)),
+                 {"x": tuple(input_shape)})
 
 
 def _cnn2d(*, num_classes, input_shape, channels=(16, 32), width=128) -> Model:
@@ -57,9 +78,26 @@ def _cnn2d(*, num_classes, input_shape, channels=(16, 32), width=128) -> Model:
                  {"x": tuple(input_shape)})
 
 
-def _cnn1d(*, num_classes, input_shape, channels=(32, 32, 32), width=128) -> Model:
-    return Model(CNN1D(num_classes=num_classes, channels=tuple(channels), width=width),
-                 {"x": tuple(input_shape)})
+def _cnn1d(*, num_classes, input_shape, channels=(32, 32, 32), width=128,
+           batch_norm=False) -> Model:
+    return Model(CNN1D(num_classes=num_classes, channels=tuple(channels), width=width,
+                       batch_norm=bool(batch_norm)), {"x": tuple(input_shape)})
+
+
+def initial_state(params: Any, rng: jax.Array, *, model: Any) -> dict:
+    """A model's initial mutable state, as an extra: ``{'kind': 'init', 'init':
+    'alternating.models:initial_state', 'kwargs': {'model': <model spec>}}``.
+
+    Raises:
+      ValueError: the model has no mutable state (nothing to keep).
+    """
+    del params
+    built = get_model(model)
+    state = built.init_state(rng)
+    if not state:
+        raise ValueError(f"extras: model {getattr(built.module, '__class__').__name__} has no "
+                         "mutable state (no BatchNorm); drop the extra and the loss's `state`.")
+    return state
 
 
 def _multistem(*, stems, trunk, heads, modality_embedding=True) -> Model:

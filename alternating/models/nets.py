@@ -10,18 +10,30 @@ import jax.numpy as jnp
 
 
 class MLP(nn.Module):
-    """Flatten, then Dense layers with ReLU between them (none after the last)."""
+    """Flatten, then Dense layers with ReLU between them (none after the last);
+    ``batch_norm``: BatchNorm before each ReLU (call with ``train``)."""
 
     features: Sequence[int]
+    batch_norm: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = x.reshape((x.shape[0], -1))
+        last = len(self.features) - 1
         for i, f in enumerate(self.features):
-            x = nn.Dense(f)(x)
-            if i < len(self.features) - 1:
-                x = nn.relu(x)
+            # No bias before a BatchNorm: it would be subtracted right away (a zero gradient
+            # that Adam's normalization turns into noise-driven steps).
+            x = nn.Dense(f, use_bias=not (self.batch_norm and i < last))(x)
+            if i < last:
+                x = nn.relu(_norm(self.batch_norm, train)(x))
         return x
+
+
+def _norm(on: bool, train: bool):
+    """BatchNorm (momentum 0.9) when ``on``, else the identity."""
+    if not on:
+        return lambda x: x
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9)
 
 
 class CNN2D(nn.Module):
@@ -46,13 +58,15 @@ class CNN1D(nn.Module):
     num_classes: int = 10
     channels: Sequence[int] = (32, 32, 32)
     width: int = 128
+    batch_norm: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if x.ndim == 2:
             x = x[..., None]
         for i, c in enumerate(self.channels):
-            x = nn.relu(nn.Conv(c, (5,), strides=(2,) if i else (1,))(x))
+            x = nn.Conv(c, (5,), strides=(2,) if i else (1,), use_bias=not self.batch_norm)(x)
+            x = nn.relu(_norm(self.batch_norm, train)(x))
         x = x.reshape((x.shape[0], -1))
         x = nn.relu(nn.Dense(self.width)(x))
         return nn.Dense(self.num_classes)(x) if self.num_classes else x
