@@ -8,6 +8,14 @@
 * :mod:`.replay`: :class:`ReplayMemory` (hook ``replay_memory``: a
   reservoir-sampled memory filled at task ends) and the loss
   ``replay_classification``;
+* :mod:`.distill`: :class:`TaskSnapshot` (hook ``task_snapshot``) and the
+  losses ``lwf_classification`` (prediction distillation, LwF) and
+  ``feature_distill_classification``;
+* :mod:`.heads`: :class:`ClassStatistics` (hook ``class_statistics``: class
+  means and a shared covariance of a frozen body) and the loss
+  ``head_classification`` (nearest-mean or LDA head);
+* :mod:`.merging`: weight averaging, task arithmetic, AdaMerging (hook
+  ``task_snapshots``, evaluator ``merge``, :func:`load_params` from workdirs);
 * :mod:`.matrix`: :class:`AccuracyMatrix` (R[i][j], accuracy on task j after
   training task i, with ACC, BWT, FWT, forgetting and learning accuracy),
   :func:`continual_metrics` and :func:`plot_matrix`.
@@ -21,11 +29,18 @@ package registers the loss ``task_masked_classification`` and the evaluator
 See ``docs/continual.md``.
 """
 
+from alternating.continual.distill import (TaskSnapshot, feature_distill_classification,
+                                           lwf_classification)
+from alternating.continual.heads import ClassStatistics, head_classification
 from alternating.continual.losses import task_masked_classification
 from alternating.continual.matrix import AccuracyMatrix, continual_metrics, plot_matrix
+from alternating.continual.merging import (MergeError, MergeEvaluator, TaskSnapshots, adamerging,
+                                           load_params, task_arithmetic, weight_average)
 from alternating.continual.regularizers import TaskAnchor, ewc_classification
 from alternating.continual.replay import ReplayMemory, replay_classification
 
-__all__ = ["AccuracyMatrix", "ReplayMemory", "TaskAnchor", "continual_metrics",
-           "ewc_classification", "plot_matrix", "replay_classification",
-           "task_masked_classification"]
+__all__ = ["AccuracyMatrix", "ClassStatistics", "MergeError", "MergeEvaluator", "ReplayMemory",
+           "TaskAnchor", "TaskSnapshot", "TaskSnapshots", "adamerging", "continual_metrics",
+           "ewc_classification", "feature_distill_classification", "head_classification",
+           "load_params", "lwf_classification", "plot_matrix", "replay_classification",
+           "task_arithmetic", "task_masked_classification", "weight_average"]
