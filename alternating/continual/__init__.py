@@ -5,9 +5,11 @@
 * :mod:`.regularizers`: :class:`TaskAnchor` (hook ``task_anchor``: the
   previous task's parameters and their diagonal Fisher, EWC / online EWC / L2)
   and the loss ``ewc_classification``;
-* :mod:`.replay`: :class:`ReplayMemory` (hook ``replay_memory``: a
-  reservoir-sampled memory filled at task ends) and the loss
-  ``replay_classification``;
+* :mod:`.replay`: the in-step replay memory (rule ``replay_fill``: reservoir
+  or class-balanced, filled from every training batch; :func:`add_replay`),
+  rehearsal weights (uniform, exponential or power-law in the time since a
+  task was trained) in the loss ``replay_classification``, and the task-end
+  :class:`ReplayMemory` hook (``replay_memory``);
 * :mod:`.distill`: :class:`TaskSnapshot` (hook ``task_snapshot``) and the
   losses ``lwf_classification`` (prediction distillation, LwF) and
   ``feature_distill_classification``;
@@ -37,10 +39,10 @@ from alternating.continual.matrix import AccuracyMatrix, continual_metrics, plot
 from alternating.continual.merging import (MergeError, MergeEvaluator, TaskSnapshots, adamerging,
                                            load_params, task_arithmetic, weight_average)
 from alternating.continual.regularizers import TaskAnchor, ewc_classification
-from alternating.continual.replay import ReplayMemory, replay_classification
+from alternating.continual.replay import ReplayMemory, add_replay, replay_classification
 
 __all__ = ["AccuracyMatrix", "ClassStatistics", "MergeError", "MergeEvaluator", "ReplayMemory",
-           "TaskAnchor", "TaskSnapshot", "TaskSnapshots", "adamerging", "continual_metrics",
+           "TaskAnchor", "TaskSnapshot", "TaskSnapshots", "adamerging", "add_replay", "continual_metrics",
            "ewc_classification", "feature_distill_classification", "head_classification",
            "load_params", "lwf_classification", "plot_matrix", "replay_classification",
            "task_arithmetic", "task_masked_classification", "weight_average"]
