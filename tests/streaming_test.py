@@ -46,9 +46,15 @@ def _equal(a, b):
         np.testing.assert_array_equal(a[k], b[k])
 
 
-def test_streamed_batches_are_the_in_memory_ones_across_epochs_and_a_resume(gen_dir):
+def test_streamed_batches_are_the_in_memory_ones_across_epochs_and_a_resume(gen_dir,
+                                                                           monkeypatch):
     mem = data_lib.make_stream({**SMALL, "read": "memory"}, seed=5, data_dir=gen_dir)
     st = data_lib.make_stream({**SMALL, "read": "stream"}, seed=5, data_dir=gen_dir)
+    with monkeypatch.context() as m:  # records decoded by TFDS, not the batch decoder
+        m.setattr(streaming, "raw_decoder", lambda *a: None)
+        slow = data_lib.make_stream({**SMALL, "read": "stream"}, seed=5, data_dir=gen_dir)
+    _equal(slow.next_batches(12), mem.next_batches(12))
+    mem.set_state(st.get_state())
     assert type(mem) is data_lib.Stream and isinstance(st, data_lib.StreamingStream)
     assert st.element_spec == mem.element_spec and st.num_classes == mem.num_classes == 2
     assert st.prefetch >= 2 and not st.pure_order  # never device-resident: no arrays
@@ -94,8 +100,9 @@ def test_each_process_reads_only_its_shard_and_the_shards_make_the_global_batch(
 
     def counting(*args):
         b, source = real(*args)
-        sources.append(_Counting(source))
-        return b, sources[-1]
+        source.data_source = _Counting(source.data_source)  # the records the stream reads
+        sources.append(source.data_source)
+        return b, source
 
     monkeypatch.setattr(arrays_lib, "open_split", counting)
     spec = {**SMALL, "read": "stream"}

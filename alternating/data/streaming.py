@@ -49,6 +49,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import grain
 import numpy as np
+import tensorflow_datasets as tfds
 
 from alternating.data import arrays as arrays_lib
 from alternating.data import builders
@@ -63,6 +64,7 @@ __all__ = [
     'choose_read',
     'from_spec',
     'host_budget_bytes',
+    'raw_decoder',
     'split_bytes',
 ]
 
@@ -207,6 +209,39 @@ class StreamingStream(pipeline.Stream):
                 f'num_threads={self.num_threads}, prefetch={self.prefetch})')
 
 
+def raw_decoder(b, keys: tuple[str, str]) -> Optional[Callable[[list], dict[str, np.ndarray]]]:
+    """A batch decoder of raw records for a raw-bytes tensor and an integer label, else None.
+
+    TFDS decodes record by record through its generic feature tree (about
+    30 us a record on the 2-core CPU, holding the GIL); for the common layout
+    of a fixed-shape ``Tensor(encoding='bytes')`` beside an int64 label, the
+    batch is one proto parse and one copy a record into arrays allocated
+    once. The numbers are the bytes TFDS would decode, so the arrays are
+    the same (tested against the in-memory path, which decodes through TFDS).
+    """
+    from tensorflow_datasets.proto import tf_example_pb2  # pylint: disable=g-import-not-at-top
+    x_key, y_key = keys
+    fx, fy = b.info.features[x_key], b.info.features[y_key]
+    shape = tuple(fx.shape) if type(fx) is tfds.features.Tensor else ()
+    if (type(fx) is not tfds.features.Tensor or fx.to_json_content().encoding != 'bytes'
+            or not all(isinstance(d, int) for d in shape)
+            or fy.get_serialized_info() != tfds.features.TensorInfo(shape=(), dtype=np.int64)):
+        return None
+    dtype = np.dtype(fx.np_dtype)
+
+    def decode(records: list) -> dict[str, np.ndarray]:
+        x = np.empty((len(records),) + shape, np.float32)  # as `arrays.to_arrays` converts
+        y = np.empty(len(records), np.int32)
+        flat = x.reshape(len(records), -1)
+        for i, record in enumerate(records):
+            f = tf_example_pb2.Example.FromString(record).features.feature
+            flat[i] = np.frombuffer(f[x_key].bytes_list.value[0], dtype)
+            y[i] = f[y_key].int64_list.value[0]
+        return {'x': x, 'y': y}
+
+    return decode
+
+
 def from_spec(spec: Mapping[str, Any], *, seed: int, data_dir: Optional[str],
               process_index: int = 0, process_count: int = 1, **kw) -> StreamingStream:
     """The streaming stream of a checked data spec naming a prepared dataset.
@@ -229,8 +264,13 @@ def from_spec(spec: Mapping[str, Any], *, seed: int, data_dir: Optional[str],
         raise ValueError(f'Feature {keys[0]!r} of {desc} has shape {shape}; streaming needs '
                          'a fixed shape (fixed-shape batches). Use read="memory".')
     specs = list(spec.get('transforms') or ())
+    decode = lambda examples: arrays_lib.to_arrays(examples, b, keys)  # noqa: E731
+    raw = getattr(source, 'data_source', None)  # the ArrayRecord records, undecoded
+    fast = raw_decoder(b, keys) if raw is not None else None
+    if fast is not None:
+        source, decode = raw, fast
     return StreamingStream(
-        source, decode=lambda examples: arrays_lib.to_arrays(examples, b, keys),
+        source, decode=decode,
         example_spec={'x': (tuple(shape), np.float32), 'y': ((), np.int32)},
         batch_size=spec['batch_size'], seed=seed, process_index=process_index,
         process_count=process_count, num_classes=arrays_lib.num_classes_of(b, keys),
