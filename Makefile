@@ -28,7 +28,7 @@ smoke: install
 	$(BIN)/python -m alternating.main --config=$(CONFIG):smoke --workdir=runs/smoke
 
 test: install
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) tests
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=25 tests
 
 bench: install
 	$(BIN)/python benchmarks/step_overhead.py
