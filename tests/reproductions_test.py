@@ -1,5 +1,6 @@
 """Smoke runs of the issue-5 reproduction scripts (tiny steps, one seed)."""
 
+import json
 import os
 import sys
 
@@ -57,9 +58,11 @@ def test_dump_quick_ucb_arm(tmp_path):
 @pytest.mark.slow
 def test_aioli_quick_aioli_arm_probes_each_group(tmp_path):
     from experiments import aioli
-    result = aioli.main(["--quick", "--arms", "aioli", "--out", str(tmp_path / "out"),
-                         "--workdir", str(tmp_path / "w")])
-    (r,) = result["runs"]
+    result = aioli.main(["--quick", "--arms", "aioli", "stratified_one_optimizer", "--seeds", "0",
+                         "1", "--out", str(tmp_path / "out"), "--workdir", str(tmp_path / "w")])
+    r = result["runs"][0]
+    assert [(x["arm"], x["seed"]) for x in result["runs"]] == [
+        ("aioli", 0), ("stratified_one_optimizer", 0), ("aioli", 1), ("stratified_one_optimizer", 1)]
     assert len(r["per_group"]) == len(aioli.GROUPS) and np.isfinite(r["avg_test_loss"])
     # Round = 10 exploit + 5 groups x 5 probe steps; step 20 is inside probe 3, whose
     # proportions (logged at step 20) up-weight the third group to 0.625.
@@ -67,4 +70,8 @@ def test_aioli_quick_aioli_arm_probes_each_group(tmp_path):
     rows = [row for row in metrics.read_jsonl(tmp_path / "w" / "aioli_s0" / "metrics.jsonl")
             if row["split"] == "schedule" and row["step"] == 20]
     assert rows and rows[-1][f"p_{aioli.GROUPS[2]}"] == 0.625
-    assert "not judged" in (tmp_path / "out" / "aioli.md").read_text()
+    md = (tmp_path / "out" / "aioli.md").read_text()
+    assert "| aioli |" in md and "| stratified_one_optimizer |" in md
+    # The one-optimizer arm trains every group with one Adam state.
+    res = json.loads((tmp_path / "w" / "stratified_one_optimizer_s0" / "results.json").read_text())
+    assert list(res["opt_state_bytes_per_phase"]) == ["shared"]
