@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -134,9 +135,11 @@ def test_bad_input_names_the_field_the_dataset_and_the_fix(gen_dir, tmp_path, mo
     with pytest.raises(ValueError, match="not divisible by process_count 5"):
         data_lib.make_stream(spec, seed=0, data_dir=gen_dir, process_count=5)
     empty = str(tmp_path / "empty")
+    where = re.escape(empty)
     for name, reason in (("no_such_set_xyz", "is unknown"), ("mnist", "is not prepared")):
         with pytest.raises(ValueError, match=rf"Dataset '{name}' {reason} in data_dir "
-                                             rf"'{empty}'.*tfds build NAME --data_dir=DIR"):
+                                             rf"'{where}'.*`tfds build {name} --data_dir={where} "
+                                             r"--file_format=array_record` prepares it"):
             data_lib.make_stream({**spec, "dataset": name}, seed=0, data_dir=empty)
     arrays = {"x": np.zeros((10, 2), np.float32), "y": np.zeros(10, np.int32)}
     with pytest.raises(ValueError, match="read.*stream.*in-memory arrays"):

@@ -210,9 +210,10 @@ def not_found_error(name: str, data_dir: str, reason: str) -> ValueError:
         f'Dataset {name!r} {reason} in data_dir {data_dir!r}. The embedded '
         f'datasets, built on first use, are: {sorted(EMBEDDED_DATASETS)}. Any '
         'other name must be a TFDS catalogue dataset already prepared in the '
-        'data directory in the array_record format (e.g. `tfds build NAME '
-        '--data_dir=DIR --file_format=array_record` on a machine with network '
-        'access); this library never downloads at run time.'
+        f'data directory in the array_record format: `tfds build {name} '
+        f'--data_dir={data_dir} --file_format=array_record` prepares it (on a '
+        'machine with network access; copy the directory over otherwise); this '
+        'library never downloads at run time.'
     )
 
 
