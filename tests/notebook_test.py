@@ -50,6 +50,24 @@ def _tagged_output(nb, tag: str) -> str:
     return results[-1]["data"]["text/plain"]
 
 
+def execute_notebook(path: pathlib.Path, tmp_path: pathlib.Path):
+    """Reads a notebook saved without outputs, executes it in a fresh kernel, returns it.
+
+    The working directory is ``tmp_path / "cwd"``; a failing cell (an assert
+    included) raises ``CellExecutionError``.
+    """
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, cell.source[:60]
+    run_dir = tmp_path / "cwd"
+    run_dir.mkdir()
+    nbclient.NotebookClient(
+        nb, km=_kernel_manager(tmp_path), timeout=300, kernel_name="python3",
+        resources={"metadata": {"path": str(run_dir)}}).execute()
+    return nb
+
+
 @pytest.mark.slow
 def test_quickstart_notebook(tmp_path, data_dir):
     assert os.environ["TFDS_DATA_DIR"] == data_dir
