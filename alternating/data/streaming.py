@@ -43,6 +43,7 @@ arrays too. Evaluation (``eval_batches``) still reads its split into memory.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -74,6 +75,7 @@ HOST_BUDGET_MB = 1024
 # applying them to a batch gives that batch of the transformed split.
 PER_EXAMPLE_TRANSFORMS = ('as_signal', 'flatten', 'permute', 'relabel', 'rotate', 'task_id')
 MAX_THREADS = 4
+log = logging.getLogger('alternating')
 
 
 def host_budget_bytes() -> int:
@@ -123,8 +125,13 @@ def choose_read(spec: Mapping[str, Any], data_dir: Optional[str]) -> str:
     b = builders.builder(dataset, builders.resolve_data_dir(data_dir))
     if not b.is_prepared():
         return 'memory'  # that path names the dataset, the directory and the fix
-    return 'stream' if split_bytes(b, spec.get('split') or 'train') > host_budget_bytes() else (
-        'memory')
+    size, budget = split_bytes(b, spec.get('split') or 'train'), host_budget_bytes()
+    if size <= budget:
+        return 'memory'
+    log.info('data: dataset %r split %r (%.1f MiB) is over the host budget (%.4g MiB, $%s); '
+             'it is streamed from its files.', dataset, spec.get('split') or 'train',
+             size / 2 ** 20, budget / 2 ** 20, HOST_BUDGET_ENV)
+    return 'stream'
 
 
 def check_transforms(specs: Sequence[Any], description: str) -> None:
