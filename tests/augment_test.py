@@ -70,3 +70,21 @@ def test_augmented_runs_agree_resumed_fused_and_on_four_devices(tmp_path):
     four = _tiny_run(tmp_path / "four", phases=_phases(), executor="host")  # 4 fake devices
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
                  jax.device_get(straight.params), jax.device_get(four.params))
+
+
+def test_augmented_batches_are_the_same_after_a_kill_9_and_resume(tmp_path):
+    import signal
+    import resilience_test as rt
+    import resume_worker
+    schedule = "alternate" + resume_worker.AUGMENTED
+    # The worker's augmentation changes training (3 steps with and without it).
+    short = [resume_worker.run(tmp_path / s, s, total_steps=3, print_fn=None)
+             for s in (schedule, "alternate")]
+    assert not np.array_equal(*(jax.device_get(x.params["Dense_0"]["kernel"]) for x in short))
+    resume_worker.run(tmp_path / "ref", schedule, print_fn=None)
+    rc, out = rt._run_until(str(tmp_path / "run"), schedule, 60, signal.SIGKILL)
+    assert rc == -signal.SIGKILL, out
+    proc = rt._spawn(tmp_path / "run", schedule)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "resumed from" in out, out
+    rt._assert_same_run(tmp_path / "ref", tmp_path / "run")  # bit for bit, every logged row

@@ -136,7 +136,7 @@ def test_unknown_split_error(data_dir):
 
 def test_spec_errors(data_dir):
     spec = {'dataset': 'digits', 'batch_size': 8}
-    valid_keys = r"\['dataset', 'split', 'batch_size', 'transforms', 'curriculum'\]"
+    valid_keys = r"\['dataset', 'split', 'batch_size', 'transforms', 'curriculum', 'read'\]"
     with pytest.raises(ValueError, match=r"Unknown data spec keys \['shuffle'\]; valid keys: " + valid_keys):
         data.make_stream({**spec, 'shuffle': True}, seed=0, data_dir=data_dir)
     too_big = {**spec, 'split': 'test', 'batch_size': 2000}

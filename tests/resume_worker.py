@@ -33,11 +33,18 @@ def _loss(params, batch, rng, extras):
     return loss, {"accuracy": (logits.argmax(-1) == batch["y"]).mean()}
 
 
+# A schedule name ending in this also augments phase a's batches in the step.
+AUGMENTED = "_augmented"
+AUGMENT = [{"name": "noise", "std": 0.1}, {"name": "shift", "max_shift": 4}]
+
+
 def run(workdir, schedule="alternate", total_steps=400, data=None, schedule_obj=None, **kw):
+    augment = AUGMENT if schedule.endswith(AUGMENTED) else ()
+    schedule = schedule.removesuffix(AUGMENTED)
     phases = [
         alternating.Phase("a", loss=_loss, data="digits",
                           params=[("Dense_0/.*", True), (".*", None)],
-                          optimizer={"name": "adam", "lr": 3e-3}),
+                          optimizer={"name": "adam", "lr": 3e-3}, augment=augment),
         alternating.Phase("b", loss=_loss, data="digits",
                           params=[("Dense_1/.*", True), (".*", None)],
                           optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
