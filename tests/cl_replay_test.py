@@ -1,6 +1,7 @@
 """The in-step replay memory: reservoir and class-balanced filling, rehearsal weights,
 the memory budget, and a kill -9 mid-stream resumed bit for bit (replay + EWC)."""
 
+import contextlib
 import json
 import os
 import signal
@@ -44,13 +45,14 @@ def test_in_step_reservoir_is_a_uniform_sample_deterministic_per_seed():
 
     def run(key):
         mem = replay.init_memory(None, None, size=size, x_shape=[1], num_tasks=2)
-        return _offer_stream(rule, mem, np.arange(n), key)
+        return _offer_stream(rule, mem, np.arange(n), key, batch_size=16)
 
     keys = jax.random.split(jax.random.PRNGKey(0), draws)
-    mems = jax.device_get(jax.jit(jax.vmap(run))(keys))  # jit + vmap, as vectorized seeds
+    fill = jax.jit(jax.vmap(run))  # jit + vmap, as vectorized seeds
+    mems = jax.device_get(fill(keys))
     y = np.asarray(mems["y"])
-    assert np.all(mems["seen"] == n) and np.all(mems["clock"] == 7)  # 7 steps, the pad skipped
-    np.testing.assert_array_equal(mems["last_step"][0], [-1, 6])
+    assert np.all(mems["seen"] == n) and np.all(mems["clock"] == 4)  # 4 steps, the pad skipped
+    np.testing.assert_array_equal(mems["last_step"][0], [-1, 3])
     np.testing.assert_array_equal(mems["x"][..., 0], y)  # rows stay whole
     assert np.all(mems["task"] == 1) and y.max() < n  # padded examples never enter
     assert all(len(set(row)) == size for row in y)
@@ -58,12 +60,12 @@ def test_in_step_reservoir_is_a_uniform_sample_deterministic_per_seed():
     # Each example kept with probability size / n = 0.2; binomial sd over 2000 draws ~ 0.009.
     assert np.all(np.abs(freq - size / n) < 0.045), freq
     assert abs(freq[:25].mean() - freq[25:].mean()) < 0.02  # early and late examples alike
-    again = jax.device_get(jax.jit(jax.vmap(run))(keys[:3]))
-    np.testing.assert_array_equal(again["y"], y[:3])  # deterministic per key
+    again = jax.device_get(fill(keys[::-1]))  # the same shape: no second compile
+    np.testing.assert_array_equal(again["y"][::-1], y)  # deterministic per key, wherever it sits
     assert not np.array_equal(y[0], y[1])
     # Fewer examples than slots: they fill in order.
     few = replay.init_memory(None, None, size=size, x_shape=[1], num_tasks=2)
-    few = _offer_stream(rule, few, np.arange(6), jax.random.PRNGKey(5))
+    few = _offer_stream(jax.jit(rule), few, np.arange(6), jax.random.PRNGKey(5))
     assert np.asarray(few["y"])[:6].tolist() == list(range(6)) and int(few["seen"]) == 6
 
 
@@ -92,12 +94,14 @@ def test_rehearsal_weights_equal_a_hand_computation():
             "exponential": [np.exp(-0.5 * d[0]), np.exp(-0.5 * d[1]), 0, np.exp(-0.5 * d[3])],
             "power_law": [(1 + d[0]) ** -0.5, (1 + d[1]) ** -0.5, 0, (1 + d[3]) ** -0.5]}
     for name, want in hand.items():
-        got = replay.task_weights(last, clock, name, alpha=0.5, tau=tau)
+        got = jax.jit(lambda l, c, w=name: replay.task_weights(l, c, w, alpha=0.5, tau=tau))(
+            last, clock)
         np.testing.assert_allclose(got, want, rtol=1e-6)
     # Slots: 3 of task 0, 1 of task 1, 2 of task 3 (the current task), 2 unfilled.
     mem = {"y": jnp.zeros(8, jnp.int32), "task": jnp.asarray([0, 0, 0, 1, 3, 3, 0, 0]),
            "seen": jnp.int32(6), "clock": jnp.int32(clock), "last_step": last}
-    p = np.asarray(replay.slot_probabilities(mem, "power_law", alpha=0.5, tau=tau, task=3))
+    p = np.asarray(jax.jit(lambda m: replay.slot_probabilities(m, "power_law", alpha=0.5,
+                                                               tau=tau, task=3))(mem))
     w0, w1 = hand["power_law"][:2]
     want = np.array([w0 / 3] * 3 + [w1] + [0, 0, 0, 0]) / (w0 + w1)
     np.testing.assert_allclose(p, want, rtol=1e-6)
@@ -105,7 +109,7 @@ def test_rehearsal_weights_equal_a_hand_computation():
     # The loss draws from those slots only: with only the current task stored, nothing.
     model = Model(MLP(features=(5, 3)), {"x": (4,)})
     params = model.init(jax.random.PRNGKey(0))
-    loss = replay.replay_classification(model, batch_size=8, weighting="uniform", task=0)
+    loss = jax.jit(replay.replay_classification(model, batch_size=8, weighting="uniform", task=0))
     own = replay.init_memory(None, None, size=4, x_shape=[4], num_tasks=2)
     own = {**own, "seen": jnp.int32(4), "clock": jnp.int32(3), "last_step": jnp.asarray([2, -1])}
     batch = {"x": jnp.ones((2, 4)), "y": jnp.zeros(2, jnp.int32)}
@@ -137,6 +141,29 @@ def test_a_memory_over_the_budget_or_bad_names_fail_before_compiling():
         cl_replay.get_config("split_digits,reservoir,class_balanced")
 
 
+@contextlib.contextmanager
+def _compile_cache(path):
+    """JAX's persistent compilation cache in ``path`` while the block runs, then off again.
+
+    The reference run writes the step functions it compiles; the killed and the resumed
+    processes (``JAX_COMPILATION_CACHE_DIR``) load those executables instead of compiling them
+    again, so all three runs execute the same programs.
+    """
+    from jax.experimental.compilation_cache import compilation_cache  # noqa: PLC0415
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    old = {n: getattr(jax.config, n) for n in names}
+    jax.config.update(names[0], str(path))
+    jax.config.update(names[1], 0.0)
+    compilation_cache.reset_cache()
+    try:
+        yield {"JAX_COMPILATION_CACHE_DIR": str(path), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    finally:
+        for n, v in old.items():
+            jax.config.update(n, v)
+        compilation_cache.reset_cache()
+
+
 def _state(workdir, target):
     state, _ = alternating.load_state(str(workdir), target=target)
     return jax.device_get(state)
@@ -144,8 +171,10 @@ def _state(workdir, target):
 
 def test_kill_9_in_task_3_then_resume_gives_the_same_matrix_memory_and_fisher(tmp_path):
     ref = tmp_path / "ref"
-    target = cl_replay_worker.run(ref, print_fn=None)
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with _compile_cache(tmp_path / "jax_cache") as cache_env:
+        target = cl_replay_worker.run(ref)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               **cache_env)
     work = tmp_path / "run"
     cmd = [sys.executable, os.path.join(HERE, "cl_replay_worker.py"), str(work)]
     killed = subprocess.run(cmd + ["55"], env=env, capture_output=True, text=True, timeout=300)
