@@ -182,6 +182,31 @@ def _decay_mask(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def _lr_schedule(spec: Mapping[str, Any], default_decay_steps: int, where: str) -> Callable:
+    """The spec's learning rate as a function of the schedule's position."""
+    from alternating import lr_schedules  # pylint: disable=g-import-not-at-top
+    kind = spec.get("schedule", "constant")
+    lr = float(spec.get("lr", spec.get("learning_rate", 1e-3)))
+    warmup = int(spec.get("warmup_steps", 0))
+    decay_steps = int(spec.get("decay_steps") or default_decay_steps)
+    end = float(spec.get("end_lr_factor", 0.0)) * lr
+    if kind == "constant":
+        main = optax.constant_schedule(lr)
+    elif kind == "cosine":
+        main = optax.cosine_decay_schedule(lr, max(decay_steps - warmup, 1), alpha=end / lr if lr else 0.0)
+    elif kind == "linear":
+        main = optax.linear_schedule(lr, end, max(decay_steps - warmup, 1))
+    elif kind == "infinite":  # its own warm-up (alternating/lr_schedules.py)
+        main = lr_schedules.from_spec(spec, lr, default_steps=decay_steps, where=where)
+    else:
+        raise ValueError(f"{where}.schedule={kind!r}; valid schedules: {list(LR_SCHEDULES)}.")
+    lr_fn = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup]) if (
+        warmup and kind != "infinite") else main
+    if spec.get("cycle_steps"):  # repeated: the schedule restarts every cycle_steps positions
+        lr_fn = lr_schedules.cycled(lr_fn, int(spec["cycle_steps"]))
+    return lr_fn
+
+
 def make_optimizer(spec: Any, *, default_decay_steps: int = 1,
                    where: str = "optimizer") -> tuple[optax.GradientTransformation, Callable | None]:
     """Builds an optax optimizer from a spec.
@@ -223,27 +248,9 @@ def make_optimizer(spec: Any, *, default_decay_steps: int = 1,
     if name not in OPTIMIZERS:
         raise ValueError(f"{where}.name={name!r} is not an optimizer; valid names: {list(OPTIMIZERS)}.")
     from alternating import lr_schedules  # pylint: disable=g-import-not-at-top
-    kind = spec.get("schedule", "constant")
-    lr_schedules.check_keys(spec, kind, OPTIMIZER_KEYS, where)
+    lr_schedules.check_keys(spec, spec.get("schedule", "constant"), OPTIMIZER_KEYS, where)
     spec = _check_numbers(spec, where)
-    lr = float(spec.get("lr", spec.get("learning_rate", 1e-3)))
-    warmup = int(spec.get("warmup_steps", 0))
-    decay_steps = int(spec.get("decay_steps") or default_decay_steps)
-    end = float(spec.get("end_lr_factor", 0.0)) * lr
-    if kind == "constant":
-        main = optax.constant_schedule(lr)
-    elif kind == "cosine":
-        main = optax.cosine_decay_schedule(lr, max(decay_steps - warmup, 1), alpha=end / lr if lr else 0.0)
-    elif kind == "linear":
-        main = optax.linear_schedule(lr, end, max(decay_steps - warmup, 1))
-    elif kind == "infinite":  # its own warm-up (alternating/lr_schedules.py)
-        main = lr_schedules.from_spec(spec, lr, default_steps=decay_steps, where=where)
-    else:
-        raise ValueError(f"{where}.schedule={kind!r}; valid schedules: {list(LR_SCHEDULES)}.")
-    lr_fn = optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup]) if (
-        warmup and kind != "infinite") else main
-    if spec.get("cycle_steps"):  # repeated: the schedule restarts every cycle_steps positions
-        lr_fn = lr_schedules.cycled(lr_fn, int(spec["cycle_steps"]))
+    lr_fn = _lr_schedule(spec, default_decay_steps, where)
 
     b1, b2, eps = float(spec.get("b1", 0.9)), float(spec.get("b2", 0.999)), float(spec.get("eps", 1e-8))
     wd = float(spec.get("weight_decay", 0.0))
