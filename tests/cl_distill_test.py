@@ -57,7 +57,7 @@ def test_lwf_penalty_is_zero_at_the_snapshot_and_before_a_task_ends_and_matches_
     model, params, batch = _tiny()
     moved = _moved(params)
     rng = jax.random.PRNGKey(0)
-    loss = distill.lwf_classification(model, lam=2.0, temperature=3.0)
+    loss = jax.jit(distill.lwf_classification(model, lam=2.0, temperature=3.0))
     seen = [1, 1, 0, 0]
     _, aux = loss(params, batch, rng, _snap(params, seen, 1))
     assert abs(float(aux["distill"])) < 1e-6
@@ -69,12 +69,13 @@ def test_lwf_penalty_is_zero_at_the_snapshot_and_before_a_task_ends_and_matches_
     kl = _np_kl(new, old, [0, 1], 3.0)
     want = (kl * batch["mask"]).sum() / batch["mask"].sum()
     np.testing.assert_allclose(float(aux["distill"]), want, rtol=1e-5)
-    base, _ = alternating.losses.resolve_loss("classification", model)(moved, batch, rng, {})
+    base, _ = jax.jit(alternating.losses.resolve_loss("classification", model))(
+        moved, batch, rng, {})
     np.testing.assert_allclose(float(value), float(base) + 2.0 * want, rtol=1e-5)
     # Task-incremental: one softmax per finished task, averaged over them.
-    loss_t = distill.lwf_classification(
+    loss_t = jax.jit(distill.lwf_classification(
         model, lam=1.0, temperature=2.0,
-        base="alternating.continual.losses:task_masked_classification", classes=[[0, 1], [2, 3]])
+        base="alternating.continual.losses:task_masked_classification", classes=[[0, 1], [2, 3]]))
     _, aux = loss_t(moved, batch, rng, _snap(params, [1, 1, 1, 1], 2))
     kl = (_np_kl(new, old, [0, 1], 2.0) + _np_kl(new, old, [2, 3], 2.0)) / 2
     np.testing.assert_allclose(float(aux["distill"]),
@@ -172,8 +173,9 @@ def test_config_refuses_unknown_options_naming_the_valid_ones():
 def _run(tmp_path, variant):
     c = shrink(cl_methods.get_config(variant), 20)
     c.checkpoint_every_steps = c.total_steps
+    c.evaluators = [dict(c.evaluators[0], plot=False)]  # the matrix, not its heatmap
     wd = str(tmp_path / variant.replace(",", "_"))
-    state = alternating.train_and_evaluate(c, wd, progress=False, print_fn=None)
+    state = alternating.train_and_evaluate(c, wd, progress=False, print_fn=None, plot=False)
     with open(os.path.join(wd, "results.json")) as f:
         return state, json.load(f), wd
 
@@ -195,7 +197,8 @@ def test_smoke_run_writes_the_matrix_and_checkpoints_the_extra(tmp_path, method,
         assert np.all(np.asarray(state.extras[extra]["count"]) > 0)
 
 
-@pytest.mark.parametrize("script,arms", [("cl_three_scenarios", ["class_ewc", "class_ft"]),
+# Joint training is one phase: the cheapest arm with a comparison to write.
+@pytest.mark.parametrize("script,arms", [("cl_three_scenarios", ["class_joint", "class_replay"]),
                                          ("cl_rehearsal_free", ["lwf"]), ("cl_nmc", ["nmc"])])
 def test_quick_run_of_each_reproduction_writes_its_page(tmp_path, script, arms):
     module = __import__(f"experiments.{script}", fromlist=["main"])
@@ -207,4 +210,4 @@ def test_quick_run_of_each_reproduction_writes_its_page(tmp_path, script, arms):
     assert all(0.0 <= v <= 1.0 for arm in arms for v in page["arms"][arm][first])
     assert (tmp_path / f"{data['name']}.md").read_text().startswith("# ")
     if len(arms) == 2:
-        assert [c["name"] for c in page["comparisons"]] == ["class: EWC vs fine-tuning"]
+        assert [c["name"] for c in page["comparisons"]] == ["class: joint vs replay"]
