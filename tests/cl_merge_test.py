@@ -122,8 +122,9 @@ def _tiny_config(hidden, steps=4):
 
 
 def test_load_params_from_workdirs_restores_with_a_target_and_refuses_other_structures(tmp_path):
-    a = alternating.train_and_evaluate(_tiny_config(16), str(tmp_path / "a"))
-    alternating.train_and_evaluate(_tiny_config(8), str(tmp_path / "b"))
+    quiet = dict(progress=False, plot=False, print_fn=None)  # only the checkpoints are read
+    a = alternating.train_and_evaluate(_tiny_config(16), str(tmp_path / "a"), **quiet)
+    alternating.train_and_evaluate(_tiny_config(8), str(tmp_path / "b"), **quiet)
     got = merging.load_params([str(tmp_path / "a"), str(tmp_path / "a")])
     jax.tree.map(np.testing.assert_array_equal, got[0], jax.device_get(a.params))
     with pytest.raises(merging.MergeError, match=r"Dense_0/bias.*\(8,\)"):
