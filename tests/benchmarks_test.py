@@ -45,7 +45,9 @@ def _strict_json(line):
     ("pytorch_baseline.py", lambda r: "skipped" in r or r["tiny"]["host_vs_torch"]["median"] > 0),
 ])
 def test_benchmark_quick_mode_prints_strict_json(script, checks):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # 1 device
+    # 1 device, and no compilation cache (compiles.py counts the compiles XLA does).
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")}
     out = subprocess.run([sys.executable, os.path.join("benchmarks", script), "--quick"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
