@@ -1,0 +1,97 @@
+"""Smoke runs of the IMP, Skill-it and TAME reproduction scripts, and their pieces."""
+
+import json
+
+import numpy as np
+import pytest
+
+from configs import imp as imp_config
+from experiments import imp, skill_it, tame
+
+
+def test_imp_quick_writes_a_page_whose_arms_share_steps_and_examples(tmp_path):
+    data = imp.main(["--quick", "--arms", "padded", "--out", str(tmp_path),
+                     "--workdir", str(tmp_path / "w")])
+    saved = json.loads((tmp_path / "imp.json").read_text())
+    assert saved["arms"] == data["arms"] and list(saved["arms"]) == ["padded"]
+    accs = saved["arms"]["padded"]["mean_acc"]
+    assert len(accs) == 2 and all(0.0 <= a <= 1.0 for a in accs)
+    md = (tmp_path / "imp.md").read_text()
+    assert "3 compiled training step(s) (digits, mnist1d, parity)" in md
+    # Equal budgets: per step and per run, every arm sees the same examples of each task.
+    cfgs = {a: imp_config.get_config(f"arm={a}") for a in imp_config.ARMS}
+    assert len({c.total_steps for c in cfgs.values()}) == 1
+    per_step = {a: sum(c.data[t]["batch_size"] for t in imp_config.TASKS) / (
+        1 if a == "joint" else 3) for a, c in cfgs.items()}
+    assert len(set(per_step.values())) == 1, per_step
+
+
+def test_imp_padding_pads_and_refuses_longer_inputs():
+    out = imp_config.pad_to({"x": np.ones((2, 40, 1)), "y": np.zeros(2)}, 64)
+    assert out["x"].shape == (2, 64) and out["x"][:, 40:].sum() == 0
+    with pytest.raises(ValueError, match="more than length=32"):
+        imp_config.pad_to({"x": np.ones((2, 40))}, 32)
+    with pytest.raises(ValueError, match="bad variant 'arm=mixed'"):
+        imp_config.get_config("arm=mixed")
+
+
+def test_skill_it_weights_prerequisites_of_a_lagging_skill():
+    sched = skill_it.SkillIt(skill_it.SKILLS, evals={s: f"val_{s}" for s in skill_it.SKILLS},
+                             graph=skill_it.GRAPH, eta=1.0, window=2, round_steps=10)
+    sched.observe_eval(10, {"val_left": {"loss": 0.1}, "val_right": {"loss": 0.1},
+                            "val_sum": {"loss": 2.0}})
+    p = dict(zip(skill_it.SKILLS, sched.probs))
+    # left: 0.1 + 2.0, right: 0.1 + 2.0, sum: 2.0 -> softmax of (2.1, 2.1, 2.0).
+    want = np.exp([2.1, 2.1, 2.0]) / np.exp([2.1, 2.1, 2.0]).sum()
+    np.testing.assert_allclose([p["left"], p["right"], p["sum"]], want)
+    ident = skill_it.SkillIt(skill_it.SKILLS, evals={s: f"val_{s}" for s in skill_it.SKILLS},
+                             eta=1.0, round_steps=10)
+    ident.observe_eval(10, {"val_left": {"loss": 0.1}, "val_right": {"loss": 0.1},
+                            "val_sum": {"loss": 2.0}})
+    assert ident.probs[2] > ident.probs[0]
+    with pytest.raises(ValueError, match="graph names 'product'"):
+        skill_it.SkillIt(skill_it.SKILLS, evals={s: s for s in skill_it.SKILLS},
+                         graph={"left": ["product"]})
+    with pytest.raises(ValueError, match=r"no evaluation set for phase\(s\) \['sum'\]"):
+        skill_it.SkillIt(skill_it.SKILLS, evals={"left": "a", "right": "b"})
+
+
+def test_skill_it_quick_writes_a_page(tmp_path):
+    data = skill_it.main(["--quick", "--arms", "stratified", "skill_it", "--out",
+                          str(tmp_path), "--workdir", str(tmp_path / "w")])
+    assert set(data["arms"]) == {"stratified", "skill_it"}
+    for arm in data["arms"].values():
+        assert len(arm["mean_acc"]) == 2 and all(0.0 <= s <= 1.0 for s in arm["sum_share"])
+    md = (tmp_path / "skill_it.md").read_text()
+    assert "| Skill-it vs stratified | greater |" in md
+
+
+def test_tame_schedules_switch_blind_or_at_the_true_boundaries():
+    size = tame.SIZES["full"]
+    fixed = tame.schedule_for("fixed", size, 0)["stages"]
+    oracle = tame.schedule_for("oracle", size, 0)["stages"]
+    assert [n for _, n in oracle] == list(size["segments"])
+    assert sum(n for _, n in fixed) == sum(size["segments"])
+    assert len({n for _, n in fixed[:-1]}) == 1 and [n for _, n in fixed] != list(
+        size["segments"])
+    shift = tame.schedule_for("loss_shift", size, 3)
+    assert shift.order == [f"expert_{i}" for i in range(len(size["segments"]))]
+
+
+def test_tame_scores_detections_against_the_true_boundaries():
+    # Boundaries at 150, 450, 550: 150 hit at once, 450 hit 10 steps late, 550 missed, and
+    # the detection at 600 (50 steps after 550) is a false alarm.
+    got = tame.detection([150, 460, 600], (150, 300, 100, 250))
+    assert got == {"shifts": 3.0, "missed": 1.0, "false_alarms": 1.0, "delay": 5.0}
+    assert tame.detection([], (150, 300))["missed"] == 1.0
+
+
+def test_tame_quick_writes_a_page(tmp_path):
+    data = tame.main(["--quick", "--arms", "loss_shift", "oracle", "--out", str(tmp_path),
+                      "--workdir", str(tmp_path / "w")])
+    assert set(data["arms"]) == {"loss_shift", "oracle"}
+    assert all(0.0 <= a <= 1.0 for a in data["arms"]["oracle"]["acc"])
+    assert "shifts" not in data["arms"]["oracle"]
+    assert len(data["arms"]["loss_shift"]["missed"]) == 2
+    assert "| oracle vs loss shift (the price of not knowing) | greater |" in (
+        tmp_path / "tame.md").read_text()
