@@ -17,9 +17,10 @@ Command (about 10 s on a 2-core CPU)::
 
 Expected (seed 0, measured on a 2-core CPU): digits test accuracy about 0.98,
 MNIST-1D about 0.83, parity about 0.98; ``compiles`` one per task and one per
-evaluation set. ``:random`` gave 0.98 / 0.83 / 0.98. Single-seed figures: no
-claim against a summed joint loss is made here (the joint-loss baseline of
-scheme 2 is not built yet).
+evaluation set. ``:random`` gave 0.98 / 0.83 / 0.98 (single-seed figures). The
+comparison with a summed joint loss and with padding to one input shape, at
+equal steps and examples, is ``configs/imp.py`` / ``experiments/imp.py``
+(``docs/results/imp.md``).
 
 Variants: ``smoke`` (seconds), ``random`` (draw the task uniformly at random
 each step instead of round-robin).
