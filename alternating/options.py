@@ -193,3 +193,6 @@ def check_with_seeds(options: RunOptions) -> None:
         raise ValueError(f"num_seeds={n}: sharding_rules are not supported with vectorized "
                          "seeds (replicas are replicated over the devices); use one seed per "
                          "run.")
+    if options.keep_best:
+        raise ValueError(f"num_seeds={n}: keep_best is not supported with vectorized seeds "
+                         "(no checkpoints are written); use one seed per run.")

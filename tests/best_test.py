@@ -70,3 +70,9 @@ def test_bad_keep_best_names_the_field_and_the_choices(tmp_path, spec, message):
     with pytest.raises(ValueError, match=message):
         _tiny_run(tmp_path, executor="host", evals=EVALS, eval_every_steps=3, keep_best=spec,
                   total_steps=3)
+
+
+def test_keep_best_is_refused_with_vectorized_seeds(tmp_path):
+    with pytest.raises(ValueError, match=r"num_seeds=2: keep_best is not supported"):
+        _tiny_run(tmp_path, evals=EVALS, eval_every_steps=3, num_seeds=2,
+                  keep_best={"metric": "test/loss", "mode": "min"}, total_steps=3)

@@ -33,7 +33,7 @@ def test_options_defaults_validation_and_unknown_keywords():
 def test_every_option_is_declared_once_with_its_properties():
     assert "total_steps" in options.RESUME_SAFE_FIELDS and "seed" not in options.RESUME_SAFE_FIELDS
     assert set(options.NOT_WITH_SEEDS) == {"checkpoint_every_steps", "nan_policy", "init_from",
-                                           "sharding_rules"}
+                                           "sharding_rules", "keep_best"}
     from alternating import experiment
     assert set(options.FIELDS) <= set(experiment.TOP_LEVEL)  # the config path reads them all
     assert all(options.doc(n) for n in options.FIELDS)
