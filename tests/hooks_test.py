@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from executor_test import _loss, _tiny_run
+from executor_test import _tiny_run
 
 import alternating
 from alternating import metrics, parallel
