@@ -7,7 +7,11 @@ same examples per task:
 
 * ``agd``: round-robin over the tasks, one full optimizer step per batch, each
   task at its own input shape through its own stem (``configs/agd.py``);
-  batches of 60 / 60 / 30 examples;
+  batches of 60 / 60 / 30 examples; each task's phase keeps its own Adam
+  state (and its own learning-rate schedule, counted in its own steps);
+* ``agd_one_optimizer``: ``agd`` with one Adam state shared by the three
+  phases (``optimizer_group``: one state over the union of their parameters,
+  one step count and schedule over all 300 steps), the paper's one optimizer;
 * ``joint``: one phase whose loss is the sum of the three task losses, each
   step on a batch of every task (20 / 20 / 10 examples, so the same examples
   per step and per run as ``agd``);
@@ -15,7 +19,7 @@ same examples per task:
   one shared MLP stem (the common shape padding buys), round-robin as ``agd``.
 
 Command: ``.venv/bin/python experiments/imp.py`` (5 seeds, writes
-docs/results/imp.md). Variants: ``arm=agd|joint|padded``; ``smoke`` (batches of 24 / 24 / 12,
+docs/results/imp.md). Variants: ``arm=agd|agd_one_optimizer|joint|padded``; ``smoke`` (batches of 24 / 24 / 12,
 a third of them for ``joint``, so that they split across 4 test devices);
 ``steps=N``.
 """
@@ -25,7 +29,8 @@ import numpy as np
 from alternating.data import transforms
 from configs import agd
 
-ARMS = ("agd", "joint", "padded")
+ARMS = ("agd", "agd_one_optimizer", "joint", "padded")
+GROUP = "tasks"  # the shared optimizer group of agd_one_optimizer
 TASKS = ("digits", "mnist1d", "parity")
 BATCH = {"digits": 60, "mnist1d": 60, "parity": 30}  # agd / padded, per step of that task
 SMOKE_BATCH = {"digits": 24, "mnist1d": 24, "parity": 12}  # joint's thirds divide by 4 devices
@@ -110,4 +115,6 @@ def get_config(arg=None):
             c.phases[t]["loss_kwargs"] = dict(stem=stem(t), head=t)
             c.phases[t]["params"] = [(f"stem_{stem(t)}/.*", True), ("trunk_.*", True),
                                      (f"head_{t}/.*", True), (".*", None)]
+            if arm == "agd_one_optimizer":
+                c.phases[t]["optimizer_group"] = GROUP
     return c

@@ -15,7 +15,9 @@ and objective.
 Arms: ``configs/imp.py:arm=<arm>``; each arm trains its seeds as one
 vectorized program (``experiments/common.py:run_seed_block``). Compile counts
 and step times come from three extra unvectorized runs of seed 0 per arm (the
-default executor, one compiled step per phase; see ``timing``).
+default executor, one compiled step per phase; see ``timing``). ``agd`` keeps
+one Adam state per task; ``agd_one_optimizer`` shares one Adam state among the
+task phases (``optimizer_group``), the paper's one optimizer.
 
     .venv/bin/python experiments/imp.py            # 5 seeds, docs/results
     .venv/bin/python experiments/imp.py --quick    # 2 seeds, smoke sizes, temp dir
@@ -125,13 +127,27 @@ def intro() -> list[str]:
         "own Adam state on the shared trunk), `joint` (one phase, the sum of the three "
         "losses, each step on 20 / 20 / 10 examples of the three tasks: the same examples per "
         "step and per run as `agd`), `padded` (every input flattened and zero-padded to 64 "
-        "values and read by one shared MLP stem (64), round-robin as `agd`). Metric: test "
-        "accuracy per task and its mean.",
+        "values and read by one shared MLP stem (64), round-robin as `agd`), "
+        "`agd_one_optimizer` (`agd` with one Adam state shared by the three task phases: "
+        "`optimizer_group`, one state over the union of their parameters, one step count). "
+        "Metric: test accuracy per task and its mean.",
+        "Optimizer set-up of each arm: `agd` and `padded` give each task's phase its own Adam "
+        "state, so the shared trunk has three sets of moments and each task's cosine schedule "
+        "(30 warm-up steps, decay to 0) runs over that task's own 100 steps; "
+        "`agd_one_optimizer` has one Adam state over all parameters whose count and schedule "
+        f"run over all {STEPS['full']} steps, a step changing only the leaves its task trains "
+        "(`docs/multi_group.md`); `joint` has one phase, hence one Adam state and one "
+        f"schedule over {STEPS['full']} steps. The paper trains with one optimizer, so "
+        "`agd_one_optimizer` is its set-up; the comparisons of it with `joint` and with "
+        "per-task states claim \"greater\" in the direction the paper implies (AGD with one "
+        "optimizer matches or beats the joint loss); the paper reports no per-task-state "
+        "ablation, so that comparison's direction is ours.",
         "Deviations from the paper: tiny CNN/MLP stems and a dense trunk instead of a "
         "Transformer encoder with mixture-of-experts; three small tasks instead of image, "
         "video, text and audio datasets at scale; equal steps AND equal examples per task "
-        "(the paper samples tasks and batch sizes by its own mix); the `agd` arm keeps one "
-        "Adam state per task, the paper one optimizer; the padded arm also changes the "
+        "(the paper samples tasks and batch sizes by its own mix); the `agd` and `padded` "
+        "arms keep one Adam state per task, the paper one optimizer (`agd_one_optimizer`); "
+        "the padded arm also changes the "
         "stems (one MLP for every task), so it tests padding together with losing the "
         "task-specific stems. The arms share one configuration (learning rate 1e-3 and "
         "schedule of `configs/agd.py`): no learning-rate search, a deviation from the "
@@ -162,19 +178,28 @@ def notes(arms: dict, times: dict, quick: bool) -> list[str]:
 
 def reading(m: dict) -> list[str]:
     """What the verdicts say and what they leave open (from the arms' means)."""
-    if not {"agd", "joint", "padded"} <= set(m):
+    if not set(imp_config.ARMS) <= set(m):
         return []
+    one, agd, joint = m["agd_one_optimizer"], m["agd"], m["joint"]
+
+    def rel(a, b):
+        return "ahead of" if a > b else "behind"
     return [
         f"Reading: at {STEPS['full']} steps and equal examples the summed joint loss is "
-        f"{'ahead of' if m['joint'] > m['agd'] else 'behind'} AGD ({m['joint']:.3f} vs "
-        f"{m['agd']:.3f}), and AGD is {'ahead of' if m['agd'] > m['padded'] else 'behind'} "
-        f"padding to one shape with one shared stem ({m['agd']:.3f} vs {m['padded']:.3f}). "
-        "Not tested: whether the gap to the joint loss closes with longer training (MNIST-1D "
-        "is far from converged in every arm), or with one Adam state shared by AGD's tasks "
-        "(the paper's setup): here each AGD task's Adam state and head move on a third of "
-        "the steps, while the joint arm updates every head at every step. The step times "
-        "were measured on a heavily loaded machine (other jobs on both cores) and include "
-        "the host loop's per-step work; they say little about compute per example."]
+        f"{rel(joint, agd)} AGD with per-task Adam states ({joint:.3f} vs {agd:.3f}), and "
+        f"AGD is {rel(agd, m['padded'])} padding to one shape with one shared stem "
+        f"({agd:.3f} vs {m['padded']:.3f}). With one Adam state shared by the tasks (the "
+        f"paper's set-up) AGD reaches {one:.3f}: {rel(one, agd)} per-task states and "
+        f"{rel(one, joint)} the joint loss (the verdicts above say which gaps the seeds "
+        "resolve). Per-task states give each task a third of the schedule's steps, so each "
+        "task's warm-up lasts 90 global steps and its moments on the shared trunk see only "
+        "its own gradients; one shared state has the joint arm's schedule. Not tested: "
+        "whether the gaps change with longer training (MNIST-1D is far from converged in "
+        "every arm). A step of the one-optimizer arm computes Adam's update over the whole "
+        "group's parameters and then keeps the task's leaves (`docs/multi_group.md`), so it "
+        "may cost more than a per-task step. The step times were measured on a shared "
+        "machine (other jobs on the cores) and include the host loop's per-step work; they "
+        "say little about compute per example."]
 
 
 def main(argv=None) -> dict[str, Any]:
@@ -189,7 +214,8 @@ def main(argv=None) -> dict[str, Any]:
         print(arm, round(float(np.mean(arms[arm]["mean_acc"])), 4), times[arm], flush=True)
     data = {
         "name": "imp",
-        "title": "IMP: alternating gradient descent over tasks vs a summed joint loss vs padding",
+        "title": ("IMP: alternating gradient descent over tasks vs a summed joint loss vs "
+                  "padding, with per-task and shared optimizer states"),
         "intro": intro(),
         "command": common.command("imp.py", argv),
         "provenance": pages.provenance(time.time() - t0, len(arms) * (len(seeds) + 3)),
@@ -199,8 +225,15 @@ def main(argv=None) -> dict[str, Any]:
              "metric": "mean_acc", "claim": "greater"},
             {"name": "AGD vs padding to one shape", "treatment": "agd", "baseline": "padded",
              "metric": "mean_acc", "claim": "greater"},
+            {"name": "AGD, one optimizer vs joint loss", "treatment": "agd_one_optimizer",
+             "baseline": "joint", "metric": "mean_acc", "claim": "greater"},
+            {"name": "AGD: one optimizer vs per-task states", "treatment": "agd_one_optimizer",
+             "baseline": "agd", "metric": "mean_acc", "claim": "greater"},
         ] + [{"name": f"AGD vs joint: {t}", "treatment": "agd", "baseline": "joint",
-              "metric": f"{t}_acc", "claim": "greater"} for t in imp_config.TASKS], arms),
+              "metric": f"{t}_acc", "claim": "greater"} for t in imp_config.TASKS]
+          + [{"name": f"AGD, one optimizer vs joint: {t}", "treatment": "agd_one_optimizer",
+              "baseline": "joint", "metric": f"{t}_acc", "claim": "greater"}
+             for t in imp_config.TASKS], arms),
         "notes": notes(arms, times, args.quick),
     }
     md = pages.write_page(data, out)
