@@ -35,6 +35,18 @@ def test_imp_padding_pads_and_refuses_longer_inputs():
         imp_config.get_config("arm=mixed")
 
 
+def test_imp_one_optimizer_arm_is_agd_with_one_shared_state():
+    agd, one = (imp_config.get_config(f"arm={a},smoke") for a in ("agd", "agd_one_optimizer"))
+    assert {t: one.phases[t].get("optimizer_group") for t in imp_config.TASKS} == {
+        t: imp_config.GROUP for t in imp_config.TASKS}
+    assert all(agd.phases[t].get("optimizer_group") is None for t in imp_config.TASKS)
+    for t in imp_config.TASKS:  # everything else as agd: data, optimizer spec, parameters
+        assert one.data[t] == agd.data[t]
+        assert one.phases[t]["optimizer"] == agd.phases[t]["optimizer"]
+        assert one.phases[t]["params"] == agd.phases[t]["params"]
+    assert one.schedule == agd.schedule
+
+
 def test_skill_it_weights_prerequisites_of_a_lagging_skill():
     sched = skill_it.SkillIt(skill_it.SKILLS, evals={s: f"val_{s}" for s in skill_it.SKILLS},
                              graph=skill_it.GRAPH, eta=1.0, window=2, round_steps=10)
@@ -57,13 +69,21 @@ def test_skill_it_weights_prerequisites_of_a_lagging_skill():
 
 
 def test_skill_it_quick_writes_a_page(tmp_path):
-    data = skill_it.main(["--quick", "--arms", "stratified", "skill_it", "--out",
-                          str(tmp_path), "--workdir", str(tmp_path / "w")])
-    assert set(data["arms"]) == {"stratified", "skill_it"}
+    data = skill_it.main(["--quick", "--arms", "stratified", "skill_it", "skill_it_per_skill",
+                          "--out", str(tmp_path), "--workdir", str(tmp_path / "w")])
+    assert set(data["arms"]) == {"stratified", "skill_it", "skill_it_per_skill"}
     for arm in data["arms"].values():
         assert len(arm["mean_acc"]) == 2 and all(0.0 <= s <= 1.0 for s in arm["sum_share"])
     md = (tmp_path / "skill_it.md").read_text()
     assert "| Skill-it vs stratified | greater |" in md
+    assert "| Skill-it: one optimizer vs per-skill states | greater |" in md
+    # The shared arm has one Adam state over the union; the per-skill arm one per phase.
+    states = {a: json.loads((tmp_path / "w" / f"{a}_s0" / "results.json").read_text())
+              for a in ("skill_it", "skill_it_per_skill")}
+    shared = states["skill_it"]["opt_state_bytes_per_phase"]
+    own = states["skill_it_per_skill"]["opt_state_bytes_per_phase"]
+    assert set(shared) == {"shared"} and set(own) == set(skill_it.SKILLS)
+    assert sum(own.values()) > shared["shared"]  # the trunk's moments, once per skill
 
 
 def test_tame_schedules_switch_blind_or_at_the_true_boundaries():
