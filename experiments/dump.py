@@ -12,8 +12,11 @@ Base config ``configs/dump.py``; every arm is one ``alternating.train`` run
 with one phase per level. Reported: final average (over levels) test expected
 reward, its area under the curve (mean over the evaluation points), and the
 share of steps each arm gave to each level; mean ± sample std over seeds.
+The plain arms keep one Adam state per level (phase); the arms ending in
+``_one_optimizer`` share one Adam state among the levels (``optimizer_group``),
+the paper's one optimizer.
 
-    python experiments/dump.py            # 3 seeds
+    python experiments/dump.py --seeds 0 1 2 3 4   # the page: 5 seeds, five arms
     python experiments/dump.py --quick    # smoke variant, one seed, temp dir
 """
 
@@ -52,8 +55,10 @@ _ANSWERS = {"mod10": "mod 10 as one token (a random policy is right 10% of the t
 
 
 _NOTE = (
-    'Notes: each level is a phase with its own Adam state (a phase owns its optimizer state '
-    "in this library), the same in every arm. DUMP's window counts samples; here it counts "
+    'Notes: each level is a phase; the plain arms give each phase its own Adam state, the '
+    "`_one_optimizer` arms one Adam state shared by all levels (`optimizer_group`: one state "
+    "over the union of their parameters, one step count), as the paper trains one policy with "
+    "one optimizer. DUMP's window counts samples; here it counts "
     'steps, each the mean over a batch of prompts and their group. {why}UCB on the mean '
     'absolute advantage starves levels where it is 0 and favours levels where chance keeps it '
     'high. The mean absolute advantage is 0 on a level whose every sampled group gets the '
@@ -65,6 +70,10 @@ _NOTE = (
 )
 
 
+ONE_OPTIMIZER = "_one_optimizer"
+ONE_OPTIMIZER_ARMS = ["uniform" + ONE_OPTIMIZER, "ucb" + ONE_OPTIMIZER]
+
+
 def schedule_for(arm: str, cfg) -> dict[str, Any]:
     if arm == "uniform":
         return {"name": "weighted"}
@@ -74,13 +83,16 @@ def schedule_for(arm: str, cfg) -> dict[str, Any]:
 
 
 def run_one(cfg, arm: str, seed: int, workdir: pathlib.Path) -> dict[str, Any]:
-    n = cfg.levels
+    """One arm, one seed; an arm ending in ``_one_optimizer`` shares one Adam state."""
+    n, base = cfg.levels, arm.removesuffix(ONE_OPTIMIZER)
+    group = "shared" if arm.endswith(ONE_OPTIMIZER) else None
     answer_len = {"mod10": 1, "mod100": 2}[cfg.answer]
     policy = seqtasks.Policy(n, 11, answer_len, 10, hidden=tuple(cfg.hidden))
     names = [f"level_{k}" for k in range(1, n + 1)]
     opt = {"name": "adam", "lr": cfg.lr}
     loss = functools.partial(policy.grpo_loss, group=cfg.group)
-    phases = [alternating.Phase(p, loss=loss, optimizer=opt) for p in names]
+    phases = [alternating.Phase(p, loss=loss, optimizer=opt, optimizer_group=group)
+              for p in names]
     data, evals = {}, {}
     for k, p in enumerate(names, start=1):
         data[p] = {"dataset": seqtasks.modular_sums(cfg.train_size, k, n, seqtasks.seed_of(0, k, seed),
@@ -91,7 +103,7 @@ def run_one(cfg, arm: str, seed: int, workdir: pathlib.Path) -> dict[str, Any]:
                                                               cfg.answer)},
                     "loss": policy.eval_loss, "batch_size": 250}
     t0 = time.time()
-    alternating.train(phases=phases, schedule=schedule_for(arm, cfg), data=data,
+    alternating.train(phases=phases, schedule=schedule_for(base, cfg), data=data,
                       init=policy.init, workdir=str(workdir), total_steps=cfg.steps, seed=seed,
                       evals=evals, eval_every_steps=cfg.eval_every, log_every_steps=cfg.eval_every,
                       progress=False, plot=False, print_fn=None, mesh=_one_device_mesh())
@@ -144,20 +156,20 @@ def _relation(a, b) -> str:
     return "overlap"
 
 
-def _vs_uniform(name: str, r, u) -> str:
+def _vs_uniform(name: str, r, u, base: str = "uniform") -> str:
     """One arm against uniform on AUC and final reward, by per-seed ranges."""
     rng = lambda x: f"{x[2]:.3f}-{x[3]:.3f}"  # noqa: E731
     rel = {k: _relation(r[k], u[k]) for k in ("auc", "final")}
     pair = f"AUC {rng(r['auc'])} vs {rng(u['auc'])}; final {rng(r['final'])} vs {rng(u['final'])}"
     if len(set(rel.values())) == 1 and rel["auc"] in ("higher", "lower"):
-        return (f"{name} is measurably {rel['auc']} than uniform ({pair}; ranges do not "
+        return (f"{name} is measurably {rel['auc']} than {base} ({pair}; ranges do not "
                 "overlap)")
     if all(v not in ("higher", "lower") for v in rel.values()):
         verb = {"inside": "lie inside", "contains": "contain"}.get(
             rel["auc"] if rel["auc"] == rel["final"] else "", "overlap")
-        return f"{name}'s per-seed ranges {verb} uniform's ({pair})"
+        return f"{name}'s per-seed ranges {verb} {base}'s ({pair})"
     word = {"higher": "measurably higher", "lower": "measurably lower"}
-    return (f"{name} vs uniform: AUC {rng(r['auc'])} vs {rng(u['auc'])} "
+    return (f"{name} vs {base}: AUC {rng(r['auc'])} vs {rng(u['auc'])} "
             f"({word.get(rel['auc'], 'ranges overlap')}); final {rng(r['final'])} vs "
             f"{rng(u['final'])} ({word.get(rel['final'], 'ranges overlap')})")
 
@@ -192,15 +204,53 @@ def verdict(summary) -> str:
                     f"not larger than all of {diffs}, but the per-seed ranges overlap")
                  + f", so {c['n']} seeds show neither that UCB is worse than uniform nor that it "
                  "is not better: this run neither supports nor refutes the claim.")
-        return text
+        return text + one_optimizer_verdict(summary)
     head = {"higher": "**holds**", "lower": "**contradicted**"}.get(rel["auc"], "**inconclusive**")
     text = f"UCB vs uniform {head}: {_vs_uniform('UCB', c, u)}."
     if ne is not None:
         text += f" {_vs_uniform('UCB without exploration', ne, u)}."
+    return text + one_optimizer_verdict(summary)
+
+
+def one_optimizer_verdict(summary) -> str:
+    """UCB vs uniform with one shared Adam state, and each against its per-level-state arm."""
+    u1, c1 = (summary.get(a) for a in ONE_OPTIMIZER_ARMS)
+    if u1 is None or c1 is None:
+        return ""
+    text = " With one shared Adam state: " + _vs_uniform(
+        f"`{ONE_OPTIMIZER_ARMS[1]}`", c1, u1, f"`{ONE_OPTIMIZER_ARMS[0]}`") + "."
+    for arm, r in zip(("uniform", "ucb"), (u1, c1)):
+        if arm in summary:
+            text += (" " + _vs_uniform(f"`{arm}{ONE_OPTIMIZER}`", r, summary[arm], f"`{arm}`")
+                     + ".")
     return text
 
 
-def write_markdown(path, summary, cfg, seconds, command):
+# (name, treatment, baseline): paired comparisons of the reward AUC, claim "greater".
+PAIRED = [("UCB vs uniform", "ucb", "uniform"),
+          ("UCB without exploration vs uniform", "ucb_no_explore", "uniform"),
+          ("UCB vs uniform, one optimizer", "ucb" + ONE_OPTIMIZER, "uniform" + ONE_OPTIMIZER),
+          ("uniform: one optimizer vs per-level states", "uniform" + ONE_OPTIMIZER, "uniform"),
+          ("UCB: one optimizer vs per-level states", "ucb" + ONE_OPTIMIZER, "ucb")]
+
+
+def paired_table(runs) -> list[str]:
+    """The verdict rule of ``alternating/verdict.py`` on the reward AUC (2 seeds or more)."""
+    from alternating import verdict as rule  # pylint: disable=g-import-not-at-top
+    auc = {}
+    for r in sorted(runs, key=lambda r: r["seed"]):
+        auc.setdefault(r["arm"], []).append(r["auc"])
+    rows = [rule.compare(auc[t], auc[b], claim="greater", name=n) for n, t, b in PAIRED
+            if t in auc and b in auc and len(auc[t]) == len(auc[b]) >= 2]
+    if not rows:
+        return []
+    return ["Paired verdicts on the reward AUC (the rule of `alternating/verdict.py`: paired "
+            "per-seed differences, treatment minus baseline, their mean and 95% t interval; "
+            "confirmed or contradicted when the interval excludes zero, else inconclusive):",
+            "", rule.render_table(rows), ""]
+
+
+def write_markdown(path, summary, cfg, seconds, command, runs=()):
     lines = ["# DUMP: UCB over difficulty levels for RL", "",
              "Generated by `experiments/dump.py` (config `configs/dump.py`). Claim (Wang et al. "
              "2025, arXiv:2504.09710): scheduling distributions by UCB on their mean absolute "
@@ -211,7 +261,8 @@ def write_markdown(path, summary, cfg, seconds, command):
              f"Task: the sum of k digits, k = 1..{cfg.levels} (one phase per k), answered "
              f"{_ANSWERS[cfg.answer]}, reward 1 for the exact answer; MLP {list(cfg.hidden)} "
              f"policy; batch {cfg.batch_size} prompts, "
-             f"GRPO group {cfg.group}, group-normalized advantages; Adam {cfg.lr} per phase; "
+             f"GRPO group {cfg.group}, group-normalized advantages; Adam {cfg.lr}, one state "
+             "per phase (level), or one shared by the levels in the `_one_optimizer` arms; "
              f"{cfg.steps} steps per arm; UCB window {cfg.window} steps (each value a mean over "
              f"{cfg.batch_size * cfg.group} samples), c {cfg.c}, temperature {cfg.temperature}, "
              f"feedback every {cfg.feedback_every} steps; seeds {list(cfg.seeds)}. Test: "
@@ -225,7 +276,7 @@ def write_markdown(path, summary, cfg, seconds, command):
                      f"{' '.join(f'{v:.2f}' for v in r['per_level'])} | "
                      f"{' '.join(f'{v:.2f}' for v in r['share'])} |")
     lines += ["", "mean ± sample std [min, max] over seeds; per-level columns are seed means.", "",
-              f"Verdict: {verdict(summary)}", "", _note(summary), ""]
+              f"Verdict: {verdict(summary)}", ""] + paired_table(runs) + [_note(summary), ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 
@@ -244,7 +295,7 @@ def main(argv=None):
         (["smoke"] if args.quick else []) + ([args.answer] if args.answer else [])))
     if args.seeds is not None:
         cfg.seeds = list(args.seeds)
-    arms = args.arms or list(cfg.arms)
+    arms = args.arms or list(cfg.arms) + ONE_OPTIMIZER_ARMS
     work = pathlib.Path(args.workdir or tempfile.mkdtemp())
     t0 = time.time()
     runs = []
@@ -256,7 +307,7 @@ def main(argv=None):
     out = common.output_dir(args.out, args.quick)
     command = ("python experiments/dump.py " + shlex.join(common.public_args(argv))).strip()
     md = out / ("dump.md" if cfg.answer == "mod100" else f"dump_{cfg.answer}.md")
-    write_markdown(md, summary, cfg, time.time() - t0, command)
+    write_markdown(md, summary, cfg, time.time() - t0, command, runs)
     if "ucb" in arms:  # the UCB run of the first seed: its level probabilities over steps
         png = plots.plot_probabilities(work / f"ucb_s{cfg.seeds[0]}", out=md.with_suffix(".png"))
         with md.open("a") as f:
