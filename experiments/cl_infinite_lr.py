@@ -43,9 +43,7 @@ def collect(seeds: list[int], workdir: pathlib.Path, quick: bool) -> tuple[dict,
     t0, out = time.time(), {}
     for arm in ARMS:
         cfg = cl_merge.get_config(arm + (",smoke" if quick else ""))
-        results, _, _ = common.run_seed_block(cfg, seeds, workdir / arm)
-        cont = results["continual"]
-        entries = cont.get("per_seed") or [cont]
+        entries, _ = common.continual_entries(cfg, seeds, workdir / arm)
         out[arm] = {"acc": [float(e["acc"]) for e in entries],
                     "forgetting": [float(e["forgetting"]) for e in entries],
                     "learning": [float(np.mean(e["learning_accuracy"])) for e in entries]}

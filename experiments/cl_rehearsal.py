@@ -58,9 +58,7 @@ def collect(seeds: list[int], args: Any) -> tuple[dict, float]:
     for arm in ARMS:
         if args.arms and arm not in args.arms:
             continue
-        results, _, _ = common.run_seed_block(arm_config(arm, steps), seeds, args.workdir / arm)
-        cont = results["continual"]
-        entries = cont.get("per_seed") or [cont]
+        entries, _ = common.continual_entries(arm_config(arm, steps), seeds, args.workdir / arm)
         out[arm] = {k: [float(e[k]) for e in entries] for k in METRICS}
         print(arm, {k: round(float(np.mean(v)), 3) for k, v in out[arm].items()}, flush=True)
     return out, time.time() - t0

@@ -78,9 +78,7 @@ def collect(seeds: list[int], args: Any) -> tuple[dict, dict, float]:
     for arm in ARMS:
         if args.arms and arm not in args.arms:
             continue
-        results, _, _ = common.run_seed_block(arm_config(arm, steps), seeds, args.workdir / arm)
-        cont = results["continual"]
-        entries = cont.get("per_seed") or [cont]
+        entries, cont = common.continual_entries(arm_config(arm, steps), seeds, args.workdir / arm)
         rows = [gap_metrics(e, steps) for e in entries]
         out[arm] = {k: [r[k] for r in rows] for k in METRICS}
         dense = np.asarray(cont["dense"]["accuracy"])

@@ -66,9 +66,7 @@ def run_arm(variant: str, seeds: list[int], workdir: pathlib.Path, quick: bool,
     cfg = shrink(cl_methods.get_config(variant + ",smoke"), STEPS["quick" if quick else "full"])
     if edit is not None:
         edit(cfg)
-    results, _, _ = common.run_seed_block(cfg, seeds, workdir)
-    cont = results["continual"]
-    return cont.get("per_seed") or [cont]
+    return common.continual_entries(cfg, seeds, workdir)[0]
 
 
 def cli(name: str, doc: str, argv=None) -> tuple[argparse.Namespace, list[int], pathlib.Path]:

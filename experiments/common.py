@@ -54,6 +54,18 @@ def run_seed_block(cfg, seeds, workdir: pathlib.Path, data_dir: str | None = Non
         return json.load(f), seconds / len(seeds), state
 
 
+def continual_entries(cfg, seeds, workdir: pathlib.Path) -> tuple[list[dict], dict]:
+    """Trains a continual-learning config for ``seeds`` in one program (:func:`run_seed_block`).
+
+    Returns ``(entries, continual)``: each seed's ``results.json`` → ``continual``
+    entry (the accuracy matrix and its metrics), in seed order, and the
+    ``continual`` block itself (with ``dense`` rows when asked for).
+    """
+    results, _, _ = run_seed_block(cfg, seeds, workdir)
+    cont = results["continual"]
+    return cont.get("per_seed") or [cont], cont
+
+
 def run_grid(cells, seeds, *, vectorized: bool, run_seeds, run_one) -> list:
     """Every (cell, seed) run of a sweep, ordered by seed, then cell.
 
