@@ -160,6 +160,7 @@ class Run:
     seeds: list[int] | None = None  # vectorized seeds
     schedules: list[Any] | None = None  # vectorized: one per replica
     stream_sets: list[dict[str, Any]] | None = None  # vectorized: one per replica
+    lr_scales: dict[str, Any] | None = None  # vectorized: replica_lr's factors per opt key
 
 
 def declared_extras(extras: Mapping[str, Any] | None, hooks: Sequence[Any]) -> dict[str, Any]:
@@ -180,7 +181,7 @@ def build(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
           replicas: Any = None) -> Run:
     """Builds and checks a run (see the module docstring).
 
-    ``replicas``: vectorized seeds, ``(seeds, schedules, stream_sets)`` from
+    ``replicas``: vectorized seeds, ``(seeds, schedules, stream_sets, lr scales)`` from
     :mod:`alternating.seeds`; None for one run.
     """
     o = options
@@ -191,7 +192,7 @@ def build(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
         streams = make_streams(phases, data, seed=o.seed, mesh=mesh, data_dir=o.data_dir)
         rngs = run_rngs(o.seed)
     else:
-        seeds, schedules, stream_sets = replicas
+        seeds, schedules, stream_sets, _ = replicas
         schedule, streams = schedules[0], stream_sets[0]
         keys = jnp.stack([jax.random.split(jax.random.PRNGKey(s)) for s in seeds])
         rngs = (keys[:, 0], keys[:, 1])
@@ -213,9 +214,13 @@ def build(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
     triggers.check_phase_ends(whens, schedule)
     specs = declared_extras(extras, hooks)
 
+    scales = None if replicas is None else replicas[3]
+    ones = {k: jnp.float32(1.0) for k in scales or {}}  # set per replica at the start
+
     def make_state(init_rng, state_rng):
-        return init_state(init_fn(init_rng), bound, state_rng, ema_decay=o.ema_decay,
-                          extra_specs=specs)
+        st = init_state(init_fn(init_rng), bound, state_rng, ema_decay=o.ema_decay,
+                        extra_specs=specs)
+        return st.replace(extras={**st.extras, phase_lib.LR_SCALE: ones}) if ones else st
 
     def from_params(params):
         fn = lambda p, r: init_state(p, bound, r, ema_decay=o.ema_decay, extra_specs=specs)
@@ -247,6 +252,7 @@ def build(*, phases: Sequence[phase_lib.Phase], schedule: Any, data: Mapping[str
               counter, mesh, policy, stops, phase_ends)
     if replicas is not None:
         run.seeds, run.schedules, run.stream_sets = list(seeds), schedules, stream_sets
+        run.lr_scales = scales
     return run
 
 

@@ -221,7 +221,8 @@ class Loop:
         if self.vectorized:
             self._set_aside_logs("vectorized seeds write no checkpoints, so every run of them "
                                  "starts from scratch")
-            return resume.Start(seeds_lib.init_state(run.make_state, run.rngs, run.mesh))
+            return resume.Start(seeds_lib.init_state(run.make_state, run.rngs, run.mesh,
+                                                     run.lr_scales))
         scratch = lambda: jax.jit(run.make_state, out_shardings=run.state_sharding)(*run.rngs)
         with parallel.fetching():  # the checkpoint's finite check reads the state
             st = resume.start(self.checkpointer, target=run.target, config=self.meta["config"],

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 NAN_POLICIES = ("raise", "skip")
 EXECUTORS = ("auto", "host", "fused")
@@ -69,6 +69,11 @@ class RunOptions:
                             "(steps per compiled chunk, e.g. 100)")
     num_seeds: int = _opt(1, "> 1: that many seeds (seed, seed + 1, ...) vectorized in one "
                           "program", kind="int", low=1, what="it must be an integer >= 1")
+    replica_seeds: Any = _opt(None, "num_seeds > 1: each replica's seed (default seed, seed + "
+                              "1, ...); seeds may repeat when replicas differ in replica_lr")
+    replica_lr: Any = _opt(None, "num_seeds > 1: {phase: [learning rate per replica]}, the "
+                           "peak lr of each listed phase's schedule per replica (one program "
+                           "trains an lr grid; see alternating.seeds)")
     grad_norm: bool = _opt(True, "report each step's gradient norm (a metric, and the "
                            "nan_policy='skip' check); off saves a pass over the gradients",
                            resume_safe=True, kind="bool")
@@ -172,7 +177,41 @@ def parse(values: Mapping[str, Any], *, where: str = "") -> RunOptions:
         elif meta["kind"] == "bool" and not isinstance(value, bool):
             raise ValueError(f"{prefix}{name}={value!r}; it must be True or False.")
         out[name] = value
+    _check_replicas(out, prefix)
     return RunOptions(**out)
+
+
+def _check_replicas(out: dict[str, Any], prefix: str) -> None:
+    """``replica_seeds`` / ``replica_lr``: one value per replica (names checked at build)."""
+    n = out.get("num_seeds", 1)
+    for name in ("replica_seeds", "replica_lr"):
+        if out.get(name) is not None and n < 2:
+            raise ValueError(f"{prefix}{name} is set but num_seeds={n}; it gives one value per "
+                             "vectorized replica, so it needs num_seeds >= 2.")
+    seeds = out.get("replica_seeds")
+    if seeds is not None:
+        if (isinstance(seeds, (str, bytes, Mapping)) or not isinstance(seeds, Sequence)
+                or len(seeds) != n or not all(isinstance(s, numbers.Integral) and
+                                              not isinstance(s, bool) and s >= 0 for s in seeds)):
+            raise ValueError(f"{prefix}replica_seeds={seeds!r}; give num_seeds={n} integers "
+                             ">= 0, one per replica.")
+        out["replica_seeds"] = tuple(int(s) for s in seeds)
+    lrs = out.get("replica_lr")
+    if lrs is None:
+        return
+    if not isinstance(lrs, Mapping) or not lrs:
+        raise ValueError(f"{prefix}replica_lr={lrs!r}; give {{phase: [lr per replica]}}.")
+    plain = {}
+    for phase, values in lrs.items():
+        ok = (not isinstance(values, (str, bytes, Mapping)) and isinstance(values, Sequence)
+              and len(values) == n and all(
+                  isinstance(v, numbers.Real) and not isinstance(v, bool)
+                  and math.isfinite(v) and v > 0 for v in values))
+        if not ok:
+            raise ValueError(f"{prefix}replica_lr[{phase!r}]={values!r}; give num_seeds={n} "
+                             "finite learning rates > 0, one per replica.")
+        plain[str(phase)] = tuple(float(v) for v in values)
+    out["replica_lr"] = plain
 
 
 def check_with_seeds(options: RunOptions) -> None:

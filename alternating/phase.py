@@ -123,6 +123,9 @@ class BoundPhase:
         return self.group or self.name
 
 
+# extras[LR_SCALE][opt key]: a factor on the phase's updates (replica_lr, alternating.seeds).
+LR_SCALE = "replica_lr_scale"
+
 OPTIMIZER_KEYS = ("name", "lr", "learning_rate", "schedule", "warmup_steps", "decay_steps",
                   "end_lr_factor", "weight_decay", "grad_clip_norm", "b1", "b2", "eps",
                   "momentum", "nesterov", "cooldown_steps", "const_lr_factor", "anneal_steps",
@@ -303,6 +306,14 @@ def bind(phase: Phase, index: int, *, params: Any, model: Any = None,
                       augment=augment_lib.build(phase.augment, where))
 
 
+def spec_lr(spec: Any) -> float | None:
+    """An optimizer spec's peak learning rate (``None`` for an optax object)."""
+    if isinstance(spec, optax.GradientTransformation):
+        return None
+    spec = {} if spec is None else spec
+    return float(spec.get("lr", spec.get("learning_rate", 1e-3)))
+
+
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
@@ -415,6 +426,9 @@ def make_step(bound: BoundPhase, *, ema_decay: float = 0.0, grad_norm: bool = Tr
             updates, opt = bound.tx.update(grads, opt, own)
         else:
             updates, opt = _group_update(bound, grads, opt, target)
+        scale = state.extras.get(LR_SCALE, {}).get(bound.opt_key)
+        if scale is not None:  # this replica's learning rate over the spec's
+            updates = jax.tree.map(lambda u: u * scale.astype(u.dtype), updates)
         own = optax.apply_updates(own, updates)
         params = partition.merge(own, rest)
         extras = write_extras(dict(state.extras), writes, name) if writes else dict(state.extras)
@@ -428,7 +442,7 @@ def make_step(bound: BoundPhase, *, ema_decay: float = 0.0, grad_norm: bool = Tr
         if grad_norm:  # a pass over the gradients: 13-16% of a large MLP step's memory traffic
             metrics["grad_norm"] = optax.global_norm(grads)
         if bound.lr_fn is not None:
-            metrics["lr"] = bound.lr_fn(lr_count)
+            metrics["lr"] = bound.lr_fn(lr_count) * (1.0 if scale is None else scale)
         metrics.update(aux)
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
         new_state = state.replace(

@@ -44,6 +44,8 @@ from alternating import options as options_lib
 from alternating import parallel
 from alternating.build import make_streams
 from alternating.metrics.tables import combine_replicas
+from alternating.phase import spec_lr
+from alternating import phase as phase_lib
 from alternating.schedules import Schedule, make_schedule
 
 _combine = combine_replicas  # the name earlier code used
@@ -71,26 +73,76 @@ def check_seeds(options: options_lib.RunOptions, *, schedule: Any,
 
 
 def replicas(phases: Sequence[Any], schedule: Any, data: Mapping[str, Any],
-             options: options_lib.RunOptions, mesh: Any) -> tuple[list[int], list, list]:
-    """``(seeds, schedules, stream sets)``: one schedule and one set of streams per seed.
+             options: options_lib.RunOptions, mesh: Any) -> tuple[list[int], list, list, Any]:
+    """``(seeds, schedules, stream sets, lr scales)``: a schedule and streams per replica.
+
+    The seeds are ``replica_seeds`` or ``seed, seed + 1, ...``; the lr scales
+    are :func:`lr_scales` of ``replica_lr`` (``None`` without it).
 
     Raises:
       ValueError: a schedule that observes feedback (not supported yet).
     """
     names = [p.name for p in phases]
-    seeds = [options.seed + i for i in range(options.num_seeds)]
+    seeds = (list(options.replica_seeds) if options.replica_seeds is not None
+             else [options.seed + i for i in range(options.num_seeds)])
     schedules = [make_schedule(schedule, names, seed=s) for s in seeds]
     if any(sch.feedback_every for sch in schedules):
         raise ValueError("num_seeds > 1 does not support schedules that observe feedback yet; "
                          "use one seed per run.")
     stream_sets = [make_streams(phases, data, seed=s, mesh=mesh, data_dir=options.data_dir)
                    for s in seeds]
-    return seeds, schedules, stream_sets
+    return seeds, schedules, stream_sets, lr_scales(phases, options.replica_lr)
 
 
-def init_state(make_state: Any, rngs: tuple[Any, Any], mesh: Any) -> Any:
-    """The replicas' initial TrainStates, stacked on a leading axis."""
-    return jax.jit(jax.vmap(make_state), out_shardings=parallel.replicated(mesh))(*rngs)
+def lr_scales(phases: Sequence[Any], replica_lr: Mapping[str, Sequence[float]] | None,
+              ) -> dict[str, np.ndarray] | None:
+    """``{opt key: per-replica factor on its updates}`` for ``replica_lr``, or ``None``.
+
+    A replica's factor is its learning rate over the phase's spec ``lr``:
+    every optimizer here applies its learning rate last (optax's
+    ``scale_by_learning_rate``, after moments, weight decay and trust
+    ratio), so scaling a step's updates by it is training at that peak lr
+    under the same schedule shape. Phases of one optimizer group share one
+    factor.
+
+    Raises:
+      ValueError: an unknown phase, a phase whose optimizer is not a spec, or
+        phases of one group given different learning rates.
+    """
+    if not replica_lr:
+        return None
+    by_name = {p.name: p for p in phases}
+    unknown = sorted(set(replica_lr) - set(by_name))
+    if unknown:
+        raise ValueError(f"replica_lr names phase(s) {unknown}; valid phases: {sorted(by_name)}.")
+    out: dict[str, np.ndarray] = {}
+    for name, values in replica_lr.items():
+        p = by_name[name]
+        base = spec_lr(p.optimizer)
+        if not base:
+            raise ValueError(f"replica_lr[{name!r}]: phase {name!r} has an optax object or lr 0 "
+                             "as its optimizer; replica_lr needs an optimizer spec with lr > 0.")
+        key = str(p.optimizer_group or name)
+        factors = np.asarray(values, np.float32) / np.float32(base)
+        if key in out and not np.array_equal(out[key], factors):
+            raise ValueError(f"replica_lr: phases of optimizer group {key!r} share one learning "
+                             "rate; give them the same values.")
+        out[key] = factors
+    return out
+
+
+def init_state(make_state: Any, rngs: tuple[Any, Any], mesh: Any,
+               scales: Mapping[str, np.ndarray] | None = None) -> Any:
+    """The replicas' initial TrainStates, stacked on a leading axis.
+
+    ``scales``: :func:`lr_scales`, written to ``extras[phase.LR_SCALE]`` per replica.
+    """
+    state = jax.jit(jax.vmap(make_state), out_shardings=parallel.replicated(mesh))(*rngs)
+    if scales:
+        put = lambda v: jax.device_put(np.asarray(v, np.float32), parallel.replicated(mesh))
+        state = state.replace(extras={**state.extras,
+                                      phase_lib.LR_SCALE: {k: put(v) for k, v in scales.items()}})
+    return state
 
 
 def replica(state: Any, i: int) -> Any:

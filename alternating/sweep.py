@@ -25,7 +25,9 @@ Invariants:
   split into each seed's ``results.json``. Where
   :func:`alternating.options.check_with_seeds` refuses the config or its
   schedule observes feedback, the cell runs one seed at a time; the reason
-  is printed and kept in ``sweep.json``.
+  is printed and kept in ``sweep.json``. With ``vectorize="grid"``, cells
+  that differ only in learning rates share one program too
+  (:mod:`alternating.sweep_programs`).
 * **A diverging run is a result, not a crash:** a ``NonFiniteError`` is
   recorded in ``sweep.json`` and the sweep goes on (a rerun retries it).
 
@@ -49,14 +51,17 @@ from typing import Any, Callable, Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from alternating import experiment, metrics, sweep_report, verdict
+from alternating import experiment, metrics, sweep_programs, sweep_report, verdict
 from alternating import options as options_lib
 from alternating import workdir as workdir_lib
 from alternating.nonfinite import NonFiniteError
+from alternating.sweep_programs import finished
 from alternating.schedules import make_schedule
 
 # The sweep sets these per run; an axis over them is refused.
-RESERVED = ("seed", "num_seeds")
+RESERVED = ("seed", "num_seeds", "replica_seeds", "replica_lr")
+# "grid": as "auto", and cells differing only in learning rates share one program.
+VECTORIZE = ("auto", "on", "off", "grid")
 # Fields a finished run may differ in from the config that would run now
 # (how it was run, not what it computes; ``total_steps`` is checked apart).
 _NOT_FINGERPRINTED = options_lib.CONFIG_RESUME_SAFE + RESERVED
@@ -287,18 +292,6 @@ def train_seeds(config: Any, seeds: Sequence[int], workdir: str | pathlib.Path,
     return state, time.perf_counter() - t0
 
 
-def finished(run_dir: str | pathlib.Path, total_steps: int) -> dict | None:
-    """The run's ``results.json`` if it is complete (``final_eval``, all steps), else ``None``."""
-    path = pathlib.Path(run_dir) / "results.json"
-    try:
-        res = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    done = (isinstance(res, dict) and "final_eval" in res
-            and res.get("total_steps") == total_steps and res.get("steps", -1) >= total_steps)
-    return res if done else None
-
-
 @dataclasses.dataclass
 class _Plan:
     """What the sweep runs: each cell's config and whether its seeds share a program."""
@@ -338,8 +331,7 @@ class _Plan:
         return [self.record(cell, s) for s in seeds]
 
     def _block(self, cell: Cell, block: list[int]) -> None:
-        wd = self.root / cell.id / f"seeds{block[0]}-{block[-1]}"
-        # A program killed earlier left logs but no checkpoint: keep them aside.
+        wd = self.root / cell.id / f"seeds{block[0]}-{block[-1]}"  # old logs kept aside:
         workdir_lib.set_aside_logs(wd, "a vectorized sweep program restarted from step 0")
         self.say(f"sweep: {cell.id} seeds {block[0]}-{block[-1]} in one program")
         try:
@@ -347,16 +339,32 @@ class _Plan:
         except NonFiniteError as e:
             self.errors.update({(cell.id, s): f"{type(e).__name__}: {e}" for s in block})
             return
-        res = json.loads((wd / "results.json").read_text(encoding="utf-8"))
-        wall = res["wall_time_s"]  # as a single run's: the loop's own clock
-        for i, s in enumerate(block):
-            one = {k: v for k, v in res.items() if k not in
-                   ("final_eval_per_seed", "seeds", "num_seeds", "steps_per_phase_per_seed")}
-            one.update(final_eval=res["final_eval_per_seed"][i], seed=s,
-                       steps_per_phase=res["steps_per_phase_per_seed"][i],
-                       wall_time_s=wall / len(block),
-                       vectorized={"workdir": wd.name, "seeds": block, "wall_time_s": wall})
-            metrics.write_results(self.root / cell.id / f"seed{s}" / "results.json", one)
+        sweep_programs.split_results(wd, [self.root / cell.id / f"seed{s}" for s in block], block,
+                               {"workdir": wd.name, "seeds": block})
+
+    def run_groups(self, seeds: list[int]) -> None:
+        """Each learning-rate group's missing (cell, seed) pairs in one program."""
+        ok = lambda cfg: why_not_vectorized(cfg, 2) is None
+        for group in sweep_programs.groups(self.cells, self.configs, ok):
+            pairs = [(c, s) for s in seeds for c in group if finished(
+                self.root / c.id / f"seed{s}", self.configs[c.id].total_steps) is None]
+            if len(pairs) < 2:
+                continue
+            label = "grid_programs/grid-" + _digest([[c.id, s] for c, s in pairs])
+            workdir_lib.set_aside_logs(self.root / label, "a vectorized sweep program restarted")
+            self.say(f"sweep: {len(pairs)} runs of cells {[c.id for c in group]} in one program")
+            cfg = sweep_programs.program_config([self.configs[c.id] for c, _ in pairs],
+                                          [s for _, s in pairs],
+                                          apply_overrides(self.configs[group[0].id], {}))
+            try:
+                experiment.train_and_evaluate(cfg, str(self.root / label),
+                                              **{**_TRAIN_KWARGS, **self.train_kwargs})
+            except NonFiniteError as e:  # left to the per-cell path, which isolates the cell
+                self.say(f"sweep: the shared program diverged ({e}); its cells run apart")
+                continue
+            sweep_programs.split_results(self.root / label, [self.root / c.id / f"seed{s}" for c, s
+                                                       in pairs], [s for _, s in pairs],
+                                   {"workdir": label, "replicas": len(pairs)})
 
     def record(self, cell: Cell, seed: int) -> dict:
         res = finished(self.root / cell.id / f"seed{seed}", self.configs[cell.id].total_steps)
@@ -389,7 +397,9 @@ def run(config: Any, workdir: str | pathlib.Path, *,
         ``"less"`` (by a lower one, e.g. a loss).
       alpha: the verdict's interval is ``1 - alpha``.
       vectorize: ``"auto"`` (a cell's seeds in one program where the config
-        allows), ``"on"`` (refuse a config that does not), ``"off"``.
+        allows), ``"on"`` (refuse a config that does not), ``"off"``, or
+        ``"grid"`` (as auto, and cells that differ only in learning rates
+        train together as replicas of one program: :mod:`alternating.sweep_programs`).
       name: a title for the table (e.g. ``configs/default.py:smoke``).
       command: the command that reproduces the sweep, kept in the outputs.
       train_kwargs: passed to ``train_and_evaluate`` (default: no progress
@@ -407,8 +417,8 @@ def run(config: Any, workdir: str | pathlib.Path, *,
     say = print_fn or (lambda s: None)
     seeds, cell_list = seed_list(seeds), expand(grid, cells)
     base = sweep_report.resolve_baseline(cell_list, baseline)
-    if vectorize not in ("auto", "on", "off"):
-        raise ValueError(f"vectorize={vectorize!r}; valid: 'auto', 'on', 'off'.")
+    if vectorize not in VECTORIZE:
+        raise ValueError(f"vectorize={vectorize!r}; valid: {list(VECTORIZE)}.")
     if claim not in verdict.CLAIMS or not 0 < alpha < 1:
         raise ValueError(f"claim={claim!r}, alpha={alpha!r}; valid claims: "
                          f"{list(verdict.CLAIMS)}, alpha strictly between 0 and 1.")
@@ -418,6 +428,8 @@ def run(config: Any, workdir: str | pathlib.Path, *,
     plan = _prepare(config, pathlib.Path(workdir), cell_list, len(seeds), vectorize=vectorize,
                     train_kwargs=dict(train_kwargs or {}), say=say)
     t0 = time.perf_counter()
+    if vectorize == "grid":  # first: what it trains, execute() then finds finished
+        plan.run_groups(seeds)
     out = execute(plan.cells, seeds, run_one=plan.run_one, run_seeds=plan.run_seeds,
                   vectorized=vectorize != "off")
     summary = {
@@ -456,7 +468,7 @@ def _prepare(config: Any, root: pathlib.Path, cell_list: list[Cell], n: int, *,
                              f"program: {why[cell.id]}")
         _check_fingerprint(root / cell.id, cell, cfg)
     for cell in cell_list:
-        if vectorize == "auto" and why[cell.id] and n > 1:
+        if vectorize in ("auto", "grid") and why[cell.id] and n > 1:
             say(f"sweep: {cell.id}: one run per seed ({why[cell.id]})")
         path = root / cell.id / "cell.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -475,16 +487,8 @@ def _check_fingerprint(cell_dir: pathlib.Path, cell: Cell, cfg: Any) -> None:
         saved = json.loads((cell_dir / "cell.json").read_text(encoding="utf-8"))["config"]
     except (OSError, ValueError, KeyError):
         return
-    diff = _diff(saved, _fingerprint(cfg))
+    diff = sweep_programs.config_diff(saved, _fingerprint(cfg))
     if diff:
         raise ValueError(f"cell {cell.id} in {cell_dir.parent} was run with another config "
                          f"(differing: {diff[:10]}); pass a new workdir, or move "
                          f"{cell_dir.name}/ away to rerun it.")
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b), key=str)
-                for d in _diff(a.get(k, "<absent>"), b.get(k, "<absent>"),
-                               f"{prefix}.{k}" if prefix else str(k))]
-    return [] if a == b else [prefix or "<config>"]

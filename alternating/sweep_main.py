@@ -16,9 +16,10 @@ r"""Command line of :mod:`alternating.sweep`: a grid of config overrides times s
   (default the first cell), ``--claim=greater|less``: the comparison table
   and plot (``comparison.md``, ``comparison.png``); without ``--metric`` only
   ``sweep.json`` is written.
-* ``--vectorize=auto|on|off``: a cell's seeds in one ``num_seeds`` program
-  where the config allows (``auto``), always (``on``: refuse a config that
-  does not), never (``off``).
+* ``--vectorize=auto|on|off|grid``: a cell's seeds in one ``num_seeds``
+  program where the config allows (``auto``), always (``on``: refuse a config
+  that does not), never (``off``); ``grid``: as ``auto``, and cells that
+  differ only in learning rates train together in one program.
 * ``--config.<field>=<value>`` overrides the base config, as with
   ``alternating.main``.
 
@@ -54,8 +55,9 @@ def define_flags() -> None:
     flags.DEFINE_enum("claim", "greater", ["greater", "less"],
                       "Which direction of the metric beats the baseline.")
     flags.DEFINE_float("alpha", 0.05, "The verdict's interval is 1 - alpha.")
-    flags.DEFINE_enum("vectorize", "auto", ["auto", "on", "off"],
-                      "A cell's seeds in one num_seeds program.")
+    flags.DEFINE_enum("vectorize", "auto", ["auto", "on", "off", "grid"],
+                      "A cell's seeds in one num_seeds program; grid: and cells that differ "
+                      "only in learning rates too.")
     flags.mark_flags_as_required(["config", "workdir"])
 
 
