@@ -23,7 +23,9 @@ Command (seconds on a 2-core CPU)::
 
 Results: ``docs/results/admm.md`` (``experiments/admm.py``).
 
-Variants: ``admm`` (default) | ``sgd``; ``init=N``; ``smoke``; ``steps=N``.
+Variants: ``admm`` (default) | ``sgd``; ``init=N``; ``smoke``; ``steps=N``;
+``lr=X`` (the arm's learning rate; default ``LR``: Adam 3e-3 for ADMM, 0.05
+for gradient descent).
 """
 
 import numpy as np
@@ -33,6 +35,7 @@ from alternating.experiment import base_config
 ARMS = ("admm", "sgd")
 N, PATTERNS, WIDTH, BETA, RHO, K = 360, 256, 64, 1e-3, 1.0, 10
 INIT_SCALE = 0.01
+LR = {"admm": 3e-3, "sgd": 0.05}  # each arm's base learning rate (variant ``lr=X`` replaces it)
 
 
 def dataset(n: int = N) -> dict[str, np.ndarray]:
@@ -46,7 +49,7 @@ def dataset(n: int = N) -> dict[str, np.ndarray]:
 
 
 def parse(arg):
-    opts = {"arm": "admm", "init": 0, "smoke": False, "steps": 3000}
+    opts = {"arm": "admm", "init": 0, "smoke": False, "steps": 3000, "lr": None}
     for tok in filter(None, (arg or "").split(",")):
         if tok in ARMS:
             opts["arm"] = tok
@@ -55,9 +58,11 @@ def parse(arg):
         elif tok.startswith(("init=", "steps=")):
             k, v = tok.split("=", 1)
             opts[k] = int(v)
+        elif tok.startswith("lr="):
+            opts["lr"] = float(tok.split("=", 1)[1])
         else:
             raise ValueError(f"configs/admm.py: unknown variant {tok!r}; valid: {list(ARMS)}, "
-                             "'init=N', 'smoke', 'steps=N'.")
+                             "'init=N', 'smoke', 'steps=N', 'lr=X'.")
     return opts
 
 
@@ -74,6 +79,7 @@ def get_config(arg=None):
     c.ema_decay = 0.0
     c.data = dict(train=dict(dataset=data, batch_size=N))
     dim = data["x"].shape[1]
+    lr = LR[opts["arm"]] if opts["lr"] is None else opts["lr"]
     if opts["arm"] == "admm":
         c.model = dict(name="convex_relu", patterns=PATTERNS, dim=dim, init_scale=INIT_SCALE)
         zeros = dict(kind="init", init="alternating.schemes.convex_relu:zeros_like_constraints",
@@ -82,7 +88,7 @@ def get_config(arg=None):
         rule_data = dict(x=data["x"])
         c.phases = dict(primal=dict(
             loss="admm_primal", loss_kwargs=dict(beta=BETA, rho=RHO), data="train",
-            optimizer=dict(name="adam", lr=3e-3, schedule="cosine"),
+            optimizer=dict(name="adam", lr=lr, schedule="cosine"),
             updates=[dict(extra="slack", rule="alternating.schemes.convex_relu:slack_rule", every=K,
                           kwargs=dict(data=rule_data, rho=RHO)),
                      dict(extra="dual", rule="alternating.schemes.convex_relu:dual_rule", every=K,
@@ -92,6 +98,6 @@ def get_config(arg=None):
         c.model = dict(name="relu_net", width=WIDTH, dim=dim)
         c.extras = {}
         c.phases = dict(sgd=dict(loss="relu_weight_decay", loss_kwargs=dict(beta=BETA),
-                                 data="train", optimizer=dict(name="sgd", lr=0.05, momentum=0.9)))
+                                 data="train", optimizer=dict(name="sgd", lr=lr, momentum=0.9)))
         c.schedule = dict(name="single", phase="sgd")
     return c

@@ -24,11 +24,15 @@ Command (each run 10-30 s on a 2-core CPU)::
 
     python -m alternating.main --config=configs/mean_teacher.py:mean_teacher --workdir=runs/mt
 
-Results over 3 seeds: ``docs/results/mean_teacher.md``
+Results: ``docs/results/mean_teacher.md``
 (``experiments/mean_teacher.py``).
 
 Variants: ``supervised`` | ``mean_teacher`` (default) | ``dual``; ``smoke``;
-``steps=N``.
+``steps=N``; ``lr=X`` (Adam's rate, default 1e-3); ``val``: the unlabelled
+stream reads only the first 80% of the training split (the labelled 10% lie
+inside it), the dual arm alternates every 8 steps (that part's epoch), and
+every evaluator also runs on the last 20% as ``val_<name>`` (the validation set
+on which ``experiments/mean_teacher.py`` chooses the learning rate).
 """
 
 import jax
@@ -38,6 +42,7 @@ from alternating.experiment import base_config
 
 ARMS = ("supervised", "mean_teacher", "dual")
 EPOCH = 22  # unlabelled batches of 128 in the 1,437 training images (rounded down)
+EPOCH_VAL = 8  # the same in the first 80% of them (1,150 images; variant ``val``)
 
 
 def dual_teachers(model, *, teachers=("teacher0", "teacher1")):
@@ -54,17 +59,19 @@ def dual_teachers(model, *, teachers=("teacher0", "teacher1")):
 
 
 def parse(arg):
-    opts = {"arm": "mean_teacher", "smoke": False, "steps": 3000}
+    opts = {"arm": "mean_teacher", "smoke": False, "steps": 3000, "lr": 1e-3, "val": False}
     for tok in filter(None, (arg or "").split(",")):
         if tok in ARMS:
             opts["arm"] = tok
-        elif tok == "smoke":
-            opts["smoke"] = True
+        elif tok in ("smoke", "val"):
+            opts[tok] = True
         elif tok.startswith("steps="):
             opts["steps"] = int(tok.split("=", 1)[1])
+        elif tok.startswith("lr="):
+            opts["lr"] = float(tok.split("=", 1)[1])
         else:
             raise ValueError(f"configs/mean_teacher.py: unknown variant {tok!r}; valid: "
-                             f"{list(ARMS)}, 'smoke', 'steps=N'.")
+                             f"{list(ARMS)}, 'smoke', 'steps=N', 'lr=X', 'val'.")
     return opts
 
 
@@ -80,9 +87,10 @@ def get_config(arg=None):
     c.max_checkpoints_to_keep = 1
     c.ema_decay = 0.0
     features = (128, 128, 10)
+    pool = "train[:80%]" if opts["val"] else "train"
     c.data = dict(labeled=dict(dataset="digits", split="train[:10%]", batch_size=32),
-                  unlabeled=dict(dataset="digits", split="train", batch_size=128))
-    opt = dict(name="adam", lr=1e-3)
+                  unlabeled=dict(dataset="digits", split=pool, batch_size=128))
+    opt = dict(name="adam", lr=opts["lr"])
     mt = dict(noise=0.2, weight=0.0 if arm == "supervised" else 10.0)
     test = dict(dataset="digits", split="test")
     if arm in ("supervised", "mean_teacher"):
@@ -112,13 +120,20 @@ def get_config(arg=None):
                 params=[(f"s{i}/.*", True), (f"s{other}/.*", None)], optimizer=opt,
                 updates=[dict(extra=f"teacher{i}", rule="ema", decay=0.99, ramp=True)])
         c.phases = phases
-        c.schedule = dict(name="alternate", pattern=[["s0", EPOCH], ["s1", EPOCH]])
+        epoch = EPOCH_VAL if opts["val"] else EPOCH
+        c.schedule = dict(name="alternate", pattern=[["s0", epoch], ["s1", epoch]])
         c.eval = dict(
             teacher=dict(data=test, loss="configs.mean_teacher:dual_teachers", batch_size=200),
             student0=dict(data=test, loss="classification", loss_kwargs=dict(member=0),
                           batch_size=200),
             student1=dict(data=test, loss="classification", loss_kwargs=dict(member=1),
                           batch_size=200))
+    if opts["val"]:
+        # Every test evaluator again on the last 20% of the training split, which
+        # variant ``val`` keeps out of training: the validation set.
+        val = dict(dataset="digits", split="train[80%:]")
+        for name in list(c.eval):
+            c.eval[f"val_{name}"] = dict(c.eval[name].to_dict(), data=val)
     return c
 
 

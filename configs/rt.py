@@ -14,9 +14,13 @@ Command (about a minute on a 2-core CPU)::
 
     python -m alternating.main --config=configs/rt.py:sc --workdir=runs/rt
 
-Results over 3 seeds: ``docs/results/rt.md`` (``experiments/rt.py``).
+Results: ``docs/results/rt.md`` (``experiments/rt.py``).
 
-Variants: ``plain`` (default) | ``sc``; ``smoke``; ``steps=N``.
+Variants: ``plain`` (default) | ``sc`` | ``predict_only`` | ``generate_only``
+(one phase, the single-task baselines); ``smoke``; ``steps=N``; ``lr=X``
+(Adam's rate, default 1e-3); ``val``: the last 512 of the 4,096 training
+sequences are held out (``training_split``), the validation set on which
+``experiments/rt.py`` chooses the learning rate.
 """
 
 
@@ -24,21 +28,37 @@ from alternating.experiment import base_config
 from alternating.schemes import regression_transformer as rt
 
 ARMS = ("plain", "sc")
+SINGLE = {"predict_only": "predict", "generate_only": "generate"}  # single-task arms
 LENGTH, SWITCH = 10, 50
+TRAIN, HOLDOUT = 4096, 512
+
+
+def training_split(val: bool):
+    """The training sequences; with ``val`` the last ``HOLDOUT`` are held out and returned too.
+
+    Returns ``(train, val)`` (``val`` is ``None`` without ``val``).
+    """
+    data = rt.make_sequences(TRAIN, LENGTH, seed=1)
+    if not val:
+        return data, None
+    return ({k: v[:-HOLDOUT] for k, v in data.items()},
+            {k: v[-HOLDOUT:] for k, v in data.items()})
 
 
 def parse(arg):
-    opts = {"arm": "plain", "smoke": False, "steps": 1000}
+    opts = {"arm": "plain", "smoke": False, "steps": 1000, "lr": 1e-3, "val": False}
     for tok in filter(None, (arg or "").split(",")):
-        if tok in ARMS:
+        if tok in ARMS or tok in SINGLE:
             opts["arm"] = tok
-        elif tok == "smoke":
-            opts["smoke"] = True
+        elif tok in ("smoke", "val"):
+            opts[tok] = True
         elif tok.startswith("steps="):
             opts["steps"] = int(tok.split("=", 1)[1])
+        elif tok.startswith("lr="):
+            opts["lr"] = float(tok.split("=", 1)[1])
         else:
-            raise ValueError(f"configs/rt.py: unknown variant {tok!r}; valid: {list(ARMS)}, "
-                             "'smoke', 'steps=N'.")
+            raise ValueError(f"configs/rt.py: unknown variant {tok!r}; valid: "
+                             f"{list(ARMS) + list(SINGLE)}, 'smoke', 'steps=N', 'lr=X', 'val'.")
     return opts
 
 
@@ -54,13 +74,19 @@ def get_config(arg=None):
     c.ema_decay = 0.0
     c.extras = {}
     c.model = dict(name="seq_model", length=LENGTH, layers=1)
-    c.data = dict(train=dict(dataset=rt.make_sequences(4096, LENGTH, seed=1), batch_size=128))
-    opt = dict(name="adam", lr=1e-3)
-    c.phases = dict(
+    c.data = dict(train=dict(dataset=training_split(opts["val"])[0], batch_size=128))
+    opt = dict(name="adam", lr=opts["lr"])
+    phases = dict(
         predict=dict(loss="rt_predict", data="train", optimizer=opt),
         generate=dict(loss="rt_generate", data="train", optimizer=opt,
                       loss_kwargs=dict(mask_frac=0.4,
                                        consistency=1.0 if opts["arm"] == "sc" else 0.0)))
+    if opts["arm"] in SINGLE:
+        only = SINGLE[opts["arm"]]
+        c.phases = {only: phases[only]}
+        c.schedule = dict(name="single", phase=only)
+        return c
+    c.phases = phases
     switch = 10 if opts["smoke"] else SWITCH
     c.schedule = dict(name="alternate", pattern=[["predict", switch], ["generate", switch]])
     return c

@@ -12,13 +12,14 @@ Arms at equal total steps: ``sft_only``, ``rl_only``, ``sft_then_rl``
 probability 1/2) and ``adaptive`` (schedule ``sasr``: SFT warm-up, then SFT
 with probability ``min(1, g_t / g_warm)`` of the SFT gradient norm).
 
-Command (3 seeds; 108-154 s measured on a 2-core CPU; writes docs/results/sasr.md)::
+``val_size`` prompts drawn with the training set (scored against the true
+answers) are the validation set on which ``experiments/sasr.py`` chooses each
+arm's learning rate; ``lr`` is the rate a plain run uses.
 
-    python experiments/sasr.py
+Command (5 seeds and a learning-rate grid per arm; writes
+docs/results/sasr.{json,md}; the figures and run time are on that page)::
 
-Expected (3 seeds, docs/results/sasr.md): final expected test reward about 0.28
-for sft_only and adaptive (which stays on SFT), 0.02 rl_only, 0.82 mix_50_50,
-0.996 sft_then_rl.
+    .venv/bin/python experiments/sasr.py
 
 Variants: ``smoke`` (a few steps, tests).
 """
@@ -36,6 +37,7 @@ def get_config(arg=None):
     c.noise = 0.4
     c.train_size = 4000
     c.test_size = 500
+    c.val_size = 500
     c.hidden = [512]
     c.batch_size = 64
     c.group = 8
@@ -44,8 +46,9 @@ def get_config(arg=None):
     c.warmup_steps = 300
     c.feedback_every = 10
     c.eval_every = 150
-    c.seeds = [0, 1, 2]
+    c.seeds = [0, 1, 2, 3, 4]
     c.arms = ["sft_only", "rl_only", "sft_then_rl", "mix_50_50", "adaptive"]
     if "smoke" in opts:
-        c.steps, c.warmup_steps, c.eval_every, c.seeds = 40, 20, 20, [0]
+        c.steps, c.warmup_steps, c.eval_every, c.seeds = 40, 20, 20, [0, 1]
+        c.train_size, c.val_size, c.test_size = 400, 100, 100
     return c

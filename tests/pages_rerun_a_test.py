@@ -1,0 +1,130 @@
+"""The mean teacher, ADMM, Regression Transformer and SASR scripts write results pages.
+
+Each script's ``main`` runs with its training replaced by a fake whose
+validation score peaks at a known learning rate (the real runs are covered by
+``tests/experiments_test.py`` and ``tests/reproductions_test.py``): the page's
+JSON and markdown are written, the markdown is the rendering of the JSON,
+every arm carries one value per seed, and each arm's chosen rate is the one
+that is best on validation.
+"""
+
+import json
+import math
+
+import pytest
+
+from configs import admm as admm_config
+from experiments import admm, mean_teacher, pages, rt, sasr, tuning
+
+
+def _score(lr, best):
+    return -abs(math.log10(lr) - math.log10(best))
+
+
+def _written(tmp_path, name, seeds):
+    data = json.loads((tmp_path / f"{name}.json").read_text(encoding="utf-8"))
+    pages.check(data)
+    assert (tmp_path / f"{name}.md").read_text(encoding="utf-8") == pages.render_page(data)
+    assert data["seeds"] == seeds and len(data["seeds"]) >= 2
+    for arm, values in data["arms"].items():
+        for key, per_seed in values.items():
+            assert len(per_seed) == len(seeds), (arm, key)
+            assert all(math.isfinite(v) for v in per_seed), (arm, key)
+    assert len(data["grid"]["values"]) >= 3
+    assert set(data["grid"]["chosen"]) == set(data["arms"])
+    return data
+
+
+def test_sasr_page(tmp_path, monkeypatch):
+    best = {"sft_only": 1e-2, "adaptive": 1e-3}
+    calls = []
+
+    def fake(cfg, arm, seed, workdir, lr=None):
+        calls.append((arm, seed, lr))
+        return {"arm": arm, "seed": seed, "lr": lr, "final": 0.5 + 0.01 * seed,
+                "greedy": 0.6, "sft_steps": 30, "seconds": 0.0, "val": _score(lr, best[arm])}
+    monkeypatch.setattr(sasr, "run_one", fake)
+    sasr.main(["--quick", "--arms", "sft_only", "adaptive", "--seeds", "3", "--noise", "0",
+               "--out", str(tmp_path), "--workdir", str(tmp_path / "w")])
+    data = _written(tmp_path, "sasr_noise0", [0, 1, 2])
+    assert data["grid"]["chosen"] == best
+    # The grid ran on seed 0 only; the other seeds ran once, at the chosen rate.
+    assert sorted(c for c in calls if c[1] > 0) == [
+        ("adaptive", 1, 1e-3), ("adaptive", 2, 1e-3), ("sft_only", 1, 1e-2), ("sft_only", 2, 1e-2)]
+    assert "our guess" in " ".join(data["intro"])
+    assert [c["name"] for c in data["comparisons"]] == ["adaptive vs sft_only"]
+
+
+def test_mean_teacher_page(tmp_path, monkeypatch):
+    best = {"supervised": 3e-3, "mean_teacher": 1e-3, "dual": 3e-4}
+
+    def fake(arm, seeds, steps, workdir, lr=None, val=False):
+        assert val  # tuning reads the held-out validation sets
+        head = mean_teacher.HEADLINE[arm]
+        return [{"arm": arm, "seed": s, "lr": lr, "seconds": 0.0,
+                 "acc": {head: 0.9, "student": 0.8, f"val_{head}": _score(lr, best[arm])}}
+                for s in seeds]
+    monkeypatch.setattr(mean_teacher, "run_seeds", fake)
+    result = mean_teacher.main(["--quick", "--out", str(tmp_path),
+                                "--workdir", str(tmp_path / "w")])
+    data = _written(tmp_path, "mean_teacher", [0, 1])
+    assert data["grid"]["chosen"] == best and set(result["summary"]) == set(best)
+    assert {c["treatment"] for c in data["comparisons"]} == {"mean_teacher", "dual"}
+
+
+def test_rt_page_has_single_task_arms(tmp_path, monkeypatch):
+    steps = {}
+
+    def fake(arm, seeds, n_steps, workdir, lr=None, val=False):
+        steps[arm] = n_steps
+        good = lr == 1e-3
+        return [{"arm": arm, "seed": s, "lr": lr, "seconds": 0.0, "prop_mae": 0.05,
+                 "spearman": 0.5, "spearman_unchanged": 0.0,
+                 "val_prop_mae": 0.05 if good else 0.15, "val_spearman": 0.6 if good else 0.1}
+                for s in seeds]
+    monkeypatch.setattr(rt, "run_seeds", fake)
+    rt.main(["--quick", "--out", str(tmp_path), "--workdir", str(tmp_path / "w")])
+    data = _written(tmp_path, "rt", [0, 1])
+    assert set(data["grid"]["chosen"].values()) == {1e-3}
+    # Each single-task baseline gets the steps its task gets in the alternating arms.
+    assert steps == {"plain": 20, "sc": 20, "predict_only": 10, "generate_only": 10}
+    assert set(data["arms"]["predict_only"]) == {"prop_mae"}
+    assert set(data["arms"]["generate_only"]) == {"spearman"}
+    baselines = {c["baseline"] for c in data["comparisons"]}
+    assert {"predict_only", "generate_only", "plain"} <= baselines
+
+
+def test_admm_page_tunes_on_separate_initializations(tmp_path, monkeypatch):
+    blocks = []
+
+    def fake(arm, inits, steps, workdir, lr=None):
+        blocks.append((arm, list(inits), lr))
+        obj = 0.01 + abs(math.log10(lr / admm_config.LR[arm]))  # best at the base rate
+        return [{"arm": arm, "init": i, "lr": lr, "seconds": 0.0, "final": obj + 1e-4 * i,
+                 "network_objective": obj, **({"violation": 0.0} if arm == "admm" else {})}
+                for i in inits]
+    monkeypatch.setattr(admm, "run_seeds", fake)
+    admm.main(["--quick", "--out", str(tmp_path), "--workdir", str(tmp_path / "w")])
+    data = _written(tmp_path, "admm", [0, 1])
+    assert data["grid"]["chosen"] == {"admm": 1.0, "sgd": 1.0}
+    assert {tuple(b[1]) for b in blocks} == {tuple(admm.TUNE_SEEDS), (0, 1)}
+    assert set(data["arms"]["admm"]) == {"rel_dev", "objective", "network_objective", "violation"}
+
+
+def test_tuning_refuses_short_grids_and_single_seed_counts():
+    with pytest.raises(ValueError, match="at least 3 values"):
+        tuning.tune(["a"], [1e-3, 1e-2], [0, 1], [0], None, None, metric="m")
+    with pytest.raises(ValueError, match="at least 2"):
+        tuning.seeds_from([1], 5)
+    assert tuning.seeds_from([3], 5) == [0, 1, 2] and tuning.seeds_from([4, 7], 5) == [4, 7]
+    assert tuning.seeds_from(None, 5) == list(range(5))
+
+
+def test_validation_variants_hold_data_out():
+    from configs import mean_teacher as mt_config, rt as rt_config
+    c = mt_config.get_config("dual,val,lr=0.003")
+    assert c.data.unlabeled.split == "train[:80%]" and c.eval.val_teacher.data.split == "train[80%:]"
+    assert c.phases.s0.optimizer.lr == 0.003
+    train, val = rt_config.training_split(True)
+    assert len(train["x"]) + len(val["x"]) == rt_config.TRAIN and len(val["x"]) == rt_config.HOLDOUT
+    assert len(rt_config.get_config("predict_only,val").data.train.dataset["x"]) == len(train["x"])
