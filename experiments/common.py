@@ -100,3 +100,66 @@ def provenance(cmd: str, wall: float, n_runs: int) -> list[str]:
             f"* machine: nproc = {mach['nproc']}, CPU: {mach['cpu']}, {mach['platform']}",
             f"* python {mach['python']}, jax {mach['jax']}, devices: {mach['devices']}",
             f"* total wall time: {wall:.0f} s for {n_runs} runs (shared, noisy machine)"]
+
+
+def validation_config(cfg, holdout: int = 20):
+    """A copy of ``cfg`` for tuning: it trains on the first ``100 - holdout`` %
+    of each stream's train split and evaluates every eval set on the held-out
+    rest of that train split, never on a test split.
+
+    Raises:
+      ValueError: a data or eval spec that is not a named dataset read from
+        its ``train`` split (streams) or its ``test`` / ``train`` split (evals),
+        named with the field.
+    """
+    from alternating import sweep  # pylint: disable=g-import-not-at-top
+    cfg = sweep.apply_overrides(cfg, {})
+    cut = 100 - int(holdout)
+    with cfg.unlocked():
+        for name, spec in cfg.data.items():
+            if not isinstance(spec.get("dataset"), str) or (spec.get("split") or "train") != "train":
+                raise ValueError(f"data.{name}: validation_config needs a named dataset read "
+                                 f"from its 'train' split, got {spec.to_dict()!r}.")
+            spec["split"] = f"train[:{cut}%]"
+        for name, ev in (cfg.get("eval") or {}).items():
+            data = ev["data"]
+            if not isinstance(data.get("dataset"), str) or data.get("split") not in ("test", "train"):
+                raise ValueError(f"eval.{name}.data: validation_config needs a named dataset "
+                                 f"with split 'test' or 'train', got {data.to_dict()!r}.")
+            data["split"] = f"train[{cut}%:]"
+    return cfg
+
+
+def tune_lr(configs, rates, seeds, workdir: pathlib.Path, score, description: str) -> dict:
+    """Per arm, the learning rate of ``rates`` with the best mean validation score.
+
+    Each arm's config (``configs``: ``{arm: config}``) runs as
+    :func:`validation_config`, with every phase's optimizer ``lr`` set to
+    each rate in turn, for ``seeds``: one sweep per arm whose cells differ
+    only in learning rates, so each arm's grid is one program
+    (``alternating.sweep``, ``vectorize='grid'``; resumable in ``workdir``).
+    ``score(final_eval) -> float`` scores a run (higher is better).
+
+    Returns:
+      A results page's ``grid`` (``experiments/pages.py``): ``{param, values,
+      metric, scores: {arm: {rate: mean score}}, chosen: {arm: rate}}``.
+    """
+    from alternating import sweep  # pylint: disable=g-import-not-at-top
+    scores, chosen = {}, {}
+    for arm, cfg in configs.items():
+        vcfg = validation_config(cfg)
+        cells = [{f"phases.{p}.optimizer.lr": float(r) for p in vcfg.phases} for r in rates]
+        out = sweep.run(vcfg, pathlib.Path(workdir) / arm, cells=cells, seeds=list(seeds),
+                        vectorize="grid", print_fn=None)
+        per = {str(float(r)): [] for r in rates}
+        for run in out["runs"]:
+            if run["final_eval"] is not None:
+                per[str(float(next(iter(run["overrides"].values()))))].append(
+                    float(score(run["final_eval"])))
+        scores[arm] = {r: round(sum(v) / len(v), 4) if v else float("nan")
+                       for r, v in per.items()}
+        best = max((v, -i) for i, v in enumerate(scores[arm].values()) if v == v)
+        chosen[arm] = float(rates[-best[1]])
+    return {"param": "lr (every phase)", "values": [float(r) for r in rates],
+            "metric": f"{description}, mean over seeds {list(seeds)}", "scores": scores,
+            "chosen": chosen}

@@ -18,6 +18,13 @@ def test_imp_quick_writes_a_page_whose_arms_share_steps_and_examples(tmp_path):
     assert len(accs) == 2 and all(0.0 <= a <= 1.0 for a in accs)
     md = (tmp_path / "imp.md").read_text()
     assert "3 compiled training step(s) (digits, mnist1d, parity)" in md
+    # The learning rate was chosen on validation data from the grid, and the page shows it.
+    grid = saved["grid"]
+    assert grid["chosen"]["padded"] in imp.RATES and len(imp.RATES) >= 3
+    scores = grid["scores"]["padded"]
+    assert set(scores) == {str(r) for r in imp.RATES} and all(0 <= v <= 1 for v in scores.values())
+    assert grid["chosen"]["padded"] == float(max(scores, key=scores.get))
+    assert "## Tuning: lr (every phase) chosen per arm" in md
     # Equal budgets: per step and per run, every arm sees the same examples of each task.
     cfgs = {a: imp_config.get_config(f"arm={a}") for a in imp_config.ARMS}
     assert len({c.total_steps for c in cfgs.values()}) == 1
