@@ -22,10 +22,18 @@ Two kinds of pieces, like :mod:`.regularizers`:
   - :func:`lwf_classification` (Learning without Forgetting, Li & Hoiem,
     ECCV 2016 / TPAMI 2017): ``T**2 * KL(softmax(old / T) || softmax(new /
     T))`` on the current batch, ``old`` the snapshot's logits. Which logits:
-    with a plain (class- or domain-incremental) base loss, one softmax over
-    the classes of the finished tasks (``seen``): the classes the old model
-    was trained on; a new task's own classes are left to the base loss.
-    With the task-masked base loss (``classes`` given: task-incremental),
+    with a plain (class- or domain-incremental) base loss, ``softmax``
+    chooses: ``'old'`` (the default), both softmaxes over the classes of the
+    finished tasks (``seen``), so a new task's own classes are left to the
+    base loss and their logits are free; ``'active'``, the current model's
+    softmax over every class its base loss scores (the active classes of
+    :func:`~alternating.continual.losses.active_classification`, else every
+    output) against the old model's softmax over the finished tasks'
+    classes with probability 0 on the others, as in van de Ven & Tolias'
+    class-incremental LwF ("Three scenarios for continual learning",
+    arXiv:1904.07734): the penalty also pulls the new classes' probability
+    down on the new task's inputs, which keeps the new classes from taking
+    every prediction (docs/continual.md, "Why LwF ..."). With the task-masked base loss (``classes`` given: task-incremental),
     one softmax per finished task over that task's classes (its "head"),
     the KL averaged over the finished tasks.
   - :func:`feature_distill_classification`: the squared L2 distance between
@@ -56,6 +64,9 @@ from alternating.continual.regularizers import task_specs
 
 # Logits outside a softmax group: far below any real logit but finite (no inf - inf).
 _MASKED = -1e9
+# lwf_classification's choices of the softmaxes with a plain base loss (see the module).
+SOFTMAXES = ("old", "active")
+WEIGHTINGS = ("lam", "tasks")
 
 
 def init_snapshot(params: Any, rng: Any, *, num_classes: int) -> dict[str, Any]:
@@ -183,16 +194,40 @@ def kl_on_groups(new: jax.Array, old: jax.Array, groups: jax.Array,
     return t * t * (kl * active).sum(-1) / jnp.maximum(active.sum(), 1.0)
 
 
+def kl_zero_padded(new: jax.Array, old: jax.Array, old_classes: jax.Array,
+                   student_classes: jax.Array, temperature: float) -> jax.Array:
+    """Per example, ``T**2 KL(p || q)``: ``p`` the softmax of ``old / T`` over
+    ``old_classes`` (0 elsewhere), ``q`` that of ``new / T`` over ``student_classes``
+    and ``old_classes``. Both ``[C]`` 0/1; returns ``[batch]``.
+    """
+    t = jnp.float32(temperature)
+    o = old_classes.astype(bool)[None]
+    s = o | student_classes.astype(bool)[None]
+    log_q = jax.nn.log_softmax(jnp.where(s, new.astype(jnp.float32) / t, _MASKED), -1)
+    log_p = jax.nn.log_softmax(jnp.where(o, old.astype(jnp.float32) / t, _MASKED), -1)
+    return t * t * jnp.where(o, jnp.exp(log_p) * (log_p - log_q), 0.0).sum(-1)
+
+
 @losses.register_loss("lwf_classification")
 def lwf_classification(model: Any, *, lam: float = 1.0, temperature: float = 2.0,
-                       base: Any = "classification", snapshot: str = "snapshot",
-                       **base_kwargs) -> losses.LossFn:
+                       softmax: str = "old", weighting: str = "lam", base: Any = "classification",
+                       snapshot: str = "snapshot", **base_kwargs) -> losses.LossFn:
     """The base loss plus ``lam * T**2 * KL(old || new)`` on the old classes; aux adds ``distill``.
+
+    With ``weighting='tasks'`` the loss is ``base / t + lam * (1 - 1/t) * penalty``
+    instead, ``t`` the current task's number (1 + the finished tasks): van de
+    Ven & Tolias' weighting of the current and the distilled term (1/t each
+    task's share), with ``lam`` 1 theirs.
 
     Args:
       model: the config's model.
       lam: the distillation term's weight (>= 0).
       temperature: ``T`` (> 0) of both softmaxes.
+      softmax: with a plain base loss, ``'old'`` (both softmaxes over the
+        finished tasks' classes) or ``'active'`` (the current model's over
+        every class the base scores, the old model's padded with zeros); see
+        the module.
+      weighting: ``'lam'`` (``base + lam * penalty``) or ``'tasks'`` (see above).
       base: the base loss (a name, ``module:function`` or callable), built
         with ``base_kwargs``; with ``classes`` in them (the task-masked loss)
         the KL is taken per finished task (see the module).
@@ -200,9 +235,20 @@ def lwf_classification(model: Any, *, lam: float = 1.0, temperature: float = 2.0
     """
     lam, temperature = float(lam), float(temperature)
     _check(lam, temperature, "lwf_classification")
+    if softmax not in SOFTMAXES:
+        raise ValueError(f"loss 'lwf_classification': softmax={softmax!r}; valid choices: "
+                         f"{list(SOFTMAXES)}.")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"loss 'lwf_classification': weighting={weighting!r}; valid choices: "
+                         f"{list(WEIGHTINGS)}.")
     base_fn = losses.resolve_loss(base, model, base_kwargs, where="loss 'lwf_classification' base")
     table = (jnp.asarray(class_table(base_kwargs["classes"], "loss 'lwf_classification'"),
                          jnp.float32) if "classes" in base_kwargs else None)
+    if softmax == "active" and table is not None:
+        raise ValueError("loss 'lwf_classification': softmax='active' is for a plain base loss; "
+                         "the task-masked base (classes given) distils one softmax per "
+                         "finished task: give softmax='old'.")
+    student = getattr(base_fn, "active", None)
     x_key = base_kwargs.get("x", "x")
 
     def loss(params, batch, rng, extras):
@@ -212,14 +258,21 @@ def lwf_classification(model: Any, *, lam: float = 1.0, temperature: float = 2.0
         old = model.apply(jax.lax.stop_gradient(snap["params"]), batch[x_key])
         seen = snap["seen"][:new.shape[-1]]
         seen = jnp.pad(seen, (0, new.shape[-1] - seen.shape[0]))
-        if table is None:
-            groups = seen[None]
+        if table is None and softmax == "active":
+            classes = (jnp.ones_like(seen) if student is None else jnp.pad(
+                jnp.asarray(student, jnp.float32), (0, seen.shape[0] - len(student))))
+            kl = kl_zero_padded(new, jax.lax.stop_gradient(old), seen, classes, temperature)
+        elif table is None:
+            kl = kl_on_groups(new, jax.lax.stop_gradient(old), seen[None], temperature)
         else:
             t = jnp.pad(table, ((0, 0), (0, new.shape[-1] - table.shape[1])))
             finished = ((t * seen).sum(-1) == t.sum(-1)).astype(jnp.float32)
-            groups = t * finished[:, None]
-        kl = kl_on_groups(new, jax.lax.stop_gradient(old), groups, temperature)
+            kl = kl_on_groups(new, jax.lax.stop_gradient(old), t * finished[:, None],
+                              temperature)
         pen = jnp.where(snap["tasks"] > 0, losses.masked_mean(kl, batch), 0.0)
+        if weighting == "tasks":
+            share = 1.0 / (snap["tasks"] + 1).astype(jnp.float32)
+            return share * value + lam * (1.0 - share) * pen, {**aux, "distill": pen}
         return value + lam * pen, {**aux, "distill": pen}
 
     loss.base = base_fn

@@ -75,8 +75,56 @@ def task_masked_classification(model: Any, *, classes: Sequence[Sequence[int]], 
                              f"the tasks use class ids up to {table.shape[1] - 1}; give the model "
                              f"at least {table.shape[1]} outputs.")
         allowed = jnp.asarray(np.pad(table, ((0, 0), (0, n - table.shape[1]))))[batch[task]]
-        masked = jnp.where(allowed, logits, _MASKED)
-        ce = optax.softmax_cross_entropy_with_integer_labels(masked, batch[y])
-        acc = (jnp.argmax(masked, -1) == batch[y]).astype(jnp.float32)
-        return losses.masked_mean(ce, batch), {"accuracy": losses.masked_mean(acc, batch)}
+        return _allowed_ce(logits, allowed, batch[y], batch)
+    return loss
+
+
+def _allowed_ce(logits, allowed, labels, batch):
+    """Cross-entropy and accuracy with the logits outside ``allowed`` left out."""
+    masked = jnp.where(allowed, logits, _MASKED)
+    ce = optax.softmax_cross_entropy_with_integer_labels(masked, labels)
+    acc = (jnp.argmax(masked, -1) == labels).astype(jnp.float32)
+    return losses.masked_mean(ce, batch), {"accuracy": losses.masked_mean(acc, batch)}
+
+
+@losses.register_loss("active_classification")
+def active_classification(model: Any, *, active: Sequence[int], x: str = "x", y: str = "y",
+                          **apply_kwargs) -> losses.LossFn:
+    """Softmax cross-entropy over the ``active`` classes only; aux: ``accuracy`` over every output.
+
+    The class-incremental "expanding head" of van de Ven & Tolias ("Three
+    scenarios for continual learning", arXiv:1904.07734): each task's phase
+    scores the classes of every task seen so far (its own included); logits
+    of classes not yet seen are left out of the softmax, so they are neither
+    trained. Labels stay global. The ``accuracy`` is the argmax over every
+    output, so an accuracy matrix that scores an old task with that task's
+    phase loss still scores it against all classes, as class-incremental
+    testing does (scoring it over its own phase's active classes would hand
+    the model the task).
+
+    Args:
+      model: a :class:`~alternating.models.Model`.
+      active: the class ids in the softmax (non-empty, integers >= 0).
+      x, y: batch keys of the inputs and integer labels.
+      **apply_kwargs: passed to ``model.apply``.
+
+    Raises:
+      ValueError: empty or malformed ``active`` (when built); a model with
+        fewer outputs than the largest active class (when traced).
+    """
+    row = class_table([list(active)], "loss 'active_classification' (active)")[0]
+
+    def loss(params, batch, rng, extras):
+        del rng, extras
+        logits = model.apply(params, batch[x], **apply_kwargs)
+        n = logits.shape[-1]
+        if n < row.shape[0]:
+            raise ValueError(f"loss 'active_classification': the model has {n} outputs, but "
+                             f"active names class {row.shape[0] - 1}; give the model at least "
+                             f"{row.shape[0]} outputs.")
+        value, _ = _allowed_ce(logits, jnp.asarray(np.pad(row, (0, n - row.shape[0]))),
+                               batch[y], batch)
+        acc = (jnp.argmax(logits, -1) == batch[y]).astype(jnp.float32)
+        return value, {"accuracy": losses.masked_mean(acc, batch)}
+    loss.active = row
     return loss
