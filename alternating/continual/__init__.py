@@ -1,7 +1,9 @@
 """Continual learning: task-stream losses and the accuracy-matrix evaluator.
 
 * :mod:`.losses`: ``task_masked_classification`` (task-incremental: the
-  softmax over the example's task's classes);
+  softmax over the example's task's classes) and ``active_classification``
+  (class-incremental expanding head: cross-entropy over the classes seen so
+  far);
 * :mod:`.regularizers`: :class:`TaskAnchor` (hook ``task_anchor``: the
   previous task's parameters and their diagonal Fisher, EWC / online EWC / L2)
   and the loss ``ewc_classification``;
@@ -34,14 +36,14 @@ See ``docs/continual.md``.
 from alternating.continual.distill import (TaskSnapshot, feature_distill_classification,
                                            lwf_classification)
 from alternating.continual.heads import ClassStatistics, head_classification
-from alternating.continual.losses import task_masked_classification
+from alternating.continual.losses import active_classification, task_masked_classification
 from alternating.continual.matrix import AccuracyMatrix, continual_metrics, plot_matrix
 from alternating.continual.merging import (MergeError, MergeEvaluator, TaskSnapshots, adamerging,
                                            load_params, task_arithmetic, weight_average)
 from alternating.continual.regularizers import TaskAnchor, ewc_classification
 from alternating.continual.replay import ReplayMemory, add_replay, replay_classification
 
-__all__ = ["AccuracyMatrix", "ClassStatistics", "MergeError", "MergeEvaluator", "ReplayMemory",
+__all__ = ["AccuracyMatrix", "active_classification", "ClassStatistics", "MergeError", "MergeEvaluator", "ReplayMemory",
            "TaskAnchor", "TaskSnapshot", "TaskSnapshots", "adamerging", "add_replay", "continual_metrics",
            "ewc_classification", "feature_distill_classification", "head_classification",
            "load_params", "lwf_classification", "plot_matrix", "replay_classification",
