@@ -22,7 +22,8 @@ arguments; see ``alternating/data/builders.py``), so no transform is needed
 training stream reshuffles every epoch (the reference walks the stored order
 in fixed batches), and JAX's random numbers replace PyTorch's.
 
-Command (all three, 5 seeds each; 3-5 minutes on a 2-core CPU; writes
+Command (all three, 5 seeds each, and the MLP's validation sweep and tuned row;
+about 5 minutes on a quiet 2-core CPU, 10 when busy; writes
 docs/results/mnist1d.md and docs/results/mnist1d.json)::
 
     .venv/bin/python experiments/mnist1d_table.py
@@ -39,7 +40,9 @@ sample std; ``final_eval`` of results.json holds the mean, and
 
 * ``:logistic``: 32.1 +- 0.5% (paper 32%), about 5 s;
 * ``:mlp``: 65.8 +- 1.9% (paper 68%; 2.2 points below: not reproduced within
-  2 points, see docs/results/mnist1d.md), about 10-15 s;
+  2 points, see docs/results/mnist1d.md), about 10-15 s; it overfits (train
+  accuracy 100% by step 3,000). ``:mlp,tuned`` (decoupled weight decay 0.3,
+  chosen on the validation split): 68.2 +- 1.2% (paper 68%);
 * ``:cnn``: 93.1 +- 0.8% (paper 94%), about 3-4 minutes (one seed alone: 50 s).
 
 ``:<model>,smoke`` runs 30 steps of 2 seeds in seconds (tests).
@@ -49,6 +52,13 @@ Variants (comma-separated after the colon, e.g. ``:mlp,smoke``):
 * ``logistic``, ``mlp``, ``cnn`` (default): the model.
 * ``smoke``: 30 steps, 2 seeds; runs in seconds (tests).
 * ``steps=N``: training steps (default 6000).
+* ``tuned``: the settings chosen on the validation split for the model the
+  paper's settings leave short (``TUNED``: the MLP gets decoupled weight decay
+  0.3 at the paper's learning rate; the others keep the paper's settings).
+* ``val``: train on the first 80% of the training set and evaluate the last
+  20% (eval set ``val``); the tuning runs of ``experiments/mnist1d_table.py``.
+* ``lr=X``, ``wd=X``: Adam's learning rate and decoupled weight decay (on the
+  weight matrices; default the paper's 1e-2 and 0).
 """
 
 from alternating.experiment import base_config
@@ -56,20 +66,37 @@ from alternating.experiment import base_config
 MODELS = ("logistic", "mlp", "cnn")
 # The paper's figures (test accuracy %), as its repository's README states them.
 PAPER = {"logistic": 32.0, "mlp": 68.0, "cnn": 94.0}
+# The paper's optimizer settings (the repository's train.py defaults).
+PAPER_LR, PAPER_WD = 1e-2, 0.0
+# ``tuned``: settings chosen on the validation split (``val``), 5 seeds, for the
+# model the paper's settings leave short of its figure (docs/results/mnist1d.md:
+# weight decay over {0, 0.1, 0.3, 1} x learning rate over {3e-3, 1e-2, 3e-2}).
+TUNED = {"mlp": {"lr": 1e-2, "wd": 0.3}}
+# ``val``: train on the first 80% of the training set, evaluate on the last 20% (set ``val``).
+TRAIN_SPLIT, VAL_SPLIT = "train[:80%]", "train[80%:]"
 
 
 def parse(arg):
-    opts = {"model": "cnn", "smoke": False, "steps": 6000}
+    opts = {"model": "cnn", "smoke": False, "steps": 6000, "val": False, "tuned": False,
+            "lr": None, "wd": None}
     for tok in filter(None, (arg or "").split(",")):
+        key, _, value = tok.partition("=")
         if tok in MODELS:
             opts["model"] = tok
-        elif tok == "smoke":
-            opts["smoke"] = True
-        elif tok.startswith("steps="):
-            opts["steps"] = int(tok.split("=", 1)[1])
+        elif tok in ("smoke", "val", "tuned"):
+            opts[tok] = True
+        elif key == "steps" and value:
+            opts["steps"] = int(value)
+        elif key in ("lr", "wd") and value:
+            opts[key] = float(value)
         else:
             raise ValueError(f"configs/mnist1d.py: unknown variant {tok!r}; valid: "
-                             f"{list(MODELS)}, 'smoke', 'steps=N'.")
+                             f"{list(MODELS)}, 'smoke', 'val', 'tuned', 'steps=N', 'lr=X', "
+                             "'wd=X'.")
+    settings = TUNED.get(opts["model"], {}) if opts["tuned"] else {}
+    for key, paper in (("lr", PAPER_LR), ("wd", PAPER_WD)):
+        if opts[key] is None:
+            opts[key] = settings.get(key, paper)
     return opts
 
 
@@ -87,11 +114,13 @@ def get_config(arg=None):
 
     c.model = dict(name=f"alternating.models.mnist1d:{opts['model']}", input_shape=(40, 1),
                    num_classes=10)
-    c.data = dict(train=dict(dataset="mnist1d", split="train", batch_size=100))
+    c.data = dict(train=dict(dataset="mnist1d", split=TRAIN_SPLIT if opts["val"] else "train",
+                             batch_size=100))
     c.phases = dict(train=dict(
         loss="classification", data="train", params=[(".*", True)],
-        optimizer=dict(name="adam", lr=1e-2, weight_decay=0.0)))
+        optimizer=dict(name="adam", lr=opts["lr"], weight_decay=opts["wd"])))
     c.schedule = dict(name="single", phase="train")
-    c.eval = dict(test=dict(data=dict(dataset="mnist1d", split="test"), loss="classification",
-                            batch_size=1000))
+    kind, split = ("val", VAL_SPLIT) if opts["val"] else ("test", "test")
+    c.eval = {kind: dict(data=dict(dataset="mnist1d", split=split), loss="classification",
+                         batch_size=1000)}
     return c
