@@ -250,7 +250,7 @@ def cpu_model() -> str:
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=None,
-                    help="timed steps per measurement (default 5000; --quick 400)")
+                    help="timed steps per measurement (default 5000; --quick 100)")
     ap.add_argument("--repeats", type=int, default=None,
                     help="interleaved repetitions (default 7; --quick 2)")
     ap.add_argument("--method", choices=("window", "diff"), default="window",
@@ -266,12 +266,12 @@ def parse_args(argv):
     ap.add_argument("--no-breakdown", action="store_true",
                     help="skip the diagnostic lib_steps loop (library steps, hand loop)")
     ap.add_argument("--quick", action="store_true",
-                    help="smoke check in seconds: 400 steps, 2 repeats (too short to measure)")
+                    help="smoke check in seconds: 100 steps, 2 repeats (too short to measure)")
     ap.add_argument("--data-dir", default=None,
                     help="TFDS data directory (default: $TFDS_DATA_DIR, else a temp dir)")
     args = ap.parse_args(argv)
     if args.steps is None:
-        args.steps = 400 if args.quick else 5000
+        args.steps = 100 if args.quick else 5000
     if args.repeats is None:
         args.repeats = 2 if args.quick else 7
     if args.steps < 1 or args.repeats < 1 or args.warmup < 2 or args.base_steps < 1:

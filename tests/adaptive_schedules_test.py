@@ -374,7 +374,7 @@ def test_adaptive_schedule_from_an_ml_collections_config(tmp_path):
     cfg = default.get_config("smoke").unlock()
     cfg.schedule = {"name": "interpolated", "mode": "linear",
                     "points": [[0, {"images": 1.0}], [cfg.total_steps, {"signals": 1.0}]]}
-    alternating.train_and_evaluate(cfg, str(tmp_path), progress=False, print_fn=None)
+    alternating.train_and_evaluate(cfg, str(tmp_path), progress=False, plot=False, print_fn=None)
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["schedule"]["name"] == "interpolated"
     assert sum(res["steps_per_phase"].values()) == cfg.total_steps

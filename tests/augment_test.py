@@ -74,6 +74,7 @@ def test_augmented_runs_agree_resumed_fused_and_on_four_devices(tmp_path):
 
 def test_augmented_batches_are_the_same_after_a_kill_9_and_resume(tmp_path):
     import signal
+    import time
     import resilience_test as rt
     import resume_worker
     schedule = "alternate" + resume_worker.AUGMENTED
@@ -81,10 +82,19 @@ def test_augmented_batches_are_the_same_after_a_kill_9_and_resume(tmp_path):
     short = [resume_worker.run(tmp_path / s, s, total_steps=3, print_fn=None)
              for s in (schedule, "alternate")]
     assert not np.array_equal(*(jax.device_get(x.params["Dense_0"]["kernel"]) for x in short))
-    resume_worker.run(tmp_path / "ref", schedule, print_fn=None)
-    rc, out = rt._run_until(str(tmp_path / "run"), schedule, 60, signal.SIGKILL)
-    assert rc == -signal.SIGKILL, out
-    proc = rt._spawn(tmp_path / "run", schedule)
+    steps = 120  # checkpoints every 7 steps; SIGKILL once step 40 is logged
+    resume_worker.run(tmp_path / "ref", schedule, total_steps=steps, print_fn=None)
+    proc = rt._spawn(tmp_path / "run", schedule, total_steps=steps)
+    deadline = time.time() + 120
+    while rt._last_logged_step(str(tmp_path / "run")) < 40 and proc.poll() is None:
+        if time.time() > deadline:
+            proc.kill()
+            raise AssertionError("worker too slow")
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, out  # killed mid-run, not already done
+    proc = rt._spawn(tmp_path / "run", schedule, total_steps=steps)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0 and "resumed from" in out, out
     rt._assert_same_run(tmp_path / "ref", tmp_path / "run")  # bit for bit, every logged row

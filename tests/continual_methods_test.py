@@ -170,12 +170,18 @@ def test_replay_loss_draws_from_the_filled_memory_only():
     assert float(aux["replay_loss"]) == pytest.approx(float(base(params, one, rng, {})[0]), rel=1e-5)
 
 
-def _run(tmp_path, variant, **overrides):
+def _run(tmp_path, variant, steps_per_task=None, plot=True, **overrides):
     c = continual_config.get_config(variant)
+    if steps_per_task:
+        c.schedule = {"name": "sequential",
+                      "stages": [[s[0], steps_per_task] for s in c.schedule["stages"]]}
+        c.total_steps = steps_per_task * len(c.schedule["stages"])
+    if not plot:  # neither curves.png nor the accuracy-matrix heatmap
+        c.evaluators = [dict(e, plot=False) for e in c.evaluators]
     for k, v in overrides.items():
         setattr(c, k, v)
     wd = str(tmp_path / variant.replace(",", "_"))
-    state = alternating.train_and_evaluate(c, wd, progress=False, print_fn=None)
+    state = alternating.train_and_evaluate(c, wd, progress=False, print_fn=None, plot=plot)
     with open(os.path.join(wd, "results.json")) as f:
         return state, json.load(f), wd
 
@@ -207,7 +213,9 @@ def test_ewc_smoke_run_writes_the_matrix_and_checkpoints_the_anchor(tmp_path):
 
 
 def test_replay_smoke_run_writes_the_matrix_and_checkpoints_the_memory(tmp_path):
-    state, results, wd = _run(tmp_path, "split_digits,replay,smoke")
+    # The memory is filled from each task's data at the task's end, whatever the steps.
+    short = dict(steps_per_task=20, plot=False)
+    state, results, wd = _run(tmp_path, "split_digits,replay,smoke", **short)
     cont = results["continual"]
     assert len(cont["matrix"]) == 5
     saved, _ = alternating.load_state(wd, target=state)
@@ -215,6 +223,6 @@ def test_replay_smoke_run_writes_the_matrix_and_checkpoints_the_memory(tmp_path)
     np.testing.assert_array_equal(mem["y"], np.asarray(jax.device_get(state.extras["replay"]["y"])))
     assert int(mem["seen"]) > 200 and len(set(mem["y"].tolist())) == 10  # every task's classes
     # Deterministic per seed: a second run has the same memory.
-    state2, _, _ = _run(tmp_path / "again", "split_digits,replay,smoke")
+    state2, _, _ = _run(tmp_path / "again", "split_digits,replay,smoke", **short)
     np.testing.assert_array_equal(np.asarray(jax.device_get(state2.extras["replay"]["x"])),
                                   mem["x"])

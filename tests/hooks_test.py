@@ -167,10 +167,13 @@ def test_hooks_and_evaluators_run_per_replica_with_vectorized_seeds(tmp_path):
                      jax.device_get(stacked.params), jax.device_get(single.params))
 
 
+KILL_RUN_STEPS = 200  # the kill -9 test's run: 25 blocks of a a a a a b b b
+
+
 def _spawn(workdir, executor):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, HERE, os.environ.get("PYTHONPATH", "")]))
     return subprocess.Popen([sys.executable, os.path.join(HERE, "hook_worker.py"), str(workdir),
-                             executor, "400"], env=env, stdout=subprocess.PIPE,
+                             executor, str(KILL_RUN_STEPS)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 
@@ -191,22 +194,23 @@ def _last_logged_step(workdir):
 @pytest.mark.parametrize("executor", ["host", "fused"])
 def test_kill_9_and_resume_with_a_state_changing_hook_is_bit_identical(tmp_path, executor):
     ref = tmp_path / "ref"
-    hook_worker.run(ref, executor, total_steps=400, print_fn=None)
+    hook_worker.run(ref, executor, total_steps=KILL_RUN_STEPS, print_fn=None)
     run = tmp_path / "run"
-    for after in (40, 150, 300):  # SIGKILL once the run has logged past each step
+    for after in (30, 90, 140):  # SIGKILL once the run has logged past each step
         proc = _spawn(run, executor)
         deadline = time.time() + 120
         while _last_logged_step(run) < after and proc.poll() is None and time.time() < deadline:
             time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)
-        proc.communicate()
+        out, _ = proc.communicate()
+        assert proc.returncode == -signal.SIGKILL, out  # killed mid-run, not already done
     proc = _spawn(run, executor)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0 and "resumed from" in out, out
     a, _ = alternating.load_state(str(ref))
     b, _ = alternating.load_state(str(run))
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(a), jax.device_get(b))
-    assert int(np.asarray(jax.device_get(b)["extras"]["ends"])) == 50  # 400 steps / (5 + 3)
+    assert int(np.asarray(jax.device_get(b)["extras"]["ends"])) == 25  # 200 steps / (5 + 3)
     assert _rows(run) == _rows(ref)  # every train and eval row once, counts continued
 
 
