@@ -5,7 +5,8 @@ it: same command). With ``KILL_AT`` the process SIGKILLs itself at the first
 hook event at or after that step, once a checkpoint saved inside task 3 is
 on disk (saves are asynchronous; without the wait a loaded machine resumes
 from task 2), with no cleanup, as ``kill -9`` from outside. The hook is in
-the config either way, so the resumed run's config is the killed one's. The test calls :func:`run` in-process for the reference.
+the config either way, so the resumed run's config is the killed one's. The
+test calls :func:`run` in-process for the reference and the resume.
 Nothing is drawn (no ``curves.png``, no heatmap): the test compares numbers.
 """
 
