@@ -331,24 +331,30 @@ def test_loop_refuses_a_feedback_metric_no_phase_returns_before_compiling(tmp_pa
         _run(tmp_path, {"name": "aioli", "evals": {"a": "val_a", "b": "val_b"}})
 
 
-def test_loop_runs_ucb_on_the_loss_and_writes_probabilities(tmp_path):
-    _run(tmp_path, {"name": "ucb", "metric": "loss", "feedback_every": 4}, total_steps=16)
-    rows = [r for r in metrics.read_jsonl(tmp_path / "metrics.jsonl") if r["split"] == "schedule"]
+@pytest.fixture(scope="module")
+def ucb_run(tmp_path_factory):
+    """The workdir of one 16-step UCB run on the loss (feedback every 4), read by two tests."""
+    path = tmp_path_factory.mktemp("ucb")
+    _run(path, {"name": "ucb", "metric": "loss", "feedback_every": 4}, total_steps=16)
+    return path
+
+
+def test_loop_runs_ucb_on_the_loss_and_writes_probabilities(ucb_run):
+    rows = [r for r in metrics.read_jsonl(ucb_run / "metrics.jsonl") if r["split"] == "schedule"]
     assert len(rows) == 4 and {"p_a", "p_b"} <= set(rows[-1])
     assert rows[-1]["p_a"] != 0.5  # moved by feedback
 
 
-def test_plot_probabilities_reads_the_logged_probabilities(tmp_path):
+def test_plot_probabilities_reads_the_logged_probabilities(tmp_path, ucb_run):
     from alternating import plots
     with pytest.raises(FileNotFoundError, match="no schedule probabilities"):
         plots.plot_probabilities(tmp_path)
-    _run(tmp_path, {"name": "ucb", "metric": "loss", "feedback_every": 4}, total_steps=16)
-    probs = plots.schedule_probabilities(tmp_path)
+    probs = plots.schedule_probabilities(ucb_run)
     assert set(probs) == {"a", "b"}
     steps, pa = probs["a"]
     assert steps.tolist() == [4, 8, 12, 16]
     np.testing.assert_allclose(pa + probs["b"][1], 1.0)
-    out = plots.plot_probabilities(tmp_path)
+    out = plots.plot_probabilities(ucb_run)
     assert out.name == "probabilities.png" and out.read_bytes()[:4] == b"\x89PNG"
     assert out.stat().st_size > 5000
 
