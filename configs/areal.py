@@ -14,11 +14,15 @@ Command (a few seconds on a 2-core CPU)::
 
     python -m alternating.main --config=configs/areal.py:decoupled,eta=4 --workdir=runs/areal
 
-Results over 3 seeds and eta in {0, 1, 4, 8}: ``docs/results/areal.md``
+Results over 10 seeds and eta in {0, 1, 4, 8}: ``docs/results/areal.md``
 (``experiments/areal.py``). Evaluation: greedy reward (the accuracy of the
 policy's most likely action) on 2,048 held-out contexts.
 
-Variants: ``ppo`` | ``decoupled`` (default); ``eta=N`` (0-8); ``smoke``; ``steps=N``.
+Evaluation set ``val`` (2,048 other contexts) is for choosing the learning
+rate; ``experiments/areal.py`` reports ``test``.
+
+Variants: ``ppo`` | ``decoupled`` (default); ``eta=N`` (0-8); ``smoke``; ``steps=N``;
+``lr=X`` (Adam, default 3e-3).
 """
 
 import numpy as np
@@ -37,7 +41,7 @@ def contexts(n: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def parse(arg):
-    opts = {"objective": "decoupled", "eta": 0, "smoke": False, "steps": 800}
+    opts = {"objective": "decoupled", "eta": 0, "smoke": False, "steps": 800, "lr": 3e-3}
     for tok in filter(None, (arg or "").split(",")):
         if tok in OBJECTIVES:
             opts["objective"] = tok
@@ -46,9 +50,11 @@ def parse(arg):
         elif tok.startswith(("eta=", "steps=")):
             k, v = tok.split("=", 1)
             opts[k] = int(v)
+        elif tok.startswith("lr="):
+            opts["lr"] = float(tok.split("=", 1)[1])
         else:
             raise ValueError(f"configs/areal.py: unknown variant {tok!r}; valid: "
-                             f"{list(OBJECTIVES)}, 'eta=N', 'smoke', 'steps=N'.")
+                             f"{list(OBJECTIVES)}, 'eta=N', 'smoke', 'steps=N', 'lr=X'.")
     if not 0 <= opts["eta"] < RING:
         raise ValueError(f"configs/areal.py: eta={opts['eta']}; it must be in 0..{RING - 1} "
                          f"(the ring holds {RING} snapshots).")
@@ -72,9 +78,12 @@ def get_config(arg=None):
         loss="stale_policy_gradient",
         loss_kwargs=dict(eta=opts["eta"], objective=opts["objective"], clip=0.2, cap=5.0,
                          ring="snapshots"),
-        data="contexts", optimizer=dict(name="adam", lr=3e-3),
+        data="contexts", optimizer=dict(name="adam", lr=opts["lr"]),
         updates=[dict(extra="snapshots", rule="push", every=VERSION_STEPS)]))
     c.schedule = dict(name="single", phase="policy")
+    # val: other contexts of the same task, for choosing the learning rate (never test).
     c.eval = dict(test=dict(data=dict(dataset=contexts(2048, seed=2)), loss="classification",
-                            batch_size=256))
+                            batch_size=256),
+                  val=dict(data=dict(dataset=contexts(2048, seed=3)), loss="classification",
+                           batch_size=256))
     return c
