@@ -50,7 +50,7 @@ from configs import advmoe  # noqa: E402
 from experiments import common, pages, rerun  # noqa: E402
 
 METRICS = {"clean": "accuracy", "robust": "adv_accuracy"}
-LRS = (3e-4, 1e-3, 3e-3)
+LRS = (1e-3, 3e-3, 1e-2)
 PAGE_METRICS = {"robust": "PGD-10 robust test accuracy (eps 0.1)", "clean": "clean test accuracy"}
 
 
