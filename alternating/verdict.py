@@ -35,11 +35,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 CLAIMS = ("greater", "less")
 METHODS = ("t", "bootstrap")
 LABELS = ("confirmed", "contradicted", "inconclusive")
+
+
+def _t():
+    """scipy's t distribution, imported on first use (scipy.stats costs about a
+    second of import, paid by every process that imports the package)."""
+    from scipy import stats  # pylint: disable=g-import-not-at-top
+    return stats.t
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +129,8 @@ def minimum_detectable_effect(sd: float, n: int, *, alpha: float = 0.05,
         The MDE, in the units of the differences (0 when ``sd`` is 0).
     """
     df = n - 1
-    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * sd / math.sqrt(n))
+    t = _t()
+    return float((t.ppf(1 - alpha / 2, df) + t.ppf(power, df)) * sd / math.sqrt(n))
 
 
 def compare(treatment: Sequence[float], baseline: Sequence[float], *,
@@ -176,7 +183,7 @@ def compare(treatment: Sequence[float], baseline: Sequence[float], *,
     diffs = t_arm - b_arm
     mean, sd = float(diffs.mean()), float(diffs.std(ddof=1))
     if method == "t":
-        half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * sd / math.sqrt(n)
+        half = float(_t().ppf(1 - alpha / 2, n - 1)) * sd / math.sqrt(n)
         ci = (mean - half, mean + half)
     else:
         if resamples < 1:
