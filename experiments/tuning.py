@@ -92,7 +92,8 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
     return grid, results
 
 
-def grid_sentence(grid: dict[str, Any], tune_seeds: Sequence[int], seeds: Sequence[int]) -> str:
+def grid_sentence(grid: dict[str, Any], tune_seeds: Sequence[int], seeds: Sequence[int],
+                  scores: str = "validation") -> str:
     """One intro sentence naming the grid, the tuning seeds and the choices."""
     same = list(tune_seeds) == list(seeds)
     where = ("every reported seed (the chosen value's runs are the reported ones; the choice "
@@ -103,10 +104,10 @@ def grid_sentence(grid: dict[str, Any], tune_seeds: Sequence[int], seeds: Sequen
     return (f"Tuning (issue 16, fair arms): every arm ran the {grid['param']} grid "
             f"{[float(v) for v in grid['values']]}; each arm's value was chosen on "
             f"{grid['metric']}, averaged over {where}; chosen: {picks}. The table below gives "
-            "the validation scores.")
+            + ("the validation scores." if scores == "validation" else f"the scores on {scores}."))
 
 
-def edge_notes(grid: dict[str, Any]) -> list[str]:
+def edge_notes(grid: dict[str, Any], scores: str = "validation") -> list[str]:
     """A note naming the arms whose choice lies at an end of the grid (beyond it: untried)."""
     values = list(grid["values"])
     ends = {values[0]: "smallest", values[-1]: "largest"}
@@ -114,7 +115,7 @@ def edge_notes(grid: dict[str, Any]) -> list[str]:
     if not at:
         return []
     return ["Chosen at an end of the grid, so a value beyond it might have scored better on "
-            "validation (not tried): " + ", ".join(at) + "."]
+            f"{scores} (not tried): " + ", ".join(at) + "."]
 
 
 def variant(arm: str, steps: int, lr: float | None = None, val: bool = False) -> str:
@@ -161,7 +162,8 @@ def cli(doc: str, argv, *, seeds: int, steps: int, quick_steps: int, arms: Seque
 
 def page_data(*, name: str, title: str, intro: list[str], script: str, argv, wall: float,
               n_runs: int, seeds: Sequence[int], metrics: dict, arms: dict, grid: dict,
-              comparisons: list[dict], notes: list[str]) -> dict[str, Any]:
+              comparisons: list[dict], notes: list[str], scores: str = "validation"
+              ) -> dict[str, Any]:
     """A tuned page's data (``experiments/pages.py``): the comparisons whose two arms ran,
     and :func:`edge_notes` after the script's notes."""
     from experiments import common, pages  # pylint: disable=g-import-not-at-top
@@ -171,7 +173,7 @@ def page_data(*, name: str, title: str, intro: list[str], script: str, argv, wal
             "metrics": metrics, "arms": arms, "grid": grid,
             "comparisons": [c for c in comparisons
                             if c["treatment"] in arms and c["baseline"] in arms],
-            "notes": notes + edge_notes(grid)}
+            "notes": notes + edge_notes(grid, scores)}
 
 
 def write(data: dict[str, Any], out, results: dict[str, list[dict]]) -> list[dict]:
