@@ -249,11 +249,11 @@ def main(argv=None) -> dict[str, Any]:
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--lrs", type=float, nargs="+", default=None,
                     help="the learning-rate grid, chosen per arm and dataset on validation "
-                         "(default 3e-4 1e-3 3e-3; with --quick only 1e-3)")
+                         "(default 1e-3 3e-3 1e-2; with --quick only 1e-3)")
     ap.add_argument("--quick", action="store_true", help="smoke variant, two seeds, temp output")
     ap.add_argument("--out", default=None, help="folder of ccl.md (default docs/results)")
     args = ap.parse_args(argv)
-    args.lrs = args.lrs or ([1e-3] if args.quick else [3e-4, 1e-3, 3e-3])
+    args.lrs = args.lrs or ([1e-3] if args.quick else [1e-3, 3e-3, 1e-2])
     configs = []
     for ds in args.datasets:
         cfg = ccl.get_config(ds + (",smoke" if args.quick else ""))
