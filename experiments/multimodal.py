@@ -1,4 +1,4 @@
-r"""Unpaired two-modality co-training (scheme 1, MulModSeg): the default config's arms over seeds.
+r"""Unpaired two-modality co-training (scheme 1, MulModSeg): the default config's arms, tuned per arm.
 
 Question: on this task (digits 8x8 images and MNIST-1D 40-sample signals, own stems,
 shared trunk and head), does alternating co-training with a frozen per-modality
@@ -9,41 +9,34 @@ without it)?
 Expected answer (as published, MulModSeg): alternating co-training with modality
 conditioning beats single-modality training on each modality.
 
-Base config: ``configs/default.py``. Grid: arm in {images_only, signals_only, mixed,
-alternating} x embedding in {on, off}, over ``--seeds`` (default 0 1 2), with
-``--steps`` optimizer steps per modality (default 2000, as in the config; every arm
-sees the same number of examples per modality). Each run is
-``default.get_config("<arm>[,no_embed],steps=N")`` with ``seed`` set, in a fresh
-workdir. ``--vectorized`` trains an arm's consecutive seeds in one
-``num_seeds`` program instead (fused executor); on the 2-core CPU that was
-much slower for this model (images_only: 90.9 s per seed against 6.6 s per
-run; signals_only: 19.3 s against 5.6 s; ``vmap`` of the convolutional stems
-costs XLA's CPU backend about as much as the separate runs and more), and its
-replicas, equal to their single-seed runs at 20 steps (tested), drift apart
-within the seed spread over 2,000 steps (batched convolutions sum in another
-order). It is meant for accelerators. Reported: final test accuracy and loss per arm and modality (mean, sample
-std, min-max over seeds). A single-modality arm never trains the other modality's
-stem; its accuracy there is listed apart as an untrained (chance-level) reference.
-A difference counts as measurable only when the two arms' per-seed ranges do not
-overlap; otherwise it is reported as no measurable difference.
+Arms: ``{images_only, signals_only, mixed, alternating} x embedding {on, off}``, each
+``configs/default.py:<arm>[,no_embed],steps=N,lr=X`` (every arm sees the same number
+of examples per modality). Fair arms: every arm tries the same Adam peak learning
+rates (``--lrs``, default :data:`LRS`; one value for every phase of the arm),
+trained on the first 80% of each training set and scored on the held-out 20%
+(the config's ``val`` variant) over ``--tune_seeds``; the value with the best mean
+validation accuracy over the modalities the arm trains is rerun on ``--seeds`` and
+reported on the test sets. Verdicts: the rule of ``alternating/verdict.py`` over
+paired seeds, through ``experiments/pages.py``.
 
-Writes ``docs/results/multimodal.md`` and ``docs/results/multimodal.png``::
+Writes ``docs/results/multimodal.{json,md,png}``::
 
-    .venv/bin/python experiments/multimodal.py            # 3 seeds, ~3-4 min on 2 cores
-    .venv/bin/python experiments/multimodal.py --quick    # 50 steps, 1 seed, temp dir
+    .venv/bin/python experiments/multimodal.py            # 5 seeds, ~15 min on 2 quiet cores
+    .venv/bin/python experiments/multimodal.py --quick    # 1 seed, 20 steps, no tuning, temp dir
 
-``main(argv)`` returns the summary, so tests call it in-process.
+``--vectorized`` trains an arm's consecutive seeds in one ``num_seeds`` program
+(fused executor; tested equal to one run per seed). On the 2-core CPU that was much
+slower for this model (``vmap`` of the convolutional stems), so it is meant for
+accelerators. ``main(argv)`` returns the summary, so tests call it in-process.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
 import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -57,14 +50,14 @@ if str(ROOT) not in sys.path:  # `python experiments/multimodal.py` puts only ex
 
 import alternating  # noqa: E402
 from configs import default  # noqa: E402
-from experiments import common  # noqa: E402
+from experiments import common, pages, rerun  # noqa: E402
 
 ARMS = ("images_only", "signals_only", "mixed", "alternating")
 EMBEDS = (True, False)
 MODALITIES = ("images", "signals")
-TEST_SETS = {"images": "images_test", "signals": "signals_test"}
 DATASETS = {"images": "digits 8x8", "signals": "MNIST-1D"}
-QUICK_STEPS = 50
+LRS = (1e-3, 3e-3, 1e-2)  # the grid every arm tries (the default config tuned on the same)
+QUICK_STEPS = 20
 
 
 def trains(arm: str, modality: str) -> bool:
@@ -76,54 +69,76 @@ def label(arm: str, embed: bool) -> str:
     return arm if embed else f"{arm},no_embed"
 
 
-def run_one(arm: str, embed: bool, seed: int, steps: int, workdir: pathlib.Path,
-            data_dir: str | None = None) -> dict[str, Any]:
-    """Trains one arm for one seed and returns its final test metrics.
-
-    Returns:
-      ``{"arm", "embed", "seed", "seconds", "images": {"accuracy", "loss"}, "signals": {...}}``.
-
-    Raises:
-      FileExistsError: `workdir` is not empty (the loop would resume from it).
-    """
-    if workdir.exists() and any(workdir.iterdir()):
-        raise FileExistsError(f"{workdir} is not empty; the loop would resume from its "
-                              "checkpoint. Pass an empty --workdir.")
-    cfg = default.get_config(f"{label(arm, embed)},steps={steps}")
-    with cfg.unlocked():  # get_config's dict is unlocked today; this keeps working if it is locked.
-        cfg.seed = seed
+def _config(arm: str, embed: bool, steps: int, lr: float | None, val: bool,
+            data_dir: str | None):
+    lr_tok = f",lr={lr!r}" if lr is not None else ""
+    cfg = default.get_config(f"{label(arm, embed)},steps={steps}{lr_tok}{',val' if val else ''}")
+    with cfg.unlocked():  # only the final evaluation is read: no intermediate ones, no saves
+        cfg.eval_every_steps, cfg.checkpoint_every_steps = 0, 0
         if data_dir:
             cfg.data_dir = data_dir
-    t0 = time.perf_counter()
-    alternating.train_and_evaluate(cfg, str(workdir), progress=False, plot=False, print_fn=None)
-    seconds = time.perf_counter() - t0
-    with open(workdir / "results.json", encoding="utf-8") as f:
-        final = json.load(f)["final_eval"]  # json also reads the NaN/Infinity tokens.
-    out = {"arm": arm, "embed": embed, "seed": seed, "seconds": seconds}
-    for m in MODALITIES:
-        out[m] = {k: float(final[TEST_SETS[m]][k]) for k in ("accuracy", "loss")}
-    return out
+    return cfg
+
+
+def _metrics(final: dict, val: bool) -> dict[str, dict[str, float]]:
+    kind = "val" if val else "test"
+    return {m: {k: float(final[f"{m}_{kind}"][k]) for k in ("accuracy", "loss")}
+            for m in MODALITIES}
+
+
+def run_one(arm: str, embed: bool, seed: int, steps: int, workdir: pathlib.Path,
+            data_dir: str | None = None, *, lr: float | None = None,
+            val: bool = False) -> dict[str, Any]:
+    """Trains one arm for one seed; its final test (``val``: validation) metrics.
+
+    A `workdir` holding this run's finished ``results.json`` (a rerun of the script with
+    the same ``--workdir``) is read, not trained again.
+
+    Returns:
+      ``{"arm", "embed", "seed", "lr", "seconds", "images": {"accuracy", "loss"},
+      "signals": {...}}``; ``lr`` None: the config's default.
+
+    Raises:
+      FileExistsError: `workdir` holds something else (the loop would resume from it).
+    """
+    cfg = _config(arm, embed, steps, lr, val, data_dir)
+    cfg.seed = seed
+    done = _finished(workdir, cfg.total_steps)
+    if done is None:
+        if workdir.exists() and any(workdir.iterdir()):
+            raise FileExistsError(f"{workdir} is not empty; the loop would resume from its "
+                                  "checkpoint. Pass an empty --workdir.")
+        alternating.train_and_evaluate(cfg, str(workdir), progress=False, plot=False,
+                                       print_fn=None)
+        done = _finished(workdir, cfg.total_steps)
+    return {"arm": arm, "embed": embed, "seed": seed, "lr": lr,
+            "seconds": float(done["wall_time_s"]), **_metrics(done["final_eval"], val)}
+
+
+def _finished(workdir: pathlib.Path, total_steps: int) -> dict | None:
+    """The run's ``results.json`` when it finished ``total_steps``, else None."""
+    try:  # json also reads the NaN/Infinity tokens.
+        res = json.loads((workdir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return res if "final_eval" in res and res.get("steps", -1) >= total_steps else None
 
 
 def run_seeds(arm: str, embed: bool, seeds: Sequence[int], steps: int, workdir: pathlib.Path,
-              data_dir: str | None = None) -> list[dict[str, Any]]:
+              data_dir: str | None = None, *, lr: float | None = None,
+              val: bool = False) -> list[dict[str, Any]]:
     """Trains one arm for consecutive ``seeds`` in one vectorized program (``num_seeds``).
 
     Replica ``i`` is the run with seed ``seeds[0] + i`` (tested equal to its
-    single-seed run to 1e-6); the fused executor runs them, without
-    checkpoints. Returns one ``run_one``-style dict per seed; ``seconds`` is
-    the shared run's time divided by the number of seeds.
+    single-seed run); the fused executor runs them, without checkpoints. Returns
+    one ``run_one``-style dict per seed; ``seconds`` is the shared run's time
+    divided by the number of seeds.
     """
-    cfg = default.get_config(f"{label(arm, embed)},steps={steps}")
+    cfg = _config(arm, embed, steps, lr, val, None)
     results, seconds, _ = common.run_seed_block(cfg, seeds, workdir, data_dir)
-    per_seed = results["final_eval_per_seed"]
-    runs = []
-    for seed, final in zip(seeds, per_seed):
-        out = {"arm": arm, "embed": embed, "seed": seed, "seconds": seconds}
-        for m in MODALITIES:
-            out[m] = {k: float(final[TEST_SETS[m]][k]) for k in ("accuracy", "loss")}
-        runs.append(out)
-    return runs
+    return [{"arm": arm, "embed": embed, "seed": seed, "lr": lr, "seconds": seconds,
+             **_metrics(final, val)}
+            for seed, final in zip(seeds, results["final_eval_per_seed"])]
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
@@ -149,129 +164,21 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[tuple[str, bool], dict[str
     return out
 
 
-def compare(summary, a: tuple[str, bool], b: tuple[str, bool], modality: str,
-            metric: str = "accuracy") -> dict[str, Any]:
-    """`metric` of arm `a` minus arm `b` on `modality`: difference of means, per-seed
-    (paired by seed) differences, and whether the per-seed ranges are disjoint."""
-    sa, sb = summary[a][modality][metric], summary[b][modality][metric]
-    paired = [x - y for x, y in zip(sa["values"], sb["values"])]
-    # One seed has no spread to judge a difference against.
-    judged = sa["n"] > 1 and sb["n"] > 1
-    disjoint = judged and (sa["min"] > sb["max"] or sb["min"] > sa["max"])
-    return {"diff": sa["mean"] - sb["mean"], "paired": paired, "disjoint": disjoint,
-            "judged": judged, "a": sa, "b": sb}
+def val_score(run: dict[str, Any]) -> float:
+    """Validation accuracy averaged over the modalities the run's arm trains."""
+    return float(np.mean([run[m]["accuracy"] for m in MODALITIES if trains(run["arm"], m)]))
+
+
+# ---------------------------------------------------------------------------
+# Tables and the page.
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def _signed(x: float) -> str:
-    return f"{100 * x:+.1f}"
-
-
-def _judgement(c: dict[str, Any]) -> str:
-    if not c["judged"]:
-        return "not judged (one seed, no spread)"
-    if c["disjoint"]:
-        return f"**measurably {'higher' if c['diff'] > 0 else 'lower'}** (per-seed ranges do not overlap)"
-    out = "no measurable difference (per-seed ranges overlap)"
-    n = len(c["paired"])
-    if all(p > 0 for p in c["paired"]) or all(p < 0 for p in c["paired"]):
-        # A hint, not a finding: with no effect, n paired differences share a sign
-        # with probability 2 / 2**n (1/4 for 3 seeds).
-        out += f"; the {n} per-seed differences share a sign (chance 1 in {2 ** (n - 1)} without an effect)"
-    return out
-
-
-def _cmp_line(summary, a, b, modality) -> str:
-    c = compare(summary, a, b, modality)
-    ra = f"{_pct(c['a']['min'])}-{_pct(c['a']['max'])}"
-    rb = f"{_pct(c['b']['min'])}-{_pct(c['b']['max'])}"
-    paired = ", ".join(_signed(p) for p in c["paired"])
-    lo = compare(summary, a, b, modality, "loss")
-    loss = (f"test loss {lo['a']['mean']:.3f} vs {lo['b']['mean']:.3f} "
-            f"(ranges {lo['a']['min']:.3f}-{lo['a']['max']:.3f} vs "
-            f"{lo['b']['min']:.3f}-{lo['b']['max']:.3f}): {_judgement(lo)}")
-    return (f"`{label(*a)}` vs `{label(*b)}` on {modality}: accuracy {_pct(c['a']['mean'])} vs "
-            f"{_pct(c['b']['mean'])} ({_signed(c['diff'])} points; ranges {ra} vs {rb}; "
-            f"per-seed differences {paired}): {_judgement(c)}. {loss[0].upper()}{loss[1:]}.")
-
-
-def verdict(summary) -> list[str]:
-    """The comparisons the question asks for, each judged by the stated rule."""
-    lines = ["Co-training vs. training on one modality alone (embedding on in both):", ""]
-    for m in MODALITIES:
-        single = (f"{m}_only", True)
-        for arm in ("alternating", "mixed"):
-            if (arm, True) in summary and single in summary:
-                lines.append(f"* {_cmp_line(summary, (arm, True), single, m)}")
-    lines += ["", "Co-training vs. the single-modality arm without the embedding:", ""]
-    for m in MODALITIES:
-        if ("alternating", True) in summary and (f"{m}_only", False) in summary:
-            lines.append(f"* {_cmp_line(summary, ('alternating', True), (f'{m}_only', False), m)}")
-    lines += ["", "Does the embedding matter (same arm, with vs. without)?", ""]
-    for arm in ("alternating", "mixed"):
-        for m in MODALITIES:
-            if (arm, True) in summary and (arm, False) in summary:
-                lines.append(f"* {_cmp_line(summary, (arm, True), (arm, False), m)}")
-    lines += ["", "Alternating vs. mixed batches (embedding on):", ""]
-    for m in MODALITIES:
-        if ("alternating", True) in summary and ("mixed", True) in summary:
-            lines.append(f"* {_cmp_line(summary, ('alternating', True), ('mixed', True), m)}")
-    return lines
-
-
-def overall(summary) -> str:
-    """One paragraph: does the published claim hold here, by the stated rule?"""
-    parts = []
-    for m in MODALITIES:
-        key = (f"{m}_only", True)
-        if ("alternating", True) not in summary or key not in summary:
-            return "Not every arm ran; no overall verdict."
-        c = compare(summary, ("alternating", True), key, m)
-        if not c["judged"]:
-            return "One seed only: no seed spread to judge differences by; no verdict."
-        if c["disjoint"] and c["diff"] > 0:
-            parts.append(f"beats {m}-only training on {m} ({_signed(c['diff'])} points)")
-        elif c["disjoint"]:
-            parts.append(f"is worse than {m}-only training on {m} ({_signed(c['diff'])} points)")
-        else:
-            parts.append(f"shows no measurable difference from {m}-only training on {m} "
-                         f"({_signed(c['diff'])} points, within the seed spread)")
-    beats = [m for m, p in zip(MODALITIES, parts) if p.startswith("beats")]
-    worse = any(p.startswith("is worse") for p in parts)
-    head = ("The published claim is reproduced" if len(beats) == len(MODALITIES) else
-            f"The published claim is reproduced on {beats[0]} only" if beats and not worse else
-            "The published claim is not reproduced here")
-    embed_bits = []
-    for m in MODALITIES:
-        if ("alternating", False) in summary:
-            c = compare(summary, ("alternating", True), ("alternating", False), m)
-            embed_bits.append(f"{m} {_signed(c['diff'])} points "
-                              f"({'measurable' if c['disjoint'] else 'within the seed spread'})")
-    embed = (" Effect of the embedding on the alternating arm (with minus without): "
-             f"{'; '.join(embed_bits)}." if embed_bits else "")
-    loss_bits = []
-    for m in MODALITIES:
-        lo = compare(summary, ("alternating", True), (f"{m}_only", True), m, "loss")
-        loss_bits.append(f"{m} {lo['a']['mean']:.3f} vs {lo['b']['mean']:.3f} "
-                         f"({'measurably ' + ('higher' if lo['diff'] > 0 else 'lower') if lo['disjoint'] else 'within the seed spread'})")
-    loss = f" Test loss, alternating vs. single-modality: {'; '.join(loss_bits)}."
-    return (f"{head}: alternating co-training with the embedding {'; it '.join(parts)}."
-            f"{loss}{embed}")
-
-
-# ---------------------------------------------------------------------------
-# Outputs.
-
-
 def _cell(s: dict[str, float]) -> str:
     return f"{_pct(s['mean'])} ± {_pct(s['std'])} [{_pct(s['min'])}, {_pct(s['max'])}]"
-
-
-def _loss_cell(s: dict[str, float]) -> str:
-    return f"{s['mean']:.3f} ± {s['std']:.3f}"
 
 
 def table(summary) -> list[str]:
@@ -284,38 +191,138 @@ def table(summary) -> list[str]:
     for (arm, embed), s in summary.items():
         row = [arm, "yes" if embed else "no"]
         for m in MODALITIES:
-            if trains(arm, m):
-                row += [_cell(s[m]["accuracy"]), _loss_cell(s[m]["loss"])]
-            else:
-                row += ["-", "-"]
+            loss = s[m]["loss"]
+            row += ([_cell(s[m]["accuracy"]), f"{loss['mean']:.3f} ± {loss['std']:.3f}"]
+                    if trains(arm, m) else ["-", "-"])
         row.append(f"{s['seconds']['mean']:.1f}")
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
 
 def untrained_table(summary) -> list[str]:
-    lines = ["| arm | embedding | untrained modality | test acc. % | test loss |",
-             "|---|---|---|---|---|"]
+    lines = ["| arm | embedding | untrained modality | test acc. % |", "|---|---|---|---|"]
     for (arm, embed), s in summary.items():
         for m in MODALITIES:
             if not trains(arm, m):
                 lines.append(f"| {arm} | {'yes' if embed else 'no'} | {m} | "
-                             f"{_cell(s[m]['accuracy'])} | {_loss_cell(s[m]['loss'])} |")
+                             f"{_cell(s[m]['accuracy'])} |")
     return lines
 
 
-def per_run_table(runs) -> list[str]:
-    lines = ["| arm | embedding | seed | images acc. % | signals acc. % | images loss | "
-             "signals loss | seconds |", "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(runs, key=lambda r: (ARMS.index(r["arm"]), not r["embed"], r["seed"])):
-        cells = []
+def results_section(summary, png: str) -> list[str]:
+    """``## Results``: the per-arm table (in %), the plot, the untrained-modality reference."""
+    n = max(len(s["seeds"]) for s in summary.values())
+    return [
+        "## Results\n\nTest accuracy in %: mean ± sample std [min, max] over "
+        f"{n} seed(s); loss: mean ± std; s/run: seconds per run (noisy, shared machine). "
+        "'-': the arm does not train that modality.",
+        "\n".join(table(summary)),
+        f"![accuracy per arm and modality]({png})",
+        "Untrained modality of the single-modality arms (its stem keeps its initialization; "
+        "trunk and head were trained on the other modality): a chance-level reference, not a "
+        "result (chance is 10%).",
+        "\n".join(untrained_table(summary)),
+    ]
+
+
+def comparisons() -> list[dict[str, str]]:
+    """Co-training vs one modality alone, alternating vs mixed, the embedding's effect."""
+    out = []
+    for m in MODALITIES:
+        for arm in ("alternating", "mixed"):
+            out.append({"name": f"{arm} vs {m}_only, {m}", "treatment": arm,
+                        "baseline": f"{m}_only", "metric": f"{m}_acc", "claim": "greater"})
+    for m in MODALITIES:
+        out.append({"name": f"alternating vs mixed, {m}", "treatment": "alternating",
+                    "baseline": "mixed", "metric": f"{m}_acc", "claim": "greater"})
+    for arm in ("alternating", "mixed"):
         for m in MODALITIES:
-            acc = _pct(r[m]["accuracy"])
-            cells.append(acc if trains(r["arm"], m) else f"({acc})")
-        lines.append(f"| {r['arm']} | {'yes' if r['embed'] else 'no'} | {r['seed']} | "
-                     f"{cells[0]} | {cells[1]} | {r['images']['loss']:.3f} | "
-                     f"{r['signals']['loss']:.3f} | {r['seconds']:.1f} |")
-    return lines
+            out.append({"name": f"{arm}: embedding vs none, {m}", "treatment": arm,
+                        "baseline": f"{arm},no_embed", "metric": f"{m}_acc",
+                        "claim": "greater"})
+    return out
+
+
+METRICS = {"images_acc": "final test accuracy on digits images (360 examples; one is 0.28 "
+                         "points)",
+           "signals_acc": "final test accuracy on MNIST-1D signals (1,000 examples)",
+           "images_loss": "final test cross-entropy on digits images",
+           "signals_loss": "final test cross-entropy on MNIST-1D signals"}
+
+
+def intro(steps: int, grid: dict | None, tune_seeds: Sequence[int]) -> list[str]:
+    tuning = ("No learning-rate search in this run: every arm uses the config's default "
+              f"({default.LR:g})." if grid is None else
+              f"Fair arms: every arm tried the same Adam peak learning rates {grid['values']} "
+              "(one value for every phase of the arm), trained on the first 80% of each "
+              "training set and scored on the held-out 20% (`configs/default.py` variant "
+              f"`val`; seeds {list(tune_seeds)}); the value with the best mean validation "
+              "accuracy over the modalities the arm trains was rerun on the seeds below and "
+              "is reported on the test sets. The test sets chose nothing.")
+    return [
+        "Claim (MulModSeg, scheme 1 of the project's scheme list): alternating co-training "
+        "of two unpaired modalities on a shared network, with modality conditioning, beats "
+        "training on each modality alone.",
+        f"Setup: `configs/default.py` (digits 8x8 images + MNIST-1D signals, own stems, a "
+        f"shared trunk 128-128 and 10-class head, a frozen per-modality embedding unless "
+        f"`no_embed`; Adam with 50 warm-up steps and cosine decay, batch 64 per modality). "
+        f"{steps} optimizer steps per modality for every arm: the alternating arm runs "
+        f"{2 * steps} steps in all, the mixed arm {steps} steps on both batches with summed "
+        "loss. Final test accuracy and loss after the last step. " + tuning,
+        "Deviation from the paper, optimizer state: in the alternating arm each modality "
+        "keeps its own Adam state on the shared trunk and head (a phase owns its optimizer "
+        "state in this library), while MulModSeg trains with one optimizer; the mixed arm is "
+        "one phase with one Adam state. The one-optimizer arm is measured on "
+        "[multimodal_optimizer.md](multimodal_optimizer.md).",
+    ]
+
+
+def page_data(runs, summary, grid, *, steps, seeds, tune_seeds, command, wall,
+              n_runs) -> dict[str, Any]:
+    arms = {}
+    for (arm, embed), s in summary.items():
+        arms[label(arm, embed)] = {f"{m}_{short}": s[m][k]["values"] for m in MODALITIES
+                                   if trains(arm, m)
+                                   for k, short in (("accuracy", "acc"), ("loss", "loss"))}
+    return {
+        "name": "multimodal",
+        "title": "Unpaired two-modality co-training (scheme 1, MulModSeg)",
+        "intro": intro(steps, grid, tune_seeds),
+        "command": command, "provenance": pages.provenance(wall, n_runs),
+        "seeds": list(seeds), "metrics": METRICS, "arms": arms,
+        **({"grid": grid} if grid else {}),
+        "comparisons": [c for c in comparisons()
+                        if c["treatment"] in arms and c["baseline"] in arms],
+        "notes": results_section(summary, "multimodal.png") + [
+            "## Per run",
+            rerun.table(["arm", "seed", "lr", "images acc.", "signals acc.", "seconds"],
+                        [[label(r["arm"], r["embed"]), r["seed"], f"{r['lr']:g}",
+                          r["images"]["accuracy"], r["signals"]["accuracy"], r["seconds"]]
+                         for r in runs]),
+            "Accuracy of a single-modality arm on the modality it does not train is the "
+            "chance-level reference above, listed here only for completeness.",
+        ] + _left_out(arms),
+    }
+
+
+def _left_out(arms) -> list[str]:
+    missing = [label(a, e) for a in ARMS for e in EMBEDS if label(a, e) not in arms]
+    if not missing:
+        return []
+    return [f"Not run here (`--arms`): {', '.join(f'`{m}`' for m in missing)}, so the "
+            "comparisons that need them (alternating vs mixed batches, the embedding's effect) "
+            "are absent; `experiments/multimodal.py` without `--arms` runs all eight arms."]
+
+
+def write_one_seed(data: dict[str, Any], out: pathlib.Path) -> pathlib.Path:
+    """The ``--quick`` page: one seed carries no verdict; ``.md`` only."""
+    lines = [f"# {data['title']}", ""]
+    for para in data["intro"] + [rerun.NO_VERDICT] + data["notes"]:
+        lines += [para, ""]
+    lines += ["## Reproduce", "", "```", data["command"], "```", ""]
+    path = out / "multimodal.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
 
 
 def machine() -> dict[str, str]:
@@ -333,76 +340,6 @@ def machine() -> dict[str, str]:
                          else os.cpu_count()),
             "cpu": model, "platform": platform.platform(), "python": platform.python_version(),
             "jax": jax.__version__, "devices": f"{jax.device_count()} x {jax.devices()[0].platform}"}
-
-
-def write_markdown(path: pathlib.Path, runs, summary, *, command: str, steps: int,
-                   seeds: Sequence[int], wall: float, date: str, png: pathlib.Path) -> None:
-    mach = machine()
-    lines = [
-        "# Unpaired two-modality co-training (scheme 1, MulModSeg)",
-        "",
-        "Question: does alternating co-training with a frozen per-modality embedding beat "
-        "training on one modality alone, on each modality, and does the embedding matter? "
-        "Published expectation (MulModSeg): alternating co-training with modality conditioning "
-        "beats single-modality training on each modality.",
-        "",
-        f"Setup: `configs/default.py` (digits 8x8 images + MNIST-1D signals, own stems, shared "
-        f"trunk and 10-class head, Adam 1e-3 cosine, batch 64 per modality). {steps} optimizer "
-        f"steps per modality (the alternating arm runs {2 * steps} steps in all; the mixed arm "
-        f"{steps} steps on both batches with summed loss), seeds {', '.join(map(str, seeds))}. "
-        "Final test accuracy and loss after the last step. Optimizer state, a deviation from "
-        "the paper: in the alternating arm each modality keeps its own Adam state on the shared "
-        "trunk and head (a phase owns its optimizer state in this library), while MulModSeg "
-        "uses one optimizer for both modalities. The mixed arm is one phase with one Adam "
-        "state; each single-modality arm trains one modality. Resolution: one test example is "
-        "0.28 points on digits (360 test images) and 0.1 points on MNIST-1D (1000 test signals).",
-        "",
-        "## Results",
-        "",
-        f"Test accuracy in %: mean ± sample std [min, max] over {len(seeds)} seed(s); loss: "
-        "mean ± std. '-': the arm does not train that modality (see below).",
-        "",
-        *table(summary),
-        "",
-        f"![accuracy per arm and modality]({png.name})",
-        "",
-        "Untrained modality of the single-modality arms (its stem keeps its initialization; "
-        "trunk and head were trained on the other modality). A chance-level reference, not a "
-        "result (chance is 10%):",
-        "",
-        *untrained_table(summary),
-        "",
-        "## Verdict",
-        "",
-        "Rule: a difference (in accuracy or loss) counts as measurable only when the two arms' "
-        "per-seed ranges do not overlap; otherwise it is *no measurable difference*. With "
-        f"{len(seeds)} seed(s) this is a coarse test: it detects only differences larger than "
-        "the seed-to-seed spread.",
-        "",
-        overall(summary),
-        "",
-        *verdict(summary),
-        "",
-        "## Reproduce",
-        "",
-        "```",
-        command,
-        "```",
-        "",
-        f"* date: {date}",
-        f"* machine: nproc = {mach['nproc']}, CPU: {mach['cpu']}, {mach['platform']}",
-        f"* python {mach['python']}, jax {mach['jax']}, devices: {mach['devices']}",
-        f"* total wall time: {wall:.0f} s for {len(runs)} runs (the shared machine is noisy; "
-        "per-run seconds include compilation and, for the first run, dataset preparation)",
-        "",
-        "## Per run",
-        "",
-        "Accuracy in parentheses: the untrained modality of a single-modality arm.",
-        "",
-        *per_run_table(runs),
-        "",
-    ]
-    path.write_text("\n".join(lines), encoding="utf-8")
 
 
 def plot(path: pathlib.Path, runs, summary) -> None:
@@ -447,92 +384,112 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=None,
-                   help="seeds (default 0 1 2; --quick: 0)")
+                   help="seeds reported on test (default 0-4; --quick: 0)")
+    p.add_argument("--tune_seeds", type=int, nargs="+", default=[0],
+                   help="seeds of the validation runs that choose each arm's lr")
+    p.add_argument("--lrs", type=float, nargs="+", default=None,
+                   help=f"the learning-rate grid (default {list(LRS)}; --quick: the config's "
+                        "default, no tuning)")
     p.add_argument("--steps", type=int, default=None,
-                   help=f"optimizer steps per modality (default 2000; --quick: {QUICK_STEPS})")
+                   help=f"optimizer steps per modality (default {default.STEPS}; --quick: "
+                        f"{QUICK_STEPS})")
+    p.add_argument("--arms", nargs="+", default=None, choices=[label(a, e) for a in ARMS
+                                                               for e in EMBEDS],
+                   help="the arms to run (default: all eight)")
     p.add_argument("--quick", action="store_true",
-                   help=f"{QUICK_STEPS} steps, seed 0, outputs to a temp dir unless --out is given")
+                   help="one seed, few steps, no tuning; outputs to a temp dir unless --out")
     p.add_argument("--out", default=None,
-                   help="directory for multimodal.md/.png (default docs/results; --quick: a temp dir)")
-    p.add_argument("--workdir", default=None,
-                   help="root of the per-run workdirs (default: a temp dir, deleted at the end)")
+                   help="directory for multimodal.md/.json/.png (default docs/results)")
+    p.add_argument("--workdir", default=None, help="root of the per-run workdirs (temp dir)")
     p.add_argument("--vectorized", action="store_true",
-                   help="train an arm's consecutive seeds in one num_seeds program (fused "
-                        "executor; for accelerators: slower on a 2-core CPU for this model)")
+                   help="train an arm's consecutive seeds in one num_seeds program (for "
+                        "accelerators: slower on a 2-core CPU for this model)")
     p.add_argument("--data_dir", default=None,
                    help="prepared datasets (default TFDS_DATA_DIR or ~/tensorflow_datasets)")
     args = p.parse_args(argv)
-    if args.seeds is None:
-        args.seeds = [0] if args.quick else [0, 1, 2]
-    if args.steps is None:
-        args.steps = QUICK_STEPS if args.quick else 2000
-    if args.out is None:
-        args.out = (tempfile.mkdtemp(prefix="multimodal_quick_") if args.quick
-                    else str(ROOT / "docs" / "results"))
+    args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2, 3, 4])
+    args.steps = args.steps or (QUICK_STEPS if args.quick else default.STEPS)
+    args.lrs = args.lrs or ([default.LR] if args.quick else list(LRS))
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Runs the sweep and writes the table and plot.
+def _train(arms, lrs_of, seeds, args, root: pathlib.Path, *, val: bool) -> list[dict]:
+    """Every (arm, lr) over ``seeds``: one program per arm and lr with ``--vectorized``."""
+    runs = []
+    for arm, embed in arms:
+        for lr in lrs_of(arm, embed):
+            name = f"{label(arm, embed).replace(',', '-')}_lr{lr:g}{'_val' if val else ''}"
+            if args.vectorized and len(seeds) > 1:
+                new = run_seeds(arm, embed, seeds, args.steps, root / name, args.data_dir,
+                                lr=lr, val=val)
+            else:
+                new = [run_one(arm, embed, s, args.steps, root / name / f"seed{s}",
+                               args.data_dir, lr=lr, val=val) for s in seeds]
+            for r in new:
+                accs = "  ".join(f"{m} {_pct(r[m]['accuracy'])}%" for m in MODALITIES
+                                 if trains(arm, m))
+                print(f"{'val ' if val else 'test'} {label(arm, embed):<22} lr={lr:<7g} "
+                      f"seed={r['seed']}  {accs}  {r['seconds']:.1f}s", flush=True)
+            runs += new
+    return runs
 
-    Args:
-      argv: command-line arguments without the program name (None: ``sys.argv[1:]``).
+
+def _command(argv: Sequence[str]) -> str:
+    """The reproducing command, without the machine paths of ``--out`` and ``--workdir``."""
+    from alternating.sweep_main import drop_flag  # pylint: disable=g-import-not-at-top
+    return common.command("multimodal.py", drop_flag(list(argv), "--out"))
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Tunes each arm's learning rate on validation, runs the chosen ones, writes the page.
 
     Returns:
-      ``{"runs": [...], "summary": {(arm, embed): ...}, "markdown": path, "plot": path,
-      "wall_s": float}``.
+      ``{"runs": [...], "summary": {(arm, embed): ...}, "grid": ... or None,
+      "markdown": path, "plot": path, "wall_s": float}``.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     from absl import logging  # pylint: disable=g-import-not-at-top
     logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every save and read at INFO.
-
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = common.output_dir(args.out, args.quick)
     tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="multimodal_runs_")
     root = pathlib.Path(args.workdir or tmp.name)
-    grid = [(arm, embed, seed) for arm in ARMS for embed in EMBEDS for seed in args.seeds]
-    command = shlex.join([".venv/bin/python", "experiments/multimodal.py", *argv])
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"multimodal: {len(grid)} runs ({len(ARMS)} arms x {len(EMBEDS)} embeddings x "
-          f"seeds {args.seeds}), {args.steps} steps per modality; workdirs under {root}", flush=True)
+    arms = [(arm, embed) for arm in ARMS for embed in EMBEDS
+            if args.arms is None or label(arm, embed) in args.arms]
     t0 = time.perf_counter()
-    runs = []
-    seeds = list(args.seeds)
-    vectorized = args.vectorized and len(seeds) > 1
     try:
-        i = 0
-        for arm in ARMS:
-            for embed in EMBEDS:
-                name = label(arm, embed).replace(",", "-")
-                if vectorized:  # every seed of the arm in one program
-                    new = run_seeds(arm, embed, seeds, args.steps, root / name, args.data_dir)
-                else:
-                    new = [run_one(arm, embed, seed, args.steps, root / name / f"seed{seed}",
-                                   args.data_dir) for seed in seeds]
-                for r in new:
-                    i += 1
-                    runs.append(r)
-                    accs = "  ".join(f"{m} {100 * r[m]['accuracy']:5.1f}%" +
-                                     ("" if trains(arm, m) else " (untrained)")
-                                     for m in MODALITIES)
-                    print(f"[{i:2d}/{len(grid)}] {arm:<12} embed={'yes' if embed else 'no ':<3} "
-                          f"seed={r['seed']}  {accs}  {r['seconds']:.1f}s", flush=True)
+        grid, tuning = None, []
+        if len(args.lrs) > 1:
+            tuning = _train(arms, lambda a, e: args.lrs, args.tune_seeds, args, root, val=True)
+            scores = {label(a, e): {str(lr): float(np.mean(
+                [val_score(r) for r in tuning if (r["arm"], r["embed"], r["lr"]) == (a, e, lr)]))
+                for lr in args.lrs} for a, e in arms}
+            grid = rerun.grid_field(
+                "Adam peak learning rate (every phase of the arm)", args.lrs,
+                "validation accuracy, mean over the modalities the arm trains and over seeds "
+                f"{list(args.tune_seeds)}", scores)
+        chosen = (lambda a, e: [grid["chosen"][label(a, e)]]) if grid else (
+            lambda a, e: [args.lrs[0]])
+        runs = _train(arms, chosen, args.seeds, args, root, val=False)
     finally:
         if tmp is not None:
             tmp.cleanup()
     wall = time.perf_counter() - t0
     summary = summarize(runs)
+    data = page_data(runs, summary, grid, steps=args.steps, seeds=args.seeds,
+                     tune_seeds=args.tune_seeds, command=_command(argv),
+                     wall=sum(r["seconds"] for r in runs + tuning),  # the runs' own clocks
+                     n_runs=len(runs) + len(tuning))
     md, png = out / "multimodal.md", out / "multimodal.png"
     plot(png, runs, summary)
-    write_markdown(md, runs, summary, command=command, steps=args.steps, seeds=args.seeds,
-                   wall=wall, date=date, png=png)
-    print()
+    if len(args.seeds) > 1:
+        pages.write_page(data, out)
+    else:
+        write_one_seed(data, out)
     print("\n".join(table(summary)))
-    print()
-    print(overall(summary))
     print(f"\nwrote {md} and {png}; total {wall:.0f}s")
-    return {"runs": runs, "summary": summary, "markdown": md, "plot": png, "wall_s": wall}
+    return {"runs": runs, "summary": summary, "grid": grid, "markdown": md, "plot": png,
+            "wall_s": wall}
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ semantics; ``docs/multi_group.md``). Does co-training beat single-modality
 training on each modality with one optimizer, and does one optimizer change
 the result of per-phase states?
 
-Arms (the default config's variants, 2,000 optimizer steps per modality for
-every arm, so every arm sees the same examples per modality):
+Arms (the default config's variants and settings, ``configs/default.py``'s
+``STEPS`` optimizer steps per modality for every arm, so every arm sees the
+same examples per modality):
 ``images_only``, ``signals_only``, ``alternating`` (per-phase Adam states)
 and ``alternating,one_optimizer``. Metrics: final test accuracy on each
 modality. Verdicts by the rule of ``alternating/verdict.py`` over paired seeds.
@@ -65,6 +66,7 @@ def run(variant: str, seed: int, steps: int, workdir: pathlib.Path) -> dict[str,
     """One run of a default-config variant; its final test accuracies."""
     cfg = default.get_config(f"{variant},steps={steps}")
     cfg.seed = seed
+    cfg.eval_every_steps, cfg.checkpoint_every_steps = 0, 0  # only the final evaluation is read
     alternating.train_and_evaluate(cfg, str(workdir), progress=False, plot=False, print_fn=None)
     with open(workdir / "results.json", encoding="utf-8") as f:
         final = json.load(f)["final_eval"]
@@ -75,12 +77,12 @@ def main(argv=None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 seeds, 20 steps, temp output")
     ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5)")
-    ap.add_argument("--steps", type=int, default=None, help="steps per modality (2000)")
+    ap.add_argument("--steps", type=int, default=None, help=f"steps per modality ({default.STEPS})")
     ap.add_argument("--out", default=None, help="page folder (default docs/results)")
     ap.add_argument("--workdir", default=None, help="scratch folder for the runs")
     args = ap.parse_args(argv)
     seeds = list(range(args.seeds or (2 if args.quick else 5)))
-    steps = args.steps or (20 if args.quick else 2000)
+    steps = args.steps or (20 if args.quick else default.STEPS)
     scratch = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="multimodal_opt_"))
     out = common.output_dir(args.out, args.quick)
     t0 = time.time()
@@ -106,8 +108,10 @@ def main(argv=None) -> dict[str, Any]:
             "union of their parameters; a step changes only the leaves its phase trains, and "
             "the step count, hence the cosine schedule's position, is shared).",
             f"Setup: `configs/default.py` variants, {steps} optimizer steps per modality for "
-            "every arm (the alternating arms run twice as many global steps), Adam 1e-3 with "
-            "50 warm-up steps and cosine decay, batch 64, the frozen modality embedding on; "
+            "every arm (the alternating arms run twice as many global steps), Adam "
+            f"{default.LR:g} (the default config's, tuned on validation: "
+            "[default_tuning.md](default_tuning.md)) with 50 warm-up steps and cosine decay, "
+            "batch 64, the frozen modality embedding on; "
             "test sets: digits 360 images, MNIST-1D 1,000 signals. A single-modality arm is "
             "scored only on its own modality. No learning-rate search: every arm uses the "
             "default config's settings (a deviation from the fair-arms rule, stated here).",
