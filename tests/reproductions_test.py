@@ -37,11 +37,12 @@ def test_sasr_quick_adaptive_arm_warms_up_on_sft(tmp_path):
     from experiments import sasr
     result = sasr.main(["--quick", "--arms", "adaptive", "--out",
                         str(tmp_path / "out"), "--workdir", str(tmp_path / "w")])
-    (r,) = result["runs"]
-    assert 20 <= r["sft_steps"] <= 40  # the 20 warm-up steps are SFT
-    assert 0.0 <= r["final"] <= 1.0
+    assert [r["seed"] for r in result["runs"]] == [0, 1]
+    for r in result["runs"]:
+        assert 20 <= r["sft_steps"] <= 40  # the 20 warm-up steps are SFT
+        assert 0.0 <= r["final"] <= 1.0
     md = (tmp_path / "out" / "sasr.md").read_text()
-    assert "not judged" in md and "python experiments/sasr.py --quick" in md
+    assert "python experiments/sasr.py --quick" in md and "our guess" in md
     assert "--workdir" not in md  # no machine paths in the written results
 
 
