@@ -145,7 +145,7 @@ def tune_lr(configs, rates, seeds, workdir: pathlib.Path, score, description: st
       metric, scores: {arm: {rate: mean score}}, chosen: {arm: rate}}``.
     """
     from alternating import sweep  # pylint: disable=g-import-not-at-top
-    scores, chosen = {}, {}
+    scores = {}
     for arm, cfg in configs.items():
         vcfg = validation_config(cfg)
         cells = [{f"phases.{p}.optimizer.lr": float(r) for p in vcfg.phases} for r in rates]
@@ -153,13 +153,10 @@ def tune_lr(configs, rates, seeds, workdir: pathlib.Path, score, description: st
                         vectorize="grid", print_fn=None)
         per = {str(float(r)): [] for r in rates}
         for run in out["runs"]:
-            if run["final_eval"] is not None:
+            if run["final_eval"] is not None:  # a diverged run scores nothing
                 per[str(float(next(iter(run["overrides"].values()))))].append(
                     float(score(run["final_eval"])))
-        scores[arm] = {r: round(sum(v) / len(v), 4) if v else float("nan")
-                       for r, v in per.items()}
-        best = max((v, -i) for i, v in enumerate(scores[arm].values()) if v == v)
-        chosen[arm] = float(rates[-best[1]])
-    return {"param": "lr (every phase)", "values": [float(r) for r in rates],
-            "metric": f"{description}, mean over seeds {list(seeds)}", "scores": scores,
-            "chosen": chosen}
+        scores[arm] = {r: round(sum(v) / len(v), 4) for r, v in per.items() if v}
+    from experiments import rerun  # pylint: disable=g-import-not-at-top
+    return rerun.grid_field("lr (every phase)", [float(r) for r in rates],
+                            f"{description}, mean over seeds {list(seeds)}", scores)

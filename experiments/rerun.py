@@ -77,12 +77,6 @@ def write_one_seed(name: str, title: str, intro: Sequence[str], runs_table: str,
 
 
 def edge_note(grid: Mapping[str, Any]) -> list[str]:
-    """A sentence naming the arms whose chosen value is an end of the grid, if any."""
-    values = list(grid["values"])
-    ends = {a: v for a, v in grid["chosen"].items() if len(values) > 2 and v in
-            (values[0], values[-1])}
-    if not ends:
-        return []
-    return ["At the edge of the grid: " + ", ".join(f"`{a}` chose {v}" for a, v in ends.items())
-            + "; a value beyond that end might have scored higher on validation, and was not "
-            "tried."]
+    """The arms whose chosen value is an end of the grid (:func:`experiments.tuning.edge_notes`)."""
+    from experiments import tuning  # pylint: disable=g-import-not-at-top
+    return tuning.edge_notes(dict(grid))
