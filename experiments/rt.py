@@ -29,7 +29,7 @@ steps). ``--one-run-per-seed`` trains each seed in its own run.
 Writes ``docs/results/rt.{json,md}``::
 
     .venv/bin/python experiments/rt.py            # 5 seeds
-    .venv/bin/python experiments/rt.py --quick    # 2 seeds, 20 steps, temp dir
+    .venv/bin/python experiments/rt.py --quick    # 2 seeds, 20 steps, one lr, temp dir
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from experiments import common, tuning  # noqa: E402
 METRICS = ("prop_mae", "spearman")
 ARMS = (*rt_config.ARMS, *rt_config.SINGLE)
 LRS = (3e-4, 1e-3, 3e-3)
+QUICK_LRS = LRS[1:2]  # --quick: one value (a smoke run of the plumbing)
 PAGE_METRICS = {"spearman": "Spearman correlation of requested bin vs achieved property of "
                             "the regenerated test sequences",
                 "prop_mae": "test property MAE (property units, 0-1)"}
@@ -201,8 +202,9 @@ def main(argv=None) -> dict:
 
     floor = trivial_mae(rt_config.training_split(True)[1])
     arms = args.arms
-    grid, results = tuning.tune(arms, LRS, seeds, seeds, run, lambda r: skill(r, floor),
-                                metric="validation skill")
+    grid, results = tuning.tune(arms, QUICK_LRS if args.quick else LRS, seeds, seeds, run,
+                                lambda r: skill(r, floor), metric="validation skill",
+                                smoke=args.quick)
     data = page(results, grid, seeds, args.steps, floor, time.perf_counter() - t0, argv)
     runs = tuning.write(data, out, results)
     return {"runs": runs, "summary": summarize(runs), "grid": grid, "data": data,

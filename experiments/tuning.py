@@ -38,7 +38,8 @@ def add_seeds_flag(ap: argparse.ArgumentParser, default: int) -> None:
 def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
          tune_seeds: Sequence[int], run: Callable[[str, float, list[int]], list[dict]],
          score: Callable[[dict], float], *, metric: str, maximize: bool = True,
-         param: str = "learning rate") -> tuple[dict[str, Any], dict[str, list[dict]]]:
+         param: str = "learning rate",
+         smoke: bool = False) -> tuple[dict[str, Any], dict[str, list[dict]]]:
     """Grid per arm on ``tune_seeds``, then the chosen value on every one of ``seeds``.
 
     Args:
@@ -51,16 +52,19 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
       metric: what ``score`` measures (shown on the page).
       maximize: whether a higher score is better.
       param: the tuned parameter's name.
+      smoke: a ``--quick`` run, which may give fewer values (each value of
+        each arm is a compiled program; a smoke run checks the plumbing).
 
     Returns:
       ``(grid, results)``: the page's ``grid`` field and ``{arm: [result per
       seed in seeds]}`` at each arm's chosen value.
 
     Raises:
-      ValueError: fewer than 3 values, or an arm whose every value diverged.
+      ValueError: fewer than 3 values (unless ``smoke``), or an arm whose every
+        value diverged.
     """
     from alternating import NonFiniteError  # pylint: disable=g-import-not-at-top
-    if len(values) < 3:
+    if len(values) < 3 and not smoke:
         raise ValueError(f"tuning grid {list(values)}: the fair-arms rule needs at least 3 "
                          "values.")
     scores, chosen, results = {}, {}, {}
