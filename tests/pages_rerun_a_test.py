@@ -65,6 +65,7 @@ def test_mean_teacher_page(tmp_path, monkeypatch):
                  "acc": {head: 0.9, "student": 0.8, f"val_{head}": _score(lr, best[arm])}}
                 for s in seeds]
     monkeypatch.setattr(mean_teacher, "run_seeds", fake)
+    monkeypatch.setattr(mean_teacher, "QUICK_LRS", mean_teacher.LRS)  # the whole grid (fakes)
     result = mean_teacher.main(["--quick", "--out", str(tmp_path),
                                 "--workdir", str(tmp_path / "w")])
     data = _written(tmp_path, "mean_teacher", [0, 1])
@@ -83,6 +84,7 @@ def test_rt_page_has_single_task_arms(tmp_path, monkeypatch):
                  "val_prop_mae": 0.05 if good else 0.15, "val_spearman": 0.6 if good else 0.1}
                 for s in seeds]
     monkeypatch.setattr(rt, "run_seeds", fake)
+    monkeypatch.setattr(rt, "QUICK_LRS", rt.LRS)  # the whole grid (fakes)
     rt.main(["--quick", "--out", str(tmp_path), "--workdir", str(tmp_path / "w")])
     data = _written(tmp_path, "rt", [0, 1])
     assert set(data["grid"]["chosen"].values()) == {1e-3}
