@@ -154,10 +154,14 @@ def _compile_cache(path):
              "jax_persistent_cache_min_entry_size_bytes")
     old = {n: getattr(jax.config, n) for n in names}
     jax.config.update(names[0], str(path))
-    jax.config.update(names[1], 0.0)
+    # Not 0: one-op eager programs stay out of the cache. JAX writes an entry in
+    # place, and the killed process can die mid-write (orbax's threads run eager ops),
+    # leaving a truncated entry the resumed run would load and abort on (seen once).
+    jax.config.update(names[1], 0.2)
     compilation_cache.reset_cache()
     try:
-        yield {"JAX_COMPILATION_CACHE_DIR": str(path), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+        yield {"JAX_COMPILATION_CACHE_DIR": str(path),
+               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2"}
     finally:
         for n, v in old.items():
             jax.config.update(n, v)

@@ -9,6 +9,15 @@ is loaded by every later test, worker process and subprocess that builds it
 again (measured: tests/executor_test.py from 55 to 27 CPU seconds). What a
 cached program computes is what the compiler made of the same program, so no
 result changes; the library's own per-phase trace counts are unaffected.
+
+JAX writes a cache entry in place (no temporary file and rename unless the
+cache's size limit, and with it a file lock, is on), so a process reading an
+entry another process is still writing reads a truncated program and aborts.
+It happened (twice in one full run, both in one-op eager programs while the
+other xdist worker was writing). So each xdist worker has its own directory
+(its subprocesses share it: they run while the worker waits for them), and
+programs that compile in under 0.2 s, such as eager one-op programs, are not
+cached at all, which removes most writes.
 """
 
 import atexit
@@ -21,7 +30,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # inherited by xdist workers 
     _cache = tempfile.mkdtemp(prefix="alternating-test-jax-cache-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
     atexit.register(shutil.rmtree, _cache, True)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+_worker = os.environ.get("PYTEST_XDIST_WORKER")
+if _worker and not os.environ.get("ALTERNATING_TEST_CACHE_WORKER"):  # once per worker
+    os.environ["ALTERNATING_TEST_CACHE_WORKER"] = _worker
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(
+        os.environ["JAX_COMPILATION_CACHE_DIR"], _worker)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pytest  # noqa: E402
