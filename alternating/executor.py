@@ -62,6 +62,7 @@ from jax.sharding import PartitionSpec as P
 
 from alternating import parallel
 from alternating.data import resident as resident_lib
+from alternating.executor_choice import batch_spec, choose, loop_slow, resolve  # noqa: F401
 
 from alternating.options import EXECUTORS  # noqa: F401  (re-exported)
 
@@ -75,18 +76,6 @@ from alternating.options import EXECUTORS  # noqa: F401  (re-exported)
 DRAIN_EVERY = 32
 
 
-
-def resolve(name: str, schedule: Any) -> str:
-    """The executor ``'auto'`` stands for: ``'fused'`` when the schedule plans
-    ahead (no feedback decides its phases), else ``'host'``; other names as given.
-
-    Both executors train bit-identically (tested), so ``'auto'`` changes speed,
-    not results: a planned chunk is one program (fused/host 1.4x on the ``mlp``
-    benchmark on a 2-core CPU, about 10x on an H200; docs/benchmarks.md).
-    """
-    if name != "auto":
-        return name
-    return "fused" if getattr(schedule, "can_plan", False) else "host"
 
 class MetricRing:
     """The host executor's per-step metrics, written on the device into rows of a ring.
@@ -325,14 +314,9 @@ class Fused:
         self.state_sharding = state_sharding
         self._on_cpu = all(d.platform == "cpu" for d in np.ravel(mesh.devices))
         # Metric widths, from the steps' shapes (which also fills their names).
-        widths = {}
-        for n, fn in steps.items():
-            s = self.streams
-            specs = {st: {k: jax.ShapeDtypeStruct(shape, dtype)
-                          for k, (shape, dtype) in s[st].element_spec.items()}
-                     for st in reads[n]}
-            batch = specs if multi[n] else specs[reads[n][0]]
-            widths[n] = jax.eval_shape(fn, abstract_state, batch)[1].shape[0]
+        widths = {n: jax.eval_shape(fn, abstract_state,
+                                    batch_spec(self.streams, reads[n], multi[n]))[1].shape[0]
+                  for n, fn in steps.items()}
         self.width = max(widths.values())
         self._branches = [self._branch(n, steps[n], widths[n]) for n in self.names]
         self._compiled: dict[int, Callable] = {}
@@ -362,7 +346,9 @@ class Fused:
                 if len(branches) == 1:
                     return branches[0](state, b, data)
                 return jax.lax.switch(ids, branches, state, b, data)
-            return jax.lax.scan(body, state, (phase_ids, batches))
+            # A one-step chunk is not a loop: XLA:CPU runs some steps (convolution
+            # gradients) many times slower inside one (see ``_LOOP_SLOW_ON_CPU``).
+            return jax.lax.scan(body, state, (phase_ids, batches), unroll=n == 1)
 
         if self.vectorized:
             # Replicas running the same phases share one phase index: a real

@@ -6,8 +6,7 @@ ends, the checkpoint's coverage and exact resume depend on it):
 1. ``executor.run(state, step)``: the host executor asks the schedule for
    the phase (``next_phase``), reads its batch and dispatches the jitted step;
    the fused executor plans a chunk that ends where 3 has something to do,
-   reads its batches and dispatches one program. Buffers are donated; the
-   metrics stay on the device.
+   reads its batches and dispatches one program (metrics stay on the device).
 2. A log that was due earlier and deferred is written now, while the device
    computes (:mod:`alternating.metrics.log`); the step's records are noted.
 3. After the step(s), where something is due, in this order:
@@ -254,10 +253,12 @@ class Loop:
         multi = {b.name: b.multi_stream for b in run.bound}
         placed = resident.place(run.stream_sets or [run.streams], run.mesh, o.device_data_mb,
                                 self.say)
-        kind = executor_lib.resolve(o.executor, run.schedule)
-        if o.executor == "auto" and self.pidx == 0 and not self.vectorized:
-            self.say(f"executor: {kind} (auto: "
-                     f"{'the schedule plans ahead' if kind == 'fused' else 'the schedule adapts to feedback'})")
+        kind, chunk, note = executor_lib.choose(
+            o.executor, o.chunk_steps, run.schedule, self.vectorized,
+            lambda: executor_lib.loop_slow(steps, placed[0], reads, multi,
+                                           run.abstract_state, run.mesh))
+        if note and self.pidx == 0:
+            self.say(note)
         if kind == "host" and not self.vectorized:
             width = max(len(m) for _, m in run.packed.values())
             return executor_lib.Host(steps=steps, reads=reads, multi=multi, streams=placed[0],
@@ -269,7 +270,7 @@ class Loop:
             steps=steps, reads=reads, multi=multi,
             streams=placed if self.vectorized else placed[0],
             schedule=run.schedules if self.vectorized else run.schedule, mesh=run.mesh,
-            chunk_steps=o.chunk_steps if kind == "fused" else 1,
+            chunk_steps=chunk,
             abstract_state=run.abstract_state, counter=run.counter,
             state_sharding=None if self.vectorized else run.state_sharding, stops=run.stops,
             no_prefetch_after=executor_lib.boundaries(

@@ -60,9 +60,9 @@ class RunOptions:
                                       low=1)
     init_from: Any = _opt(None, "start from another run: {workdir, step, mode: 'params' | "
                           "'state'} or its workdir", resume_safe=True, seeds=False)
-    executor: str = _opt("host", "'host' (a jitted step per step), 'fused' (chunks of steps "
-                         "in one program) or 'auto' (fused when the schedule plans ahead, "
-                         "else host)", resume_safe=True, choices=EXECUTORS,
+    executor: str = _opt("auto", "'host' (a jitted step per step), 'fused' (chunks of steps "
+                         "in one program) or 'auto' (fused when the schedule plans ahead and "
+                         "the step is not slower in a loop, else host)", resume_safe=True, choices=EXECUTORS,
                          what="executors")
     chunk_steps: int = _opt(100, "the fused executor's longest chunk", resume_safe=True,
                             kind="int", low=1, what="the fused executor needs an integer >= 1 "

@@ -16,7 +16,7 @@ from alternating.schedules import make_schedule
 
 def test_options_defaults_validation_and_unknown_keywords():
     o = options.parse({"total_steps": 10.0, "seed": 3})
-    assert (o.total_steps, o.seed, o.log_every_steps, o.executor) == (10, 3, 100, "host")
+    assert (o.total_steps, o.seed, o.log_every_steps, o.executor) == (10, 3, 100, "auto")
     for values, match in [
         ({}, r"total_steps is required"),
         ({"total_steps": 5, "totl": 1}, r"unknown option\(s\) \['totl'\]; valid options: \["),

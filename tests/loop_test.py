@@ -28,7 +28,8 @@ def _results(workdir):
 @pytest.mark.slow
 def test_default_smoke_end_to_end(tmp_path):
     cfg = default.get_config("smoke")
-    state = alternating.train_and_evaluate(cfg, str(tmp_path), progress=False, print_fn=None)
+    state = alternating.train_and_evaluate(cfg, str(tmp_path), progress=False, print_fn=None,
+                                           executor="host")  # one compile per phase
     res = _results(tmp_path)
     assert res["compiles"] == {"images": 1, "signals": 1, "eval:images_test": 1,
                                "eval:signals_test": 1}
@@ -60,7 +61,8 @@ def test_default_smoke_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_agd_smoke_one_compile_per_phase_over_many_switches(tmp_path):
     cfg = agd.get_config("smoke")
-    alternating.train_and_evaluate(cfg, str(tmp_path), progress=False, print_fn=None, plot=False)
+    alternating.train_and_evaluate(cfg, str(tmp_path), progress=False, print_fn=None, plot=False,
+                                   executor="host")
     res = _results(tmp_path)
     # 30 steps round-robin over 3 tasks: 30 switches, still one compile each.
     assert res["compiles"] == {"digits": 1, "mnist1d": 1, "parity": 1, "eval:digits_test": 1,
@@ -72,7 +74,8 @@ def test_agd_smoke_one_compile_per_phase_over_many_switches(tmp_path):
 @pytest.mark.slow
 def test_mixed_arm_reads_two_streams_in_one_step(tmp_path):
     cfg = default.get_config("smoke,mixed,no_embed")
-    alternating.train_and_evaluate(cfg, str(tmp_path), progress=False, print_fn=None, plot=False)
+    alternating.train_and_evaluate(cfg, str(tmp_path), progress=False, print_fn=None, plot=False,
+                                   executor="host")
     res = _results(tmp_path)
     assert res["compiles"]["mixed"] == 1 and res["steps_per_phase"] == {"mixed": 30}
     row = [r for r in metrics.read_jsonl(tmp_path / "metrics.jsonl") if r["split"] == "train"][-1]
@@ -89,7 +92,9 @@ def _loss(params, batch, rng, extras):
 
 
 def _tiny_run(workdir, mesh=None, total_steps=12, phases=None,
-              schedule=({"name": "alternate", "pattern": [["a", 2], ["b", 1]]}), **kw):
+              schedule=({"name": "alternate", "pattern": [["a", 2], ["b", 1]]}),
+              executor="host", **kw):
+    # executor: these tests check the host executor (default 'auto' would fuse).
     phases = phases or [
         alternating.Phase("a", loss=_loss, data="digits", params=[("Dense_0/.*", True), (".*", None)],
                           optimizer={"name": "adam", "lr": 1e-2}),
@@ -101,7 +106,7 @@ def _tiny_run(workdir, mesh=None, total_steps=12, phases=None,
         data={"digits": {"dataset": "digits", "batch_size": 32, "transforms": ["flatten"]}},
         init=lambda rng: MODEL.init(rng, jnp.zeros((1, 64)))["params"],
         workdir=str(workdir), total_steps=total_steps, mesh=mesh, progress=False, plot=False,
-        print_fn=None, log_every_steps=3, **kw)
+        print_fn=None, log_every_steps=3, executor=executor, **kw)
 
 
 def test_four_devices_match_one_device(tmp_path):
