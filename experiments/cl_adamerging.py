@@ -11,10 +11,12 @@ parameters inside one run (``TaskSnapshots`` with ``reset``); at the run's end
 the ``merge`` evaluator merges the 4 fine-tuned models with every method and
 tests each merged model on the 4 tasks. All methods of a seed merge the same
 4 models, so the comparisons are paired. Each seed block is one vectorized
-program (``experiments/common.py:run_seed_block``).
+program (``experiments/common.py:run_seed_block``). The fine-tuning learning
+rate is chosen per method from one grid on validation data carved from the
+training split (``experiments/cl_tuning.py``).
 
     .venv/bin/python experiments/cl_adamerging.py            # 5 seeds, docs/results
-    .venv/bin/python experiments/cl_adamerging.py --quick    # 2 seeds, tiny, temp dir
+    .venv/bin/python experiments/cl_adamerging.py --quick    # 2 seeds, tiny, untuned
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from configs import cl_merge  # noqa: E402
-from experiments import common, pages  # noqa: E402
+from experiments import cl_tuning, common, pages  # noqa: E402
 from experiments.cl_three_scenarios import cli  # noqa: E402
 
 ARMS = ("adamerging_layer", "adamerging_task", "task_arithmetic", "average")
@@ -39,9 +41,8 @@ METRICS = {"acc": "mean test accuracy of the merged model over the 4 tasks",
            "worst": "lowest of the 4 tasks' test accuracies of the merged model"}
 
 
-def run(seeds: list[int], workdir: Any, quick: bool) -> tuple[dict, dict]:
-    """The merge config's seeds in one program; ``({arm: {metric: [per seed]}}, extras)``."""
-    cfg = cl_merge.get_config("merge,smoke" if quick else "merge")
+def run(cfg: Any, seeds: list[int], workdir: Any) -> tuple[dict, dict]:
+    """``cfg``'s seeds in one program; ``({arm: {metric: [per seed]}}, extras)``."""
     results, _, _ = common.run_seed_block(cfg, seeds, workdir)
     per = results["merge"]["per_seed"]
     arms = {a: {"acc": [float(p[a]["mean"]) for p in per],
@@ -56,6 +57,36 @@ def run(seeds: list[int], workdir: Any, quick: bool) -> tuple[dict, dict]:
     return arms, extra
 
 
+def tuned_runs(args: Any, seeds: list[int]) -> tuple[dict, dict, dict | None, int]:
+    """Each arm's fine-tuning rate chosen on validation (its merged model's mean accuracy),
+    then the test runs: one program per chosen rate, each arm read from its rate's.
+
+    Returns ``(arms, extras, grid, runs)``: the extras of the arm they describe (the
+    scale figures per rate).
+    """
+    cfg = cl_merge.get_config("merge,smoke" if args.quick else "merge")
+    grid = None
+    if not args.quick:
+        grid = cl_tuning.tune({"merge": cfg}, args.tune_seeds, args.workdir / "tune",
+                              lambda a, e: e[a]["mean"], "acc (merged model's mean accuracy)",
+                              rates=args.rates, arms={a: "merge" for a in ARMS},
+                              block="merge")
+    chosen = grid["chosen"] if grid else {a: None for a in ARMS}
+    per_lr = {}
+    for lr in dict.fromkeys(chosen.values()):
+        per_lr[lr] = run(cl_tuning.with_lr(cfg, lr) if lr else cfg, seeds,
+                         args.workdir / f"merge_lr{lr}")
+    arms = {a: per_lr[chosen[a]][0][a] for a in ARMS}
+    at = lambda a: per_lr[chosen[a]][1]  # noqa: E731
+    extra = {"scale": {lr: (e["tuned"], e["base"]) for lr, (_, e) in per_lr.items()},
+             "coef_task": at("adamerging_task")["coef_task"],
+             "coef_layer": at("adamerging_layer")["coef_layer"],
+             "groups": at("adamerging_layer")["groups"],
+             "entropy": {a: at(a)["entropy"][a] for a in ("adamerging_task", "adamerging_layer")}}
+    runs = len(per_lr) * len(seeds) + (len(grid["values"]) * len(args.tune_seeds) if grid else 0)
+    return arms, extra, grid, runs
+
+
 def _mean(xs) -> str:
     return f"{np.mean(xs):.3f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0.0:.3f}"
 
@@ -66,9 +97,11 @@ def notes(arms: dict, extra: dict) -> list[str]:
     coef = ", ".join(f"{g} {c:.2f}" for g, c in zip(extra["groups"], layer))
     ent = {a: np.mean(np.asarray(v), axis=0) for a, v in extra["entropy"].items()}
     return [
-        "Means over seeds: " + ", ".join(f"{a} {m[a]:.3f}" for a in ARMS) + f"; for scale, "
-        f"each task's own fine-tuned model {_mean(extra['tuned'])} and the pre-trained start "
-        f"{_mean(extra['base'])} (mean over the 4 tasks, ± sample std over seeds).",
+        "Means over seeds: " + ", ".join(f"{a} {m[a]:.3f}" for a in ARMS) + "; for scale, "
+        + "; ".join((f"at lr {lr:g}, " if lr else "") + f"each task's own fine-tuned model "
+                    f"{_mean(t)} and the pre-trained start {_mean(b)}"
+                    for lr, (t, b) in extra["scale"].items())
+        + " (mean over the 4 tasks, ± sample std over seeds).",
         "Learned coefficients: task-wise, mean over seeds and tasks "
         f"{np.mean(extra['coef_task']):.2f}; layer-wise, mean over seeds and tasks per "
         f"parameter tensor: {coef}. The entropy objective (summed over the 4 tasks' "
@@ -100,7 +133,7 @@ def reading(m: dict, layer: np.ndarray, groups: list) -> str:
 def main(argv=None) -> dict[str, Any]:
     args, seeds, out = cli("cl_adamerging_", __doc__, argv)
     t0 = time.time()
-    arms, extra = run(seeds, args.workdir / "merge", args.quick)
+    arms, extra, grid, runs = tuned_runs(args, seeds)
     wall = time.time() - t0
     for a in ARMS:
         print(a, _mean(arms[a]["acc"]), flush=True)
@@ -115,8 +148,8 @@ def main(argv=None) -> dict[str, Any]:
             "(Ilharco et al., ICLR 2023), and one coefficient per layer beats one per task: "
             "layer-wise > task-wise > task arithmetic (ViT-B/32, 8 vision tasks in the paper).",
             "Setup (`configs/cl_merge.py:merge`): MLP 64-128-128-50 pre-trained 300 steps on "
-            "the plain digits (Adam 1e-3, batch 64), then 4 tasks, each a fixed pixel "
-            "permutation of digits, each fine-tuned 150 steps from the pre-trained "
+            "the plain digits (Adam, rate chosen per method below, batch 64), then 4 tasks, "
+            "each a fixed pixel permutation of digits, each fine-tuned 150 steps from the pre-trained "
             "parameters with its own fresh Adam state. Every task has its own 10-way head "
             "(rows 10t..10t+9 of the output layer, the softmax masked to them; pre-training "
             "uses rows 40..49), as the paper's tasks have their own heads, so a task's "
@@ -137,10 +170,17 @@ def main(argv=None) -> dict[str, Any]:
             "body (the paper keeps each task's head frozen and merges only the encoder), "
             "so a head's rows are its start plus lambda times its task vector; 4 tasks "
             "instead of 8; task arithmetic's lambda is not tuned on validation data.",
-        ],
+        ] + cl_tuning.intro(grid, args.tune_seeds, seeds) + ([
+            "The tuned rate is the fine-tuning rate (every phase: pre-training and the 4 "
+            "tasks); all 4 methods merge the same runs, so each method chose the rate whose "
+            "fine-tuned models it merges best (scored on validation inputs, which AdaMerging "
+            "also adapts on, without labels). Methods that chose different rates merge "
+            "different fine-tuned models of the same seeds; the comparisons stay paired by "
+            "seed. Not tuned: task arithmetic's lambda (0.3) and AdaMerging's own rate "
+            "(1e-3), which can matter as much."] if grid else []),
         "command": common.command("cl_adamerging.py", argv),
-        "provenance": pages.provenance(wall, len(seeds)),
-        "seeds": seeds, "metrics": METRICS, "arms": arms,
+        "provenance": pages.provenance(wall, runs),
+        "seeds": seeds, "metrics": METRICS, "arms": arms, **({"grid": grid} if grid else {}),
         "comparisons": [
             {"name": "layer-wise vs task-wise AdaMerging", "treatment": "adamerging_layer",
              "baseline": "adamerging_task", "metric": "acc", "claim": "greater"},
@@ -152,7 +192,7 @@ def main(argv=None) -> dict[str, Any]:
             {"name": "task arithmetic vs weight averaging", "treatment": "task_arithmetic",
              "baseline": "average", "metric": "acc", "claim": "greater"},
         ],
-        "notes": notes(arms, extra),
+        "notes": notes(arms, extra) + cl_tuning.notes(grid),
     }
     md = pages.write_page(data, out)
     print(md.read_text())

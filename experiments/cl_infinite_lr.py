@@ -10,10 +10,12 @@ state and its own warm-up + cosine), ``cosine_shared`` (the same repeated
 cosine over one Adam state shared by the tasks: the control that isolates the
 schedule from the optimizer-state reset), ``infinite`` (one shared Adam state,
 the infinite schedule over all tasks' steps). Each arm's seeds are one
-vectorized program; ACC and forgetting come from the accuracy matrix.
+vectorized program; ACC and forgetting come from the accuracy matrix. Every
+arm's peak learning rate (the whole schedule scaled) is chosen from one grid on
+validation data carved from the training split (``experiments/cl_tuning.py``).
 
     .venv/bin/python experiments/cl_infinite_lr.py            # 5 seeds, docs/results
-    .venv/bin/python experiments/cl_infinite_lr.py --quick    # 2 seeds, tiny, temp dir
+    .venv/bin/python experiments/cl_infinite_lr.py --quick    # 2 seeds, tiny, untuned
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from configs import cl_merge  # noqa: E402
-from experiments import common, pages  # noqa: E402
-from experiments.cl_three_scenarios import cli  # noqa: E402
+from experiments import cl_tuning, common, pages  # noqa: E402
+from experiments.cl_three_scenarios import cli, n_runs, tuned_configs  # noqa: E402
 
 ARMS = ("infinite", "cosine", "cosine_shared")
 METRICS = {"acc": "final average accuracy over the 5 tasks (ACC, last matrix row)",
@@ -38,17 +40,25 @@ METRICS = {"acc": "final average accuracy over the 5 tasks (ACC, last matrix row
            "learning": "mean accuracy of each task right after it was trained"}
 
 
-def collect(seeds: list[int], workdir: pathlib.Path, quick: bool) -> tuple[dict, float]:
+# The schedule's other rates (warm-up start, constant, anneal end) are factors of the peak
+# ``lr``, so each value of the grid scales the whole schedule, its shape unchanged.
+PARAM = "peak lr (every phase; the whole schedule scaled)"
+
+
+def collect(seeds: list[int], args: Any) -> tuple[dict, dict | None, float]:
+    """Each arm's peak rate chosen on validation (ACC), then its test runs."""
     import time  # pylint: disable=g-import-not-at-top
     t0, out = time.time(), {}
-    for arm in ARMS:
-        cfg = cl_merge.get_config(arm + (",smoke" if quick else ""))
-        entries, _ = common.continual_entries(cfg, seeds, workdir / arm)
+    configs = {a: cl_merge.get_config(a + (",smoke" if args.quick else "")) for a in ARMS}
+    configs, grid = tuned_configs(configs, args, lambda a, e: e["acc"],
+                                  "ACC (final average accuracy)", param=PARAM)
+    for arm, cfg in configs.items():
+        entries, _ = common.continual_entries(cfg, seeds, args.workdir / arm)
         out[arm] = {"acc": [float(e["acc"]) for e in entries],
                     "forgetting": [float(e["forgetting"]) for e in entries],
                     "learning": [float(np.mean(e["learning_accuracy"])) for e in entries]}
         print(arm, {k: round(float(np.mean(v)), 3) for k, v in out[arm].items()}, flush=True)
-    return out, time.time() - t0
+    return out, grid, time.time() - t0
 
 
 def notes(arms: dict) -> list[str]:
@@ -68,7 +78,7 @@ def notes(arms: dict) -> list[str]:
 
 def main(argv=None) -> dict[str, Any]:
     args, seeds, out = cli("cl_infinite_lr_", __doc__, argv)
-    arms, wall = collect(seeds, args.workdir, args.quick)
+    arms, grid, wall = collect(seeds, args)
     data = {
         "name": "cl_infinite_lr",
         "title": "Infinite learning-rate schedule vs repeated cosine over 5 permuted-digits tasks",
@@ -84,22 +94,23 @@ def main(argv=None) -> dict[str, Any]:
             "sequential tasks (there: self-supervised MAE and language-model pre-training).",
             "Setup (`configs/cl_merge.py:<arm>`): digits, 5 tasks, each a fixed pixel "
             "permutation (domain-incremental, labels shared), MLP 64-128-128-10, Adam with "
-            "peak lr 1e-3, batch 64, 300 steps a task, accuracy matrix after each task. "
-            "cosine: per task, 30 warm-up steps then cosine to 1e-4 at the task's end, each "
+            "peak lr P (chosen per arm, below; P = 1e-3 in the configs), batch 64, 300 steps "
+            "a task, accuracy matrix after each task. "
+            "cosine: per task, 30 warm-up steps then cosine to 0.1 P at the task's end, each "
             "task with a fresh Adam state (the library's per-phase default). cosine_shared: "
             "the same per-task cosine (`cycle_steps` = 300) over one Adam state shared by the "
             "tasks (`optimizer_group`). infinite: one shared Adam state; 30 warm-up steps, "
-            "cosine cool-down over 150 steps to 5e-4, constant, and an exponential anneal "
-            "to 1e-4 over the last 60 steps of every task (where the matrix takes its row), "
-            "back to 5e-4 at the next task.",
+            "cosine cool-down over 150 steps to 0.5 P, constant, and an exponential anneal "
+            "to 0.1 P over the last 60 steps of every task (where the matrix takes its row), "
+            "back to 0.5 P at the next task.",
             "Deviations from the papers: supervised classification on permuted digits "
             "instead of self-supervised pre-training on large image/text streams; tiny "
             "model and budget; the anneal is part of the one trajectory (the papers anneal "
             "a branch and continue from the constant-rate state).",
-        ],
+        ] + cl_tuning.intro(grid, args.tune_seeds, seeds),
         "command": common.command("cl_infinite_lr.py", argv),
-        "provenance": pages.provenance(wall, len(ARMS) * len(seeds)),
-        "seeds": seeds, "metrics": METRICS, "arms": arms,
+        "provenance": pages.provenance(wall, n_runs(arms, seeds, args, grid)),
+        "seeds": seeds, "metrics": METRICS, "arms": arms, **({"grid": grid} if grid else {}),
         "comparisons": [
             {"name": "infinite vs repeated cosine: ACC", "treatment": "infinite",
              "baseline": "cosine", "metric": "acc", "claim": "greater"},
@@ -111,7 +122,7 @@ def main(argv=None) -> dict[str, Any]:
              "treatment": "infinite", "baseline": "cosine_shared", "metric": "forgetting",
              "claim": "less"},
         ],
-        "notes": notes(arms),
+        "notes": notes(arms) + cl_tuning.notes(grid),
     }
     md = pages.write_page(data, out)
     print(md.read_text())

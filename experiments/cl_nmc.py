@@ -15,10 +15,11 @@ trains the whole MLP 64-64-10 on digits 0-4 (200 steps); tasks {5, 6} and
 {7, 8, 9} (100 steps each) train only the last layer. ``linear`` scores that layer,
 ``nmc`` / ``lda`` score the class-mean head computed at each task end from
 the frozen body's features; ``ft`` (every parameter trained on every task)
-is the usual floor.
+is the usual floor. Every arm's learning rate is chosen from one grid on
+validation data carved from the training split (``experiments/cl_tuning.py``).
 
     .venv/bin/python experiments/cl_nmc.py            # 5 seeds, docs/results
-    .venv/bin/python experiments/cl_nmc.py --quick    # 2 seeds, tiny, temp dir
+    .venv/bin/python experiments/cl_nmc.py --quick    # 2 seeds, tiny, untuned
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from experiments import common, pages  # noqa: E402
-from experiments.cl_rehearsal_free import all_class_accuracy  # noqa: E402
-from experiments.cl_three_scenarios import cli, collect, present  # noqa: E402
+from experiments import cl_tuning, common, pages  # noqa: E402
+from experiments.cl_rehearsal_free import all_class_accuracy, validation_score  # noqa: E402
+from experiments.cl_three_scenarios import cli, collect, n_runs, present  # noqa: E402
 
 ARMS = {m: f"split_digits,{m},pretrained" for m in ("linear", "nmc", "lda", "ft")}
 METRICS = {"acc_all": "final accuracy over the test examples of all 10 classes",
@@ -44,8 +45,9 @@ METRICS = {"acc_all": "final accuracy over the test examples of all 10 classes",
 
 def main(argv=None) -> dict[str, Any]:
     args, seeds, out = cli("cl_nmc_", __doc__, argv)
-    arms, wall = collect(ARMS, seeds, args, {"acc_all": all_class_accuracy,
-                                             "acc": lambda e: e["acc"]})
+    arms, grid, wall = collect(ARMS, seeds, args, {"acc_all": all_class_accuracy,
+                                                   "acc": lambda e: e["acc"]},
+                               validation_score, "all-class accuracy (acc_all)")
     means = {a: float(np.mean(v["acc_all"])) for a, v in arms.items()}
     data = {
         "name": "cl_nmc",
@@ -57,7 +59,8 @@ def main(argv=None) -> dict[str, Any]:
             "beat continual methods that keep training. Here against the simplest of those, a "
             "linear head trained task by task on the same frozen body; LDA (First Session "
             "Adaptation's head, Panos et al., arXiv:2303.13199) beside it.",
-            "Setup: digits, MLP 64-64-10, Adam 1e-3, batch 32; task 0 trains every "
+            "Setup: digits, MLP 64-64-10, Adam (rate chosen per arm, below), batch 32; task "
+            "0 trains every "
             "parameter on digits 0-4 (200 steps); tasks {5, 6} and {7, 8, 9} (100 steps "
             "each) train only the last layer (`configs/cl_methods.py:split_digits,<method>,"
             "pretrained,smoke`, rescaled). NMC / LDA: per-class sums of the 64 penultimate features over "
@@ -66,10 +69,13 @@ def main(argv=None) -> dict[str, Any]:
             "Deviations: a body pre-trained on half the classes of the same small dataset "
             "(the paper uses an ImageNet-pre-trained ViT and 10-split CIFAR-100 / CORe50); "
             "Euclidean distance on unnormalized features.",
-        ],
+        ] + cl_tuning.intro(grid, args.tune_seeds, seeds) + ([
+            "The rate is every phase's: for `nmc` and `lda` it acts only through the "
+            "pre-training of the body (task 0), since their heads are class means, not "
+            "trained; LDA's shrinkage (0.1) is fixed."] if grid else []),
         "command": common.command("cl_nmc.py", argv),
-        "provenance": pages.provenance(wall, len(ARMS) * len(seeds)),
-        "seeds": seeds, "metrics": METRICS, "arms": arms,
+        "provenance": pages.provenance(wall, n_runs(arms, seeds, args, grid)),
+        "seeds": seeds, "metrics": METRICS, "arms": arms, **({"grid": grid} if grid else {}),
         "comparisons": present([
             {"name": "NMC vs linear head", "treatment": "nmc", "baseline": "linear",
              "metric": "acc_all", "claim": "greater"},
@@ -81,7 +87,8 @@ def main(argv=None) -> dict[str, Any]:
              "claim": "greater"},
         ], arms),
         "notes": ["Means of the all-class accuracy: " + ", ".join(
-            f"{a} {v:.3f}" for a, v in sorted(means.items(), key=lambda kv: -kv[1])) + "."],
+            f"{a} {v:.3f}" for a, v in sorted(means.items(), key=lambda kv: -kv[1])) + "."]
+            + cl_tuning.notes(grid),
     }
     md = pages.write_page(data, out)
     print(md.read_text())
