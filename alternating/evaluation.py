@@ -78,13 +78,40 @@ def _as_eval_set(set_name: str, spec: Any) -> EvalSet:
     return EvalSet(**spec)
 
 
+class _Placed:
+    """Streamed evaluation batches, each placed on the devices as it is read."""
+
+    def __init__(self, batches: Any, mesh: Any):
+        self.batches, self.mesh = batches, mesh
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: Any) -> Any:
+        got = self.batches[i]
+        if isinstance(i, slice):
+            return [parallel.shard_batch(b, self.mesh) for b in got]
+        return parallel.shard_batch(got, self.mesh)
+
+    def __iter__(self):
+        return (parallel.shard_batch(b, self.mesh) for b in self.batches)
+
+
 def device_batches(data_spec: Mapping[str, Any], batch_size: int, mesh: Any,
-                   data_dir: str | None) -> list:
-    """Every example of a data spec once, in order, padded and masked, on the devices."""
+                   data_dir: str | None) -> Any:
+    """Every example of a data spec once, in order, padded and masked, on the devices.
+
+    Placed once (a list) when the split is held in memory; a streamed split
+    (``read``, :mod:`alternating.data.streaming`) is read and placed batch by
+    batch at every evaluation instead, so neither host nor device holds it.
+    """
     spec = {k: v for k, v in dict(data_spec).items() if k != "batch_size"}
-    return [parallel.shard_batch(b, mesh) for b in data_lib.eval_batches(
+    batches = data_lib.eval_batches(
         spec, batch_size=batch_size, data_dir=data_dir, process_index=jax.process_index(),
-        process_count=jax.process_count())]
+        process_count=jax.process_count())
+    if isinstance(batches, list):
+        return [parallel.shard_batch(b, mesh) for b in batches]
+    return _Placed(batches, mesh)
 
 
 def build_evals(evals: Mapping[str, Any], bound: Any, model: Any, mesh: Any,
@@ -111,7 +138,7 @@ def build_evals(evals: Mapping[str, Any], bound: Any, model: Any, mesh: Any,
         else:
             raise ValueError(f"eval set {set_name!r}: give either phase=<phase name> or loss=...")
         parallel.check_batch_size(spec.batch_size, mesh, f"eval set {set_name!r}")
-        # Placed on the devices once: the same batches are evaluated every time.
+        # In memory: placed on the devices once; streamed: read at each evaluation.
         batches = device_batches(spec.data, spec.batch_size, mesh, data_dir)
         key = id(loss_fn)
         if key not in cache:

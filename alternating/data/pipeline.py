@@ -36,7 +36,7 @@ checkpointed position) does not depend on the number of processes.
 
 import sys
 import threading
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import grain
 import numpy as np
@@ -394,7 +394,7 @@ def eval_batches(
     data_dir: Optional[str] = None,
     process_index: int = 0,
     process_count: int = 1,
-) -> list[dict[str, np.ndarray]]:
+) -> Sequence[dict[str, np.ndarray]]:
     """Returns every example of a split once, in order, in padded batches.
 
     Global batch `b` holds examples `[b * B, (b + 1) * B)`, the last one padded
@@ -410,7 +410,10 @@ def eval_batches(
         process_count: number of processes.
 
     Returns:
-        A list of `{'x', 'y', 'mask'}` dicts of numpy arrays, all the same shape.
+        A list of `{'x', 'y', 'mask'}` dicts of numpy arrays, all the same shape;
+        for a spec that streams (its `read`, as for `make_stream`) a
+        `streaming.EvalBatches` giving the same batches, read by index each
+        time it is iterated (never the whole split).
 
     Raises:
         ValueError: as for `make_stream`.
@@ -420,6 +423,10 @@ def eval_batches(
     if batch_size is None:
         raise ValueError('eval_batches needs a batch_size (argument or the spec\'s "batch_size").')
     local = local_batch_size(batch_size, process_index, process_count)
+    from alternating.data import streaming  # pylint: disable=g-import-not-at-top
+    if streaming.choose_read(spec, data_dir) == 'stream':
+        return streaming.eval_batches(spec, batch_size=batch_size, data_dir=data_dir,
+                                      process_index=process_index, process_count=process_count)
     _, arrays, _ = resolve_arrays(spec, data_dir)
     n = len(arrays['y'])
     num_batches = -(-n // batch_size)

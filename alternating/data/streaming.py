@@ -38,7 +38,12 @@ Transforms: only per-example transforms (:data:`PER_EXAMPLE_TRANSFORMS`)
 are applied batch by batch; a transform that needs the whole split (it drops
 examples, or draws from the split's shape, like ``class_subset`` and
 ``noise``) is refused for a streamed split, naming it. Curricula need the
-arrays too. Evaluation (``eval_batches``) still reads its split into memory.
+arrays too.
+
+Evaluation: an eval set whose data spec streams (the same ``read`` rule)
+gets :class:`EvalBatches`: the padded, masked batches of
+``data.eval_batches`` (the same arrays, bit for bit), read by index each
+time the set is evaluated, one batch ahead, never the whole split.
 """
 
 from __future__ import annotations
@@ -61,8 +66,10 @@ __all__ = [
     'HOST_BUDGET_ENV',
     'HOST_BUDGET_MB',
     'PER_EXAMPLE_TRANSFORMS',
+    'EvalBatches',
     'StreamingStream',
     'choose_read',
+    'eval_batches',
     'from_spec',
     'host_budget_bytes',
     'raw_decoder',
@@ -179,14 +186,7 @@ class StreamingStream(pipeline.Stream):
         self._init_order(len(source), batch_size=batch_size, seed=seed,
                          process_index=process_index, process_count=process_count,
                          num_classes=num_classes, description=description)
-        # The transformed shapes, from zero examples, one of each class (nothing is
-        # read; a relabel mapping missing a class fails here, not in a worker).
-        n = int(num_classes or 1)
-        zeros = {k: np.zeros((n,) + tuple(shape), dtype) for k, (shape, dtype) in
-                 example_spec.items()}
-        if 'y' in zeros:
-            zeros['y'] = np.arange(n).astype(zeros['y'].dtype)
-        zeros = transforms_lib.apply_transforms(zeros, self._transforms)
+        zeros = _transformed_zeros(example_spec, num_classes, self._transforms)
         self.num_classes = transforms_lib.transformed_num_classes(num_classes, self._transforms)
         self.element_spec = {k: ((self.local_batch_size,) + v.shape[1:], v.dtype)
                              for k, v in zeros.items()}
@@ -214,6 +214,72 @@ class StreamingStream(pipeline.Stream):
         return (f'StreamingStream(batch_size={self.batch_size}, local_batch_size='
                 f'{self.local_batch_size}, num_examples={self.num_examples}, seed={self.seed}, '
                 f'num_threads={self.num_threads}, prefetch={self.prefetch})')
+
+
+def _transformed_zeros(example_spec: Mapping[str, tuple[tuple[int, ...], Any]],
+                       num_classes: Optional[int], transforms: Sequence[Any]) -> dict:
+    """Transformed zero examples, one of each class: the shapes after the transforms
+    (nothing is read; a relabel mapping missing a class fails here, not in a worker)."""
+    n = int(num_classes or 1)
+    zeros = {k: np.zeros((n,) + tuple(shape), dtype) for k, (shape, dtype) in
+             example_spec.items()}
+    if 'y' in zeros:
+        zeros['y'] = np.arange(n).astype(zeros['y'].dtype)
+    return transforms_lib.apply_transforms(zeros, list(transforms))
+
+
+class EvalBatches:
+    """Every example of a streamed split once, in order, in padded masked batches.
+
+    The batches of ``data.eval_batches`` (global batch ``b`` holds examples
+    ``[b * B, (b + 1) * B)``, zero-padded, with a float32 ``mask``; each
+    process its contiguous slice), read by index from ``source`` every time
+    it is iterated, with the next batch read in a worker thread while the
+    caller uses the current one: at most two batches in memory.
+    """
+
+    def __init__(self, source: Any, *, decode: Callable[[list], dict[str, np.ndarray]],
+                 example_spec: Mapping[str, tuple[tuple[int, ...], Any]], batch_size: int,
+                 process_index: int = 0, process_count: int = 1,
+                 num_classes: Optional[int] = None, transforms: Sequence[Any] = ()):
+        self._source, self._decode, self._transforms = source, decode, list(transforms)
+        self._n, self._batch_size = len(source), int(batch_size)
+        self._local = arrays_lib.local_batch_size(batch_size, process_index, process_count)
+        self._offset = process_index * self._local
+        zeros = _transformed_zeros(example_spec, num_classes, self._transforms)
+        self._empty = {k: np.zeros((self._local,) + v.shape[1:], v.dtype) for k, v in zeros.items()}
+
+    def __len__(self) -> int:
+        return -(-self._n // self._batch_size)
+
+    def __getitem__(self, i: Any) -> Any:
+        """Batch ``i`` (read now), or a list of batches for a slice."""
+        if isinstance(i, slice):
+            return [self._batch(b) for b in range(len(self))[i]]
+        return self._batch(range(len(self))[i])  # IndexError past the end
+
+    def _batch(self, b: int) -> dict[str, np.ndarray]:
+        start = b * self._batch_size + self._offset
+        idx = list(range(min(start, self._n), min(start + self._local, self._n)))
+        out = {k: v.copy() for k, v in self._empty.items()}
+        out['mask'] = np.zeros(self._local, np.float32)
+        if idx:
+            got = self._decode(arrays_lib.read_examples(self._source, idx))
+            if self._transforms:
+                got = transforms_lib.apply_transforms(got, self._transforms)
+            for k, v in got.items():
+                out[k][:len(idx)] = v
+            out['mask'][:len(idx)] = 1.0
+        return out
+
+    def __iter__(self):
+        from concurrent import futures  # pylint: disable=g-import-not-at-top
+        with futures.ThreadPoolExecutor(1) as pool:
+            ahead = pool.submit(self._batch, 0) if len(self) else None
+            for b in range(len(self)):
+                batch = ahead.result()
+                ahead = pool.submit(self._batch, b + 1) if b + 1 < len(self) else None
+                yield batch
 
 
 def raw_decoder(b, keys: tuple[str, str]) -> Optional[Callable[[list], dict[str, np.ndarray]]]:
@@ -263,6 +329,29 @@ def from_spec(spec: Mapping[str, Any], *, seed: int, data_dir: Optional[str],
     if spec.get('curriculum'):
         raise ValueError(f'Data spec "curriculum" needs {desc} in memory; it cannot be '
                          'streamed. Use read="memory".')
+    opened = _open(spec, data_dir, desc)
+    return StreamingStream(
+        opened.pop('source'), batch_size=spec['batch_size'], seed=seed,
+        process_index=process_index, process_count=process_count, description=desc,
+        **opened, **kw)
+
+
+def eval_batches(spec: Mapping[str, Any], *, batch_size: int, data_dir: Optional[str],
+                 process_index: int = 0, process_count: int = 1) -> EvalBatches:
+    """A streamed split's evaluation batches (:class:`EvalBatches`), nothing read yet.
+
+    Raises:
+      ValueError: as :func:`from_spec`.
+    """
+    name, split = spec['dataset'], spec.get('split') or 'train'
+    opened = _open(spec, data_dir, f'dataset {name!r} split {split!r}')
+    return EvalBatches(opened.pop('source'), batch_size=batch_size, process_index=process_index,
+                       process_count=process_count, **opened)
+
+
+def _open(spec: Mapping[str, Any], data_dir: Optional[str], desc: str) -> dict[str, Any]:
+    """The source, decoder, example spec, classes and transforms of a streamed split."""
+    name, split = spec['dataset'], spec.get('split') or 'train'
     check_transforms(list(spec.get('transforms') or ()), desc)
     b, source = arrays_lib.open_split(name, split, builders.resolve_data_dir(data_dir))
     keys = arrays_lib.supervised_keys(b, name)
@@ -276,10 +365,6 @@ def from_spec(spec: Mapping[str, Any], *, seed: int, data_dir: Optional[str],
     fast = raw_decoder(b, keys) if raw is not None else None
     if fast is not None:
         source, decode = raw, fast
-    return StreamingStream(
-        source, decode=decode,
-        example_spec={'x': (tuple(shape), np.float32), 'y': ((), np.int32)},
-        batch_size=spec['batch_size'], seed=seed, process_index=process_index,
-        process_count=process_count, num_classes=arrays_lib.num_classes_of(b, keys),
-        transforms=specs,
-        description=desc, **kw)
+    return {'source': source, 'decode': decode,
+            'example_spec': {'x': (tuple(shape), np.float32), 'y': ((), np.int32)},
+            'num_classes': arrays_lib.num_classes_of(b, keys), 'transforms': specs}
