@@ -16,12 +16,14 @@ rates (``--lrs``, default :data:`LRS`; one value for every phase of the arm),
 trained on the first 80% of each training set and scored on the held-out 20%
 (the config's ``val`` variant) over ``--tune_seeds``; the value with the best mean
 validation accuracy over the modalities the arm trains is rerun on ``--seeds`` and
-reported on the test sets. Verdicts: the rule of ``alternating/verdict.py`` over
-paired seeds, through ``experiments/pages.py``.
+reported on the test sets. ``--tuned PAGE.json`` reuses the validation scores of the
+arms that page's ``grid`` lists (same grid and tuning seeds), tuning only the others.
+Verdicts: the rule of ``alternating/verdict.py`` over paired seeds, through
+``experiments/pages.py``.
 
 Writes ``docs/results/multimodal.{json,md,png}``::
 
-    .venv/bin/python experiments/multimodal.py            # 5 seeds, ~15 min on 2 quiet cores
+    .venv/bin/python experiments/multimodal.py            # 5 seeds, 64 runs, ~40 min on 2 cores
     .venv/bin/python experiments/multimodal.py --quick    # 1 seed, 20 steps, no tuning, temp dir
 
 ``--vectorized`` trains an arm's consecutive seeds in one ``num_seeds`` program
@@ -278,7 +280,7 @@ def intro(steps: int, grid: dict | None, tune_seeds: Sequence[int]) -> list[str]
 
 
 def page_data(runs, summary, grid, *, steps, seeds, tune_seeds, command, wall,
-              n_runs) -> dict[str, Any]:
+              n_runs, reused=None) -> dict[str, Any]:
     arms = {}
     for (arm, embed), s in summary.items():
         arms[label(arm, embed)] = {f"{m}_{short}": s[m][k]["values"] for m in MODALITIES
@@ -301,8 +303,21 @@ def page_data(runs, summary, grid, *, steps, seeds, tune_seeds, command, wall,
                          for r in runs]),
             "Accuracy of a single-modality arm on the modality it does not train is the "
             "chance-level reference above, listed here only for completeness.",
-        ] + _left_out(arms),
+        ] + reused_note(reused, "this page's earlier grid") + (rerun.edge_note(grid) if grid else [])
+        + _left_out(arms),
     }
+
+
+def reused_note(reused, source: str) -> list[str]:
+    """Which validation scores came from an earlier run (``--tuned``; :func:`tune`'s
+    ``reused``); ``source`` names that run's page."""
+    if not reused or not reused["arms"]:
+        return []
+    which = "; ".join(f"`{a}` at {', '.join(f'{v:g}' for v in vs)}"
+                      for a, vs in reused["arms"].items())
+    return [f"Validation scores reused (`--tuned`): {which} come from {source} (page dated "
+            f"{reused['date']}; the same tuning seeds, code and config), so those (arm, rate) "
+            "pairs were not trained on validation again. Without `--tuned` every arm is tuned."]
 
 
 def _left_out(arms) -> list[str]:
@@ -393,6 +408,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None,
                    help=f"optimizer steps per modality (default {default.STEPS}; --quick: "
                         f"{QUICK_STEPS})")
+    p.add_argument("--tuned", default=None,
+                   help="a multimodal page JSON whose grid (same --lrs and --tune_seeds) "
+                        "gives the validation scores of the arms it lists: those arms are "
+                        "not tuned again")
     p.add_argument("--arms", nargs="+", default=None, choices=[label(a, e) for a in ARMS
                                                                for e in EMBEDS],
                    help="the arms to run (default: all eight)")
@@ -413,25 +432,104 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _train(arms, lrs_of, seeds, args, root: pathlib.Path, *, val: bool) -> list[dict]:
-    """Every (arm, lr) over ``seeds``: one program per arm and lr with ``--vectorized``."""
+def run_dir(root: pathlib.Path, arm: str, embed: bool, lr: float, val: bool) -> pathlib.Path:
+    """Where :func:`train_arms` keeps an (arm, lr)'s runs: ``seed<N>`` folders."""
+    return root / f"{label(arm, embed).replace(',', '-')}_lr{lr:g}{'_val' if val else ''}"
+
+
+def is_done(root: pathlib.Path, arm: str, embed: bool, lr: float, seed: int, steps: int,
+            val: bool = False) -> bool:
+    """Whether :func:`train_arms` under ``root`` finished this run (a rerun reads it)."""
+    where = run_dir(root, arm, embed, lr, val) / f"seed{seed}"
+    return _finished(where, _config(arm, embed, steps, lr, val, None).total_steps) is not None
+
+
+def train_arms(arms, lrs_of, seeds, root: pathlib.Path, *, steps: int, val: bool,
+               vectorized: bool = False, data_dir: str | None = None) -> list[dict]:
+    """Every (arm, lr) over ``seeds``: one program per arm and lr with ``vectorized``.
+
+    ``arms``: ``(arm, embed)`` pairs, ``arm`` a ``configs/default.py`` arm, possibly with
+    more variant tokens (``alternating,one_optimizer``); ``lrs_of(arm, embed)``: its rates.
+    Run ``(arm, embed, lr, seed)`` lives in ``run_dir(...)/seed<seed>``, so scripts that
+    share ``root`` read each other's finished runs (:func:`run_one`).
+    """
     runs = []
     for arm, embed in arms:
         for lr in lrs_of(arm, embed):
-            name = f"{label(arm, embed).replace(',', '-')}_lr{lr:g}{'_val' if val else ''}"
-            if args.vectorized and len(seeds) > 1:
-                new = run_seeds(arm, embed, seeds, args.steps, root / name, args.data_dir,
-                                lr=lr, val=val)
+            where = run_dir(root, arm, embed, lr, val)
+            if vectorized and len(seeds) > 1:
+                new = run_seeds(arm, embed, seeds, steps, where, data_dir, lr=lr, val=val)
             else:
-                new = [run_one(arm, embed, s, args.steps, root / name / f"seed{s}",
-                               args.data_dir, lr=lr, val=val) for s in seeds]
+                new = [run_one(arm, embed, s, steps, where / f"seed{s}", data_dir, lr=lr,
+                               val=val) for s in seeds]
             for r in new:
                 accs = "  ".join(f"{m} {_pct(r[m]['accuracy'])}%" for m in MODALITIES
                                  if trains(arm, m))
-                print(f"{'val ' if val else 'test'} {label(arm, embed):<22} lr={lr:<7g} "
+                print(f"{'val ' if val else 'test'} {label(arm, embed):<26} lr={lr:<7g} "
                       f"seed={r['seed']}  {accs}  {r['seconds']:.1f}s", flush=True)
             runs += new
     return runs
+
+
+def tuning_metric(tune_seeds: Sequence[int]) -> str:
+    """The grid's metric: what chose each arm's learning rate."""
+    return ("validation accuracy, mean over the modalities the arm trains and over seeds "
+            f"{list(tune_seeds)}")
+
+
+def tuned_scores(path: str | pathlib.Path, tune_seeds: Sequence[int]
+                 ) -> tuple[dict[str, dict[str, float]], str]:
+    """The validation scores of a page's ``grid`` (``--tuned``), and the date of its run:
+    ``{label: {str(lr): score}}``.
+
+    Raises:
+      ValueError: the page's scores are not this run's metric (other tuning seeds).
+    """
+    data = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    grid = data.get("grid") or {}
+    if grid.get("metric") != tuning_metric(tune_seeds):
+        raise ValueError(f"--tuned {path}: its grid scores {grid.get('metric')!r}, not this "
+                         f"run's {tuning_metric(tune_seeds)!r}.")
+    return {a: dict(s) for a, s in grid["scores"].items()}, data["provenance"]["date"]
+
+
+def tune(arms, lrs: Sequence[float], tune_seeds: Sequence[int], root: pathlib.Path, *,
+         steps: int, tuned: str | None = None, vectorized: bool = False,
+         data_dir: str | None = None) -> tuple[dict, list[dict], dict]:
+    """Each arm's validation scores over the grid ``lrs``: ``(scores, runs, reused)``.
+
+    ``scores``: ``{label: {str(lr): mean val_score over tune_seeds}}``. ``tuned``: a page
+    JSON (``--tuned``) whose ``grid`` scored some (arm, lr) on the same tuning seeds: those
+    scores are reused, the other (arm, lr) trained (:func:`train_arms`, ``val``).
+    ``reused``: ``{"date": that page's, "arms": {label: [lr, ...]}}``, empty without it.
+    """
+    got, reused = {}, {}
+    if tuned:
+        every, when = tuned_scores(tuned, tune_seeds)
+        got = {lab: {str(lr): per[str(lr)] for lr in lrs if str(lr) in per}
+               for lab, per in every.items()}
+        reused = {"date": when, "arms": {label(a, e): [float(k) for k in got[label(a, e)]]
+                                         for a, e in arms if got.get(label(a, e))}}
+    missing = lambda a, e: [lr for lr in lrs if str(lr) not in got.get(label(a, e), {})]  # noqa: E731
+    runs = train_arms(arms, missing, tune_seeds, root, steps=steps, val=True,
+                      vectorized=vectorized, data_dir=data_dir)
+    fresh = val_scores(runs, arms, lrs)
+    scores = {}
+    for lab in (label(a, e) for a, e in arms):
+        both = {**fresh.get(lab, {}), **got.get(lab, {})}
+        scores[lab] = {str(lr): both[str(lr)] for lr in lrs}  # in grid order
+    return scores, runs, reused
+
+
+def val_scores(runs, arms, lrs) -> dict[str, dict[str, float]]:
+    """``{label: {str(lr): mean val_score over the tuning seeds}}``, for the (arm, lr) run."""
+    out = {}
+    for a, e in arms:
+        for lr in lrs:
+            got = [val_score(r) for r in runs if (r["arm"], r["embed"], r["lr"]) == (a, e, lr)]
+            if got:
+                out.setdefault(label(a, e), {})[str(lr)] = float(np.mean(got))
+    return out
 
 
 def _command(argv: Sequence[str]) -> str:
@@ -458,26 +556,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if args.arms is None or label(arm, embed) in args.arms]
     t0 = time.perf_counter()
     try:
-        grid, tuning = None, []
+        grid, tuning, reused = None, [], {}
         if len(args.lrs) > 1:
-            tuning = _train(arms, lambda a, e: args.lrs, args.tune_seeds, args, root, val=True)
-            scores = {label(a, e): {str(lr): float(np.mean(
-                [val_score(r) for r in tuning if (r["arm"], r["embed"], r["lr"]) == (a, e, lr)]))
-                for lr in args.lrs} for a, e in arms}
-            grid = rerun.grid_field(
-                "Adam peak learning rate (every phase of the arm)", args.lrs,
-                "validation accuracy, mean over the modalities the arm trains and over seeds "
-                f"{list(args.tune_seeds)}", scores)
+            scores, tuning, reused = tune(arms, args.lrs, args.tune_seeds, root,
+                                          steps=args.steps, tuned=args.tuned,
+                                          vectorized=args.vectorized, data_dir=args.data_dir)
+            grid = rerun.grid_field("Adam peak learning rate (every phase of the arm)",
+                                    args.lrs, tuning_metric(args.tune_seeds), scores)
         chosen = (lambda a, e: [grid["chosen"][label(a, e)]]) if grid else (
             lambda a, e: [args.lrs[0]])
-        runs = _train(arms, chosen, args.seeds, args, root, val=False)
+        runs = train_arms(arms, chosen, args.seeds, root, steps=args.steps, val=False,
+                          vectorized=args.vectorized, data_dir=args.data_dir)
     finally:
         if tmp is not None:
             tmp.cleanup()
     wall = time.perf_counter() - t0
     summary = summarize(runs)
     data = page_data(runs, summary, grid, steps=args.steps, seeds=args.seeds,
-                     tune_seeds=args.tune_seeds, command=_command(argv),
+                     tune_seeds=args.tune_seeds, command=_command(argv), reused=reused,
                      wall=sum(r["seconds"] for r in runs + tuning),  # the runs' own clocks
                      n_runs=len(runs) + len(tuning))
     md, png = out / "multimodal.md", out / "multimodal.png"

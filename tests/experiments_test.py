@@ -191,3 +191,56 @@ def test_multimodal_vectorized_seeds_equal_one_run_per_seed(tmp_path):
             np.testing.assert_allclose(both[1][m][k], one[m][k], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="not consecutive"):
         multimodal.run_seeds("alternating", True, [0, 2], 20, tmp_path / "gap")
+
+
+def test_multimodal_pages_reuse_tuning_and_shared_runs(tmp_path, monkeypatch):
+    """--tuned skips the validation runs whose scores a page holds; multimodal_optimizer tunes
+    only its own arm and reads the runs it shares with multimodal.py from the same --workdir
+    (training stubbed)."""
+    import alternating
+    from experiments import multimodal_optimizer, pages
+    calls = []
+
+    def fake_train(cfg, workdir, **_):
+        lr = next(iter(cfg.phases.values())).optimizer.lr
+        calls.append(("val" if "images_val" in cfg.eval else "test", cfg.seed, lr))
+        acc = 0.9 - abs(lr - 3e-3) * 10 + 0.01 * cfg.seed
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+            json.dump({"steps": cfg.total_steps, "wall_time_s": 1.0, "final_eval": {
+                k: {"accuracy": acc, "loss": 1 - acc} for k in cfg.eval}}, f)
+
+    monkeypatch.setattr(alternating, "train_and_evaluate", fake_train)
+    lrs = list(multimodal.LRS)
+    earlier = {"images_only": [0.95, 0.97], "signals_only": [0.5, 0.6, 0.7],  # images_only:
+               "alternating": [0.7, 0.6, 0.5]}  # no score at 1e-2 (the fake's is 0.83)
+    tuned = tmp_path / "earlier.json"
+    tuned.write_text(json.dumps({"provenance": {"date": "2026-01-01 00:00 UTC"}, "grid": {
+        "values": lrs, "metric": multimodal.tuning_metric([0]),
+        "scores": {a: dict(zip(map(str, lrs), s)) for a, s in earlier.items()}}}))
+    with pytest.raises(ValueError, match="not this run's"):
+        multimodal.tuned_scores(tuned, [0, 1])  # other tuning seeds
+    out, work = tmp_path / "out", tmp_path / "runs"
+    flags = ["--steps", "5", "--out", str(out), "--workdir", str(work)]
+    result = multimodal.main(["--seeds", "0", "1", "--tuned", str(tuned)] + flags)
+    assert sum(c[0] == "val" for c in calls) == 5 * len(lrs) + 1  # 5 arms, images_only's 1e-2
+    assert sum(c[0] == "test" for c in calls) == 8 * 2
+    chosen = result["grid"]["chosen"]
+    assert (chosen["images_only"], chosen["signals_only"], chosen["alternating"]) == (
+        lrs[1], lrs[2], lrs[0])  # the earlier scores chose these
+    assert chosen["mixed"] == 3e-3  # this run's validation (the fake peaks at 3e-3)
+    md = (out / "multimodal.md").read_text()
+    assert "`images_only` at 0.001, 0.003; `signals_only` at 0.001, 0.003, 0.01" in md
+    assert "Not run here" not in md
+    assert "largest, 0.01" in md  # signals_only chose the end of the grid
+
+    calls.clear()
+    data = multimodal_optimizer.main(
+        ["--seeds", "2", "--tuned", str(out / "multimodal.json")] + flags)
+    assert calls == [("val", 0, lr) for lr in lrs] + [("test", s, 3e-3) for s in (0, 1)]
+    assert data["grid"]["chosen"] == {"images_only": lrs[1], "signals_only": lrs[2],
+                                      "alternating": lrs[0], "one_optimizer": 3e-3}
+    assert set(data["arms"]["images_only"]) == {"images_acc"}
+    assert any("6 of the 8 test runs" in n for n in data["notes"])
+    assert (out / "multimodal_optimizer.md").read_text() == pages.render_page(data)
+    assert "--out" not in data["command"] and "--workdir" not in data["command"]
