@@ -55,7 +55,7 @@ def config():
 
 def run(workdir, **kw):
     kw = {"progress": False, "plot": False, "print_fn": None, **kw}
-    return alternating.train_and_evaluate(config(), str(workdir), **kw)
+    return alternating.train_and_evaluate(config(), str(workdir), **{"executor": "host", **kw})
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def run(workdir, schedule="alternate", total_steps=400, data=None, schedule_obj=
         workdir=str(workdir), total_steps=total_steps, ema_decay=0.9, seed=3,
         progress=False, plot=False, **{"print_fn": print, "log_every_steps": 10,
                                        "checkpoint_every_steps": 7, "max_checkpoints_to_keep": 2,
-                                       **kw})
+                                       "executor": "host", **kw})  # tests pass 'fused'
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def train(workdir, data_dir, read):
         data={"d": {**SPEC, "read": read}},
         init=lambda rng: MODEL.init(rng, jnp.zeros((1, 64)))["params"],
         workdir=str(workdir), data_dir=data_dir, seed=4, total_steps=STEPS,
-        log_every_steps=6, progress=False, plot=False, print_fn=None)
+        log_every_steps=6, progress=False, plot=False, print_fn=None, executor="host")
 
 
 class _Counting:

@@ -48,7 +48,7 @@ def run(workdir, data_dir, dataset, total_steps=None, **kw):
         progress=False, plot=False, **{"print_fn": print, "log_every_steps": 10,
                                        "checkpoint_every_steps": 20,
                                        "max_checkpoints_to_keep": 2, "total_steps": total_steps,
-                                       **kw})
+                                       "executor": "host", **kw})  # tests pass 'fused'
 
 
 def peak_rss_mb():
