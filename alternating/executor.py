@@ -20,7 +20,9 @@ The fused executor asks the schedule for the phases of the next ``n``
 steps, gathers their ``n`` batches in schedule order, and runs one jitted
 ``lax.scan`` whose body ``lax.switch``-es over the phases' steps. The steps
 are the very functions the host executor jits, so the final TrainState is the
-same, bit for bit on CPU (tested).
+same: bit for bit on CPU for the tested MLPs; where XLA compiles a step
+differently inside the loop (the default scheme's CNNs), to float rounding.
+Which executor a run gets: :mod:`alternating.executor_choice`.
 
 Chunks end where the loop acts on the host: every log, evaluation,
 checkpoint, schedule-feedback and final step. A schedule that adapts to
