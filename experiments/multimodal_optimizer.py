@@ -36,7 +36,6 @@ import argparse
 import pathlib
 import sys
 import tempfile
-import time
 from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -115,13 +114,14 @@ def main(argv=None) -> dict[str, Any]:
     logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every save and read at INFO.
     root = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="multimodal_opt_"))
     out = common.output_dir(args.out, args.quick)
-    t0 = time.time()
     grid, tuning, reused = _tune(args, root)
     lr_of = {v: grid["chosen"][a] if grid else args.lrs[0] for a, v in ARMS.items()}
-    read = sum(multimodal.is_done(root, v, True, lr_of[v], s, args.steps)
-               for v in ARMS.values() for s in args.seeds)
+    # Runs of the arms multimodal.py also runs, found finished in a shared --workdir: its runs.
+    shared = {(v, s) for v in ARMS.values() if v in multimodal.LABELS for s in args.seeds
+              if multimodal.is_done(root, v, True, lr_of[v], s, args.steps)}
     runs = multimodal.train_arms([(v, True) for v in ARMS.values()], lambda a, e: [lr_of[a]],
                                  args.seeds, root, steps=args.steps, val=False)
+    own = tuning + [r for r in runs if (r["arm"], r["seed"]) not in shared]
     arms: dict[str, dict[str, list[float]]] = {}
     for a, v in ARMS.items():
         mine = sorted((r for r in runs if r["arm"] == v), key=lambda r: r["seed"])
@@ -154,7 +154,7 @@ def main(argv=None) -> dict[str, Any]:
             "scored only on its own modality. " + tuning_text,
         ],
         "command": common.command("multimodal_optimizer.py", drop_flag(argv, "--out")),
-        "provenance": pages.provenance(time.time() - t0, len(runs) + len(tuning) - read),
+        "provenance": pages.provenance(sum(r["seconds"] for r in own), len(own)),
         "seeds": args.seeds,
         "metrics": METRICS,
         "arms": arms,
@@ -172,10 +172,11 @@ def main(argv=None) -> dict[str, Any]:
                          for a, v in ARMS.items() for r in runs if r["arm"] == v]),
         ] + multimodal.reused_note(reused, "[multimodal.md](multimodal.md)'s grid")
         + (rerun.edge_note(grid) if grid else []) + ([
-            f"{read} of the {len(runs)} test runs (the arms that are also arms of "
+            f"{len(shared)} of the {len(runs)} test runs (the arms that are also arms of "
             "[multimodal.md](multimodal.md), at the same learning rate and seeds) were read "
             "from that page's run (a shared `--workdir`), not trained again: they are its "
-            "runs; the provenance below counts only the runs trained here."] if read else []),
+            "runs, and the provenance below counts only this page's own runs (their own "
+            "clocks)."] if shared else []),
     }
     if len(args.seeds) > 1:
         pages.write_page(data, out)

@@ -211,7 +211,7 @@ def test_multimodal_pages_reuse_tuning_and_shared_runs(tmp_path, monkeypatch):
                 k: {"accuracy": acc, "loss": 1 - acc} for k in cfg.eval}}, f)
 
     monkeypatch.setattr(alternating, "train_and_evaluate", fake_train)
-    lrs = list(multimodal.LRS)
+    lrs = [1e-3, 3e-3, 1e-2]
     earlier = {"images_only": [0.95, 0.97], "signals_only": [0.5, 0.6, 0.7],  # images_only:
                "alternating": [0.7, 0.6, 0.5]}  # no score at 1e-2 (the fake's is 0.83)
     tuned = tmp_path / "earlier.json"
@@ -221,7 +221,7 @@ def test_multimodal_pages_reuse_tuning_and_shared_runs(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="not this run's"):
         multimodal.tuned_scores(tuned, [0, 1])  # other tuning seeds
     out, work = tmp_path / "out", tmp_path / "runs"
-    flags = ["--steps", "5", "--out", str(out), "--workdir", str(work)]
+    flags = ["--steps", "5", "--lrs", *map(str, lrs), "--out", str(out), "--workdir", str(work)]
     result = multimodal.main(["--seeds", "0", "1", "--tuned", str(tuned)] + flags)
     assert sum(c[0] == "val" for c in calls) == 5 * len(lrs) + 1  # 5 arms, images_only's 1e-2
     assert sum(c[0] == "test" for c in calls) == 8 * 2
