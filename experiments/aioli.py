@@ -14,6 +14,11 @@ one phase per group. Aioli reads per-group validation losses through the
 loop's schedule evaluation hook (sets ``val_<group>``); reported test losses
 are on separate sets (``test_<group>``). Mean ± sample std over seeds.
 
+Fair arms (issue 16): every arm runs the learning-rate grid ``RATES`` on the
+first ``TUNE_SEEDS`` seeds and keeps the rate with the lowest mean validation
+loss; that rate is reported on test for every seed
+(``experiments/skill_it.py:tune_per_seed``).
+
     python experiments/aioli.py            # 5 seeds, six arms
     python experiments/aioli.py --quick    # smoke variant, two seeds, temp dir
 """
@@ -40,14 +45,19 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 import alternating  # noqa: E402
-from experiments import common, pages  # noqa: E402
+from experiments import common, pages, tuning  # noqa: E402
 from alternating import plots  # noqa: E402
 from alternating.models import MLP  # noqa: E402
 from configs import aioli as aioli_config  # noqa: E402
 from experiments.sasr import _one_device_mesh  # noqa: E402
+from experiments.skill_it import tune_per_seed, tuning_notes  # noqa: E402
 
 GROUPS = ("markov_low", "markov_mid", "markov_mid_shared", "markov_high", "stdlib_text")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz \n"
+# Every arm's Adam learning-rate grid (the config's 3e-3 x 1/3, 1, 3), chosen per arm on the
+# mean validation loss over the first TUNE_SEEDS seeds; the chosen rate is reported on test.
+RATES = (1e-3, 3e-3, 1e-2)
+TUNE_SEEDS = 2
 
 
 def _chain(rng, v, beta):
@@ -105,8 +115,8 @@ _NOTE = (
     "Aioli's probe "
     'sweeps run one after another without rolling back, so each is measured at a later point '
     'of training than the one before it; its step budget includes them. Multiplicative '
-    'weights on the raw training loss sends most steps to the near-uniform chain, whose loss '
-    'is mostly irreducible.'
+    'weights on the raw training loss gives its largest share of steps to the near-uniform '
+    'chain (markov_high), whose loss is mostly irreducible.'
 )
 
 
@@ -121,8 +131,11 @@ def schedule_for(arm: str, cfg) -> dict[str, Any]:
             "shuffle_probes": arm == "aioli_shuffled"}
 
 
-def run_one(cfg, arm: str, seed: int, workdir: pathlib.Path) -> dict[str, Any]:
-    """One arm, one seed; an arm ending in ``_one_optimizer`` shares one Adam state."""
+def run_one(cfg, arm: str, seed: int, workdir: pathlib.Path,
+            lr: float | None = None) -> dict[str, Any]:
+    """One arm, one seed (Adam ``lr``, default the config's); an arm ending in
+    ``_one_optimizer`` shares one Adam state. ``avg_val_loss`` (the validation sets,
+    the tuning score) and the test figures come from the same run."""
     v, ctx = cfg.vocab, cfg.context
     base, one_optimizer = arm.removesuffix(ONE_OPTIMIZER), arm.endswith(ONE_OPTIMIZER)
     net = MLP(features=tuple(cfg.hidden) + (v,))
@@ -142,7 +155,7 @@ def run_one(cfg, arm: str, seed: int, workdir: pathlib.Path) -> dict[str, Any]:
                              "batch_size": 500}
         evals[f"test_{g}"] = {"data": {"dataset": windows(seqs[g], ctx, n + m, m)},
                               "loss": lm_loss, "batch_size": 500}
-    phases = [alternating.Phase(g, loss=lm_loss, optimizer={"name": "adam", "lr": cfg.lr},
+    phases = [alternating.Phase(g, loss=lm_loss, optimizer={"name": "adam", "lr": lr or cfg.lr},
                                 optimizer_group="shared" if one_optimizer else None)
               for g in GROUPS]
     t0 = time.time()
@@ -154,7 +167,9 @@ def run_one(cfg, arm: str, seed: int, workdir: pathlib.Path) -> dict[str, Any]:
     res = json.loads((workdir / "results.json").read_text())
     test = [res["final_eval"][f"test_{g}"]["loss"] for g in GROUPS]
     share = [res["steps_per_phase"][g] / cfg.steps for g in GROUPS]
+    val = [res["final_eval"][f"val_{g}"]["loss"] for g in GROUPS]
     return {"arm": arm, "seed": seed, "avg_test_loss": float(np.mean(test)), "per_group": test,
+            "avg_val_loss": float(np.mean(val)),
             "share": share, "seconds": time.time() - t0}
 
 
@@ -170,8 +185,30 @@ COMPARISONS = [
 ]
 
 
-def page_data(cfg, runs, seconds: float, argv) -> dict[str, Any]:
-    """The results page's data (``experiments/pages.py``): per-seed figures of every arm."""
+def reading(arms: dict[str, dict[str, list]], chosen: dict[str, float]) -> list[str]:
+    """The arms' mean average test loss at their chosen rates, side by side."""
+    need = ("stratified", "aioli", "stratified" + ONE_OPTIMIZER, "aioli" + ONE_OPTIMIZER)
+    if not set(need) <= set(arms):
+        return []
+    m = {a: float(np.mean(v["avg_test_loss"])) for a, v in arms.items()}
+    one_s, one_a = m["stratified" + ONE_OPTIMIZER], m["aioli" + ONE_OPTIMIZER]
+    mw = (f"; multiplicative weights {m['multiplicative_weights']:.3f} (lr "
+          f"{chosen['multiplicative_weights']:g})" if "multiplicative_weights" in m else "")
+    return [
+        "Reading (mean average test loss, each arm at its chosen rate): with one Adam state "
+        f"per group, Aioli {m['aioli']:.3f} (lr {chosen['aioli']:g}) and stratified "
+        f"{m['stratified']:.3f} (lr {chosen['stratified']:g}), a difference of "
+        f"{m['aioli'] - m['stratified']:+.3f}; with one shared Adam state, as the paper "
+        f"trains, Aioli {one_a:.3f} (lr {chosen['aioli' + ONE_OPTIMIZER]:g}) and stratified "
+        f"{one_s:.3f} (lr {chosen['stratified' + ONE_OPTIMIZER]:g}), {one_a - one_s:+.3f}"
+        f"{mw}. Sharing one state changes stratified by {one_s - m['stratified']:+.3f} and "
+        f"Aioli by {one_a - m['aioli']:+.3f}. The verdicts above say which of these "
+        "differences the seeds resolve."]
+
+
+def page_data(cfg, runs, seconds: float, argv, grid, info, tune_seeds) -> dict[str, Any]:
+    """The results page's data (``experiments/pages.py``): per-seed figures of every arm at
+    its chosen learning rate, and the tuning (``grid``, ``info``: :func:`tune_per_seed`)."""
     seeds = list(dict.fromkeys(r["seed"] for r in runs))
     arms = {}
     for arm in dict.fromkeys(r["arm"] for r in runs):
@@ -198,23 +235,28 @@ def page_data(cfg, runs, seconds: float, argv) -> dict[str, Any]:
             f"standard-library source folded to {cfg.vocab} tokens). Model: MLP "
             f"{list(cfg.hidden)} over the one-hot last {cfg.context} tokens, one phase per "
             f"group. {cfg.train_size} training windows per group, batch {cfg.batch_size}, Adam "
-            f"{cfg.lr}, {cfg.steps} steps per arm. Aioli: probe {cfg.probe_steps} steps per "
+            f"(learning rate tuned per arm, below), {cfg.steps} steps per arm. Aioli: probe {cfg.probe_steps} steps per "
             f"group, {cfg.exploit_steps} exploit steps per round, eta {cfg.eta}; validation "
-            f"sets of {cfg.val_size} windows per group. Multiplicative weights: eta "
+            f"sets of {cfg.val_size} windows per group, the windows that follow the training "
+            f"windows in each group's sequence (held out of training; test: the next "
+            f"{cfg.val_size}). Multiplicative weights: eta "
             f"{cfg.mw_eta} on the training loss, feedback every {cfg.feedback_every} steps.",
             "Optimizer state: each group is a phase; the plain arms keep one Adam state per "
             "phase (per group). The paper trains with one optimizer; the arms ending in "
             f"`{ONE_OPTIMIZER}` give every phase one shared Adam state (`optimizer_group`: one "
-            "state over the union of their parameters, one step count). No learning-rate "
-            "search: every arm uses the config's Adam settings.",
+            "state over the union of their parameters, one step count).",
             "The \"Aioli vs stratified\" comparison reads the claim \"matches or beats\" as "
             "\"lower loss\"; a matching Aioli shows as inconclusive with a small ruled-out "
             "effect.",
+            tuning.grid_sentence(grid, tune_seeds, seeds) + " The synthetic groups have no "
+            "given train split to carve: the validation windows are drawn from each group's "
+            "sequence after the training windows (the same sets Aioli reads), and the test "
+            "windows after those.",
         ],
         "command": common.command("aioli.py", argv),
-        "provenance": pages.provenance(seconds, len(runs)),
-        "seeds": seeds, "metrics": metrics, "arms": arms, "comparisons": comparisons,
-        "notes": [_NOTE],
+        "provenance": pages.provenance(seconds, info["runs"]),
+        "seeds": seeds, "metrics": metrics, "arms": arms, "grid": grid,
+        "comparisons": comparisons, "notes": [_NOTE] + reading(arms, grid["chosen"]) + tuning_notes(grid, info),
     }
 
 
@@ -231,21 +273,25 @@ def main(argv=None):
         cfg.seeds = list(args.seeds)
     arms = args.arms or list(cfg.arms)
     work = pathlib.Path(args.workdir or tempfile.mkdtemp())
+    seeds = list(cfg.seeds)
+    tune_seeds = seeds if args.quick else seeds[:TUNE_SEEDS]
     t0 = time.time()
-    runs = []
-    for seed in cfg.seeds:
-        for arm in arms:
-            runs.append(run_one(cfg, arm, seed, work / f"{arm}_s{seed}"))
-            print(runs[-1], flush=True)
+    grid, results, info = tune_per_seed(
+        arms, (cfg.lr,) if args.quick else RATES, seeds, tune_seeds,
+        lambda arm, lr, seed: run_one(cfg, arm, seed, work / f"{arm}_lr{lr:g}_s{seed}", lr),
+        lambda r: r["avg_val_loss"], maximize=False, quick=args.quick,
+        metric="the average over the groups of the validation loss (nats)")
+    runs = [results[arm][i] for i in range(len(seeds)) for arm in arms]
     out = common.output_dir(args.out, args.quick)
-    data = page_data(cfg, runs, time.time() - t0, argv)
+    data = page_data(cfg, runs, time.time() - t0, argv, grid, info, tune_seeds)
     if "aioli" in arms:  # the Aioli run of the first seed: probes and proportions over steps
-        png = plots.plot_probabilities(work / f"aioli_s{cfg.seeds[0]}", out=out / "aioli.png")
+        png = plots.plot_probabilities(work / f"aioli_lr{grid['chosen']['aioli']:g}_s{seeds[0]}",
+                                       out=out / "aioli.png")
         data["notes"].append(f"![Aioli group probabilities and timeline, seed "
                              f"{cfg.seeds[0]}]({png.name})")
     md = pages.write_page(data, out)
     print(md.read_text())
-    return {"runs": runs, "data": data, "out": str(out)}
+    return {"runs": runs, "data": data, "grid": grid, "out": str(out)}
 
 
 if __name__ == "__main__":

@@ -85,12 +85,15 @@ def test_skill_it_quick_writes_a_page(tmp_path):
     assert "| Skill-it vs stratified | greater |" in md
     assert "| Skill-it: one optimizer vs per-skill states | greater |" in md
     # The shared arm has one Adam state over the union; the per-skill arm one per phase.
-    states = {a: json.loads((tmp_path / "w" / f"{a}_s0" / "results.json").read_text())
-              for a in ("skill_it", "skill_it_per_skill")}
+    states = {a: json.loads((tmp_path / "w" / f"{a}_lr{skill_it.LR:g}_s0" / "results.json")
+                            .read_text()) for a in ("skill_it", "skill_it_per_skill")}
     shared = states["skill_it"]["opt_state_bytes_per_phase"]
     own = states["skill_it_per_skill"]["opt_state_bytes_per_phase"]
     assert set(shared) == {"shared"} and set(own) == set(skill_it.SKILLS)
     assert sum(own.values()) > shared["shared"]  # the trunk's moments, once per skill
+    # --quick runs the page's one rate (no tuning runs); the full grid has 3 or more values.
+    assert data["grid"]["values"] == [skill_it.LR] and len(skill_it.RATES) >= 3
+    assert set(data["grid"]["chosen"]) == set(data["arms"])
 
 
 def test_tame_schedules_switch_blind_or_at_the_true_boundaries():
@@ -122,3 +125,6 @@ def test_tame_quick_writes_a_page(tmp_path):
     assert len(data["arms"]["loss_shift"]["missed"]) == 2
     assert "| oracle vs loss shift (the price of not knowing) | greater |" in (
         tmp_path / "tame.md").read_text()
+    # --quick runs the page's one rate (no tuning runs); the full grid has 3 or more values.
+    assert data["grid"]["chosen"] == {"loss_shift": tame.LR, "oracle": tame.LR}
+    assert len(tame.RATES) >= 3

@@ -68,11 +68,15 @@ def test_aioli_quick_aioli_arm_probes_each_group(tmp_path):
     # Round = 10 exploit + 5 groups x 5 probe steps; step 20 is inside probe 3, whose
     # proportions (logged at step 20) up-weight the third group to 0.625.
     from alternating import metrics
-    rows = [row for row in metrics.read_jsonl(tmp_path / "w" / "aioli_s0" / "metrics.jsonl")
+    log = tmp_path / "w" / "aioli_lr0.003_s0" / "metrics.jsonl"
+    rows = [row for row in metrics.read_jsonl(log)
             if row["split"] == "schedule" and row["step"] == 20]
     assert rows and rows[-1][f"p_{aioli.GROUPS[2]}"] == 0.625
     md = (tmp_path / "out" / "aioli.md").read_text()
     assert "| aioli |" in md and "| stratified_one_optimizer |" in md
+    # --quick runs the config's rate only (no tuning runs); the page shows it as the choice.
+    assert result["grid"]["values"] == [0.003] and result["grid"]["chosen"]["aioli"] == 0.003
     # The one-optimizer arm trains every group with one Adam state.
-    res = json.loads((tmp_path / "w" / "stratified_one_optimizer_s0" / "results.json").read_text())
+    res = json.loads((tmp_path / "w" / "stratified_one_optimizer_lr0.003_s0" / "results.json")
+                     .read_text())
     assert list(res["opt_state_bytes_per_phase"]) == ["shared"]
