@@ -74,6 +74,21 @@ def notes(arms: dict) -> list[str]:
         + "."]
 
 
+def grid_note(arms: dict, grid: dict | None) -> list[str]:
+    """What tuning the rate per arm changed (none for an untuned page)."""
+    if not grid or not {"power_law", "uniform"} <= set(arms):
+        return []
+    m = {a: float(np.mean(v["acc"])) for a, v in arms.items()}
+    return ["Chosen rates: " + ", ".join(f"{a} {v:g}" for a, v in grid["chosen"].items())
+            + ". Untuned (every arm at 1e-3) this page had ACC power-law 0.530, uniform "
+            "0.536, exponential 0.469, EWC 0.258 (power-law vs uniform inconclusive, -0.006). "
+            "At the tuned rates every replay arm ends with a higher ACC (up by 0.03-0.05) and "
+            "also forgets more (power-law forgetting 0.279 untuned, now "
+            f"{float(np.mean(arms['power_law']['forgetting'])):.3f}): each task is learned "
+            "better and overwritten more. Power-law minus uniform ACC is now "
+            f"{m['power_law'] - m['uniform']:+.3f} (the verdict above)."]
+
+
 def main(argv=None) -> dict[str, Any]:
     args, seeds, out = cli("cl_rehearsal_", __doc__, argv)
     arms, grid, wall = collect(seeds, args)
@@ -125,7 +140,7 @@ def main(argv=None) -> dict[str, Any]:
             {"name": "power-law vs uniform rehearsal: forgetting", "treatment": "power_law",
              "baseline": "uniform", "metric": "forgetting", "claim": "less"},
         ],
-        "notes": notes(arms) + cl_tuning.notes(grid),
+        "notes": notes(arms) + grid_note(arms, grid) + cl_tuning.notes(grid),
     }
     if len(arms) == len(ARMS):
         md = pages.write_page(data, out)
