@@ -37,9 +37,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 from experiments import common, rerun
 
-# The grid around the rate every arm had (Adam 1e-3): x{0.3, 1, 3}; the pages' ``--rates``
-# gives another (a page whose arms chose an end of this one ran a wider grid).
-RATES = (3e-4, 1e-3, 3e-3)
+# The grid around the rate every arm had (Adam 1e-3): x{0.1, 0.3, 1, 3, 10}. (A first run of
+# the pages with x{0.3, 1, 3} chose an end of the grid for most arms.) The pages' ``--rates``
+# gives another.
+RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 PARAM = "lr (every phase)"
 
 
