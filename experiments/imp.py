@@ -15,7 +15,7 @@ and objective.
 Arms: ``configs/imp.py:arm=<arm>``; each arm trains its seeds as one
 vectorized program (``experiments/common.py:run_seed_block``). Compile counts
 and step times come from three extra unvectorized runs of seed 0 per arm (the
-default executor, one compiled step per phase; see ``timing``). ``agd`` keeps
+host executor, one compiled step per phase; see ``timing``). ``agd`` keeps
 one Adam state per task; ``agd_one_optimizer`` shares one Adam state among the
 task phases (``optimizer_group``), the paper's one optimizer.
 
@@ -83,6 +83,7 @@ def _wall(arm: str, steps: int, workdir: pathlib.Path, quick: bool) -> dict[str,
     cfg = arm_config(arm, quick)
     with cfg.unlocked():
         cfg.total_steps, cfg.log_every_steps, cfg.eval_every_steps = steps, steps, 0
+        cfg.executor = "host"  # the page counts compiled steps per phase: one program per step
     experiment.train_and_evaluate(cfg, str(workdir), progress=False, plot=False, print_fn=None)
     return json.loads((workdir / "results.json").read_text(encoding="utf-8"))
 

@@ -42,7 +42,8 @@ def test_extending_page_runs_with_its_own_schedule_model_hook_and_evaluator(tmp_
     assert {k: int(v) for k, v in state.phase_steps.items()} == {"body": 150, "head": 50}
     with open(tmp_path / "runs" / "mine" / "results.json") as f:
         res = json.load(f)
-    assert res["compiles"] == {"body": 1, "head": 1, "eval:test": 1}
+    # Fused chunks (the default 'auto'), ended by the phase-end hook: no retrace.
+    assert res["compiles"] == {"fused:4": 1, "fused:2": 1, "eval:test": 1}
     assert res["body_norm"] > 0 and res["final_eval"]["test"]["accuracy"] > 0.5
     assert res["schedule"] == {"name": "my_scheme:EveryKth", "k": 4}
     rows = [r for r in metrics.read_jsonl(tmp_path / "runs" / "mine" / "metrics.jsonl")

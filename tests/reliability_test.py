@@ -426,4 +426,4 @@ def test_every_config_declares_every_top_level_field(name):
     assert set(config.keys()) == set(experiment.TOP_LEVEL)
     experiment.validate(config)
     # Unset fields hold the run options' defaults.
-    assert config.num_seeds == 1 and config.executor == "host" and list(config.hooks) == []
+    assert config.num_seeds == 1 and config.executor == "auto" and list(config.hooks) == []
