@@ -109,14 +109,22 @@ def split_results(program_dir: pathlib.Path, run_dirs: Sequence[pathlib.Path],
     """Writes replica ``i``'s part of the program's ``results.json`` to ``run_dirs[i]``.
 
     ``info`` (where the program ran) goes under ``vectorized`` with the
-    program's wall time; each run's ``wall_time_s`` is its share of it.
+    program's wall time and the replica's index; each run's ``wall_time_s``
+    is its share of it. An evaluator's block with one ``per_seed`` entry per
+    replica (e.g. ``continual``) becomes that replica's entry, as a single
+    run writes it; a run without eval sets gets ``final_eval`` ``{}``.
     """
     res = json.loads((program_dir / "results.json").read_text(encoding="utf-8"))
-    wall = res["wall_time_s"]  # as a single run's: the loop's own clock
+    wall, n = res["wall_time_s"], len(run_dirs)  # as a single run's: the loop's own clock
+    finals = res.get("final_eval_per_seed") or [{}] * n
     for i, (run_dir, seed) in enumerate(zip(run_dirs, seeds)):
         one = {k: v for k, v in res.items() if k not in
                ("final_eval_per_seed", "seeds", "num_seeds", "steps_per_phase_per_seed")}
-        one.update(final_eval=res["final_eval_per_seed"][i], seed=int(seed),
-                   steps_per_phase=res["steps_per_phase_per_seed"][i],
-                   wall_time_s=wall / len(run_dirs), vectorized={**info, "wall_time_s": wall})
+        for k, v in res.items():
+            if isinstance(v, dict) and isinstance(v.get("per_seed"), list) and \
+                    len(v["per_seed"]) == n:
+                one[k] = v["per_seed"][i]
+        one.update(final_eval=finals[i], seed=int(seed),
+                   steps_per_phase=res["steps_per_phase_per_seed"][i], wall_time_s=wall / n,
+                   vectorized={**info, "wall_time_s": wall, "replica": i})
         metrics.write_results(pathlib.Path(run_dir) / "results.json", one)

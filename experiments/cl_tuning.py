@@ -7,12 +7,12 @@ run's figures are its accuracy matrix (``results.json`` → ``continual``, or
 data sit in the evaluators and hooks as well as in ``config.data``. So the
 seven ``experiments/cl_*.py`` pages tune through :func:`tune` here:
 
-* :func:`validation_config`: ``common.validation_config`` (the streams train
-  on ``train[:80%]``), and every other data spec of the config moved the same
-  way: the training data the hooks read (EWC's Fisher, the class statistics of
-  NMC / LDA, snapshots, replay) to ``train[:80%]``, every test spec of the
-  evaluators (the accuracy matrix, the merge evaluator) to ``train[80%:]``.
-  No spec on a ``test`` split is left (checked). Each evaluator task also
+* :func:`validation_config`: ``common.validation_config``, which moves every
+  data spec of the config: the streams and the training data the hooks read
+  (EWC's Fisher, the class statistics of NMC / LDA, snapshots, replay) to
+  ``train[:80%]``, every test spec of the eval sets and evaluators (the
+  accuracy matrix, the merge evaluator) to ``train[80%:]``; no spec on a
+  ``train`` or ``test`` split is left (checked). Each evaluator task also
   gets an eval set on its held-out data (``<task>_val``): the grid path
   splits a program's results per run through ``final_eval``, and these give
   each run one (their last-row accuracies are checked against the matrix).
@@ -44,40 +44,8 @@ RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 PARAM = "lr (every phase)"
 
 
-def _carve(obj: Any, cut: int, path: str, left: list[str]) -> Any:
-    """``obj`` (plain data) with every data spec's split moved to the validation split."""
-    if isinstance(obj, Mapping):
-        out = {k: _carve(v, cut, f"{path}.{k}", left) for k, v in obj.items()}
-        if isinstance(out.get("dataset"), str):
-            split = out.get("split") or "train"
-            if split == "train":
-                out["split"] = f"train[:{cut}%]"
-            elif split == "test":
-                out["split"] = f"train[{cut}%:]"
-            else:
-                left.append(f"{path} (split {split!r})")
-        elif "dataset" in out:
-            left.append(f"{path} (in-memory dataset)")
-        return out
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_carve(v, cut, f"{path}[{i}]", left) for i, v in enumerate(obj))
-    return obj
-
-
 def _plain(value: Any) -> Any:
     return value.to_dict() if hasattr(value, "to_dict") else value
-
-
-def _specs_on(obj: Any, splits: tuple[str, ...], path: str = "config") -> list[str]:
-    """The paths of data specs in ``obj`` read from one of ``splits``."""
-    if isinstance(obj, Mapping):
-        found = [p for k, v in obj.items() for p in _specs_on(v, splits, f"{path}.{k}")]
-        if isinstance(obj.get("dataset"), str) and (obj.get("split") or "train") in splits:
-            found.append(path)
-        return found
-    if isinstance(obj, (list, tuple)):
-        return [p for i, v in enumerate(obj) for p in _specs_on(v, splits, f"{path}[{i}]")]
-    return []
 
 
 def validation_config(cfg: Any, holdout: int = 20) -> Any:
@@ -89,12 +57,8 @@ def validation_config(cfg: Any, holdout: int = 20) -> Any:
         ``test`` split (named with its path), or a spec left on ``train`` /
         ``test`` afterwards.
     """
-    cfg = common.validation_config(cfg, holdout)  # config.data (and config.eval)
-    cut, left = 100 - int(holdout), []
+    cfg = common.validation_config(cfg, holdout)  # every data spec, hooks' and evaluators' too
     with cfg.unlocked():
-        for field in ("hooks", "evaluators"):
-            if field in cfg.keys() and cfg[field]:
-                cfg[field] = _carve(_plain(cfg[field]), cut, field, left)
         evals = dict(_plain(cfg.get("eval") or {}))
         for ev in cfg.get("evaluators") or []:
             for t in ev.get("tasks") or []:
@@ -102,13 +66,6 @@ def validation_config(cfg: Any, holdout: int = 20) -> Any:
                 evals[f"{t['name']}_val"] = {"data": dict(t["data"]), "phase": phase,
                                              "batch_size": int(ev.get("batch_size") or 128)}
         cfg.eval = evals
-    if left:
-        raise ValueError(f"cl_tuning.validation_config: data specs it cannot carve a "
-                         f"validation split from: {left}.")
-    stale = _specs_on(_plain(cfg), ("train", "test"))
-    if stale:
-        raise ValueError(f"cl_tuning.validation_config: data specs still on a train / test "
-                         f"split: {stale}.")
     return cfg
 
 

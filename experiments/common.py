@@ -9,6 +9,7 @@ import pathlib
 import shlex
 import sys
 import tempfile
+from typing import Any, Mapping
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -102,15 +103,51 @@ def provenance(cmd: str, wall: float, n_runs: int) -> list[str]:
             f"* total wall time: {wall:.0f} s for {n_runs} runs (shared, noisy machine)"]
 
 
+def _carve(obj: Any, cut: int, path: str, left: list[str]) -> Any:
+    """``obj`` (plain data) with every data spec's split moved to the validation split."""
+    if isinstance(obj, Mapping):
+        out = {k: _carve(v, cut, f"{path}.{k}", left) for k, v in obj.items()}
+        if isinstance(out.get("dataset"), str):
+            split = out.get("split") or "train"
+            if split == "train":
+                out["split"] = f"train[:{cut}%]"
+            elif split == "test":
+                out["split"] = f"train[{cut}%:]"
+            else:
+                left.append(f"{path} (split {split!r})")
+        elif "dataset" in out:
+            left.append(f"{path} (in-memory dataset)")
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_carve(v, cut, f"{path}[{i}]", left) for i, v in enumerate(obj))
+    return obj
+
+
+def _specs_on(obj: Any, splits: tuple[str, ...], path: str = "config") -> list[str]:
+    """The paths of data specs in ``obj`` read from one of ``splits``."""
+    if isinstance(obj, Mapping):
+        found = [p for k, v in obj.items() for p in _specs_on(v, splits, f"{path}.{k}")]
+        if isinstance(obj.get("dataset"), str) and (obj.get("split") or "train") in splits:
+            found.append(path)
+        return found
+    if isinstance(obj, (list, tuple)):
+        return [p for i, v in enumerate(obj) for p in _specs_on(v, splits, f"{path}[{i}]")]
+    return []
+
+
 def validation_config(cfg, holdout: int = 20):
     """A copy of ``cfg`` for tuning: it trains on the first ``100 - holdout`` %
     of each stream's train split and evaluates every eval set on the held-out
-    rest of that train split, never on a test split.
+    rest of that train split, never on a test split. The data specs inside
+    ``hooks`` and ``evaluators`` (an accuracy matrix's tasks, a Fisher's or
+    a replay's data) move the same way: ``train`` to the kept part, ``test``
+    to the held-out part; no spec is left on ``train`` or ``test`` (checked).
 
     Raises:
       ValueError: a data or eval spec that is not a named dataset read from
         its ``train`` split (streams) or its ``test`` / ``train`` split (evals),
-        named with the field.
+        a hook's or evaluator's spec on another split or in memory, named
+        with its path.
     """
     from alternating import sweep  # pylint: disable=g-import-not-at-top
     cfg = sweep.apply_overrides(cfg, {})
@@ -127,6 +164,17 @@ def validation_config(cfg, holdout: int = 20):
                 raise ValueError(f"eval.{name}.data: validation_config needs a named dataset "
                                  f"with split 'test' or 'train', got {data.to_dict()!r}.")
             data["split"] = f"train[{cut}%:]"
+        left = []
+        for field in ("hooks", "evaluators"):
+            if field in cfg.keys() and cfg[field]:
+                cfg[field] = _carve(cfg[field].to_dict() if hasattr(cfg[field], "to_dict")
+                                    else cfg[field], cut, field, left)
+    if left:
+        raise ValueError(f"validation_config: data specs it cannot carve a validation split "
+                         f"from: {left}.")
+    stale = _specs_on(cfg.to_dict(), ("train", "test"))
+    if stale:
+        raise ValueError(f"validation_config: data specs still on a train / test split: {stale}.")
     return cfg
 
 

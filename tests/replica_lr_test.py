@@ -150,3 +150,23 @@ def test_only_cells_that_differ_in_learning_rates_share_a_program():
 
 
 GRID_PATH = "phases.a.optimizer.lr"
+
+
+def test_split_results_gives_each_run_its_own_replica_entry_and_handles_no_eval_sets(tmp_path):
+    program = tmp_path / "program"
+    program.mkdir()
+    entries = [{"acc": 0.5, "matrix": [[0.5]]}, {"acc": 0.7, "matrix": [[0.7]]}]
+    (program / "results.json").write_text(json.dumps({
+        "wall_time_s": 10.0, "final_eval_per_seed": [], "seeds": [0, 0], "num_seeds": 2,
+        "steps_per_phase_per_seed": [{"a": 3}, {"a": 3}], "compiles": {"fused:3": 1},
+        "continual": {"acc": 0.6, "matrix": [[0.6]], "per_seed": entries}}))
+    runs = [tmp_path / "r0", tmp_path / "r1"]
+    for r in runs:
+        r.mkdir()
+    sweep_programs.split_results(program, runs, [0, 0], {"program": "p"})
+    for i, r in enumerate(runs):
+        one = json.loads((r / "results.json").read_text())
+        # As a single run writes it: its own matrix, not the replicas' mean or list.
+        assert one["continual"] == entries[i] and one["final_eval"] == {}
+        assert one["vectorized"] == {"program": "p", "wall_time_s": 10.0, "replica": i}
+        assert one["wall_time_s"] == 5.0 and one["steps_per_phase"] == {"a": 3}
