@@ -17,7 +17,7 @@ are on separate sets (``test_<group>``). Mean ± sample std over seeds.
 Fair arms (issue 16): every arm runs the learning-rate grid ``RATES`` on the
 first ``TUNE_SEEDS`` seeds and keeps the rate with the lowest mean validation
 loss; that rate is reported on test for every seed
-(``experiments/skill_it.py:tune_per_seed``).
+(``experiments/tuning.py:tune_per_seed``).
 
     python experiments/aioli.py            # 5 seeds, six arms
     python experiments/aioli.py --quick    # smoke variant, two seeds, temp dir
@@ -50,7 +50,7 @@ from alternating import plots  # noqa: E402
 from alternating.models import MLP  # noqa: E402
 from configs import aioli as aioli_config  # noqa: E402
 from experiments.sasr import _one_device_mesh  # noqa: E402
-from experiments.skill_it import tune_per_seed, tuning_notes  # noqa: E402
+from experiments.tuning import tune_per_seed, tuning_notes  # noqa: E402
 
 GROUPS = ("markov_low", "markov_mid", "markov_mid_shared", "markov_high", "stdlib_text")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz \n"

@@ -35,7 +35,7 @@ Adam state instead (the library's default).
 Fair arms (issue 16): every arm runs the learning-rate grid ``RATES`` on seeds
 0-2 and keeps the rate with the best mean validation accuracy (the pairs of
 the digits held out of training); that rate is reported on test for seeds 0-4
-(:func:`tune_per_seed`, which widens the grid once on a side an arm chose).
+(:func:`experiments.tuning.tune_per_seed`, which widens the grid once on a side an arm chose).
 
     .venv/bin/python experiments/skill_it.py            # 5 seeds, docs/results
     .venv/bin/python experiments/skill_it.py --quick    # 2 seeds, tiny, temp dir
@@ -64,7 +64,8 @@ import alternating  # noqa: E402
 from alternating.data.arrays import load_arrays  # noqa: E402
 from alternating.schedules.adaptive import AdaptiveSchedule  # noqa: E402
 from alternating.schedules.curriculum import check_int, check_range  # noqa: E402
-from experiments import common, pages, rerun, tuning  # noqa: E402
+from experiments import common, pages, tuning  # noqa: E402
+from experiments.tuning import arms_table, tune_per_seed, tuning_notes  # noqa: E402
 from experiments.cl_three_scenarios import cli, present  # noqa: E402
 from experiments.sasr import _one_device_mesh  # noqa: E402
 
@@ -318,68 +319,6 @@ def per_skill_reading(m: Mapping[str, Mapping[str, float]]) -> list[str]:
                         for a, b in pairs_)
             + ". With per-skill states each state's moments on the shared trunk and its "
               "step count (Adam's bias correction) advance only on that skill's steps."]
-
-
-def tune_per_seed(arms: Sequence[str], rates: Sequence[float], seeds: Sequence[int],
-                  tune_seeds: Sequence[int], run, score, *, metric: str, maximize: bool = True,
-                  quick: bool = False) -> tuple[dict[str, Any], dict[str, list[dict]], dict]:
-    """Fair arms for scripts whose arms are run functions, not configs (one run per seed).
-
-    ``run(arm, lr, seed) -> result`` trains one seed; its result carries the run's
-    validation figures (read by ``score``) and its test figures (reported).
-    :func:`experiments.tuning.tune` picks each arm's rate of ``rates`` on the mean
-    validation score over ``tune_seeds`` and reports the chosen rate's runs on
-    ``seeds`` (a tuning seed's run at the chosen rate is reused). Unless ``quick``,
-    when an arm chooses an end of the grid the grid is widened once on that side
-    (one more value, the grid's ratio beyond the end; every arm runs it) before
-    the final choice. Every run is made once (cached by arm, rate and seed).
-
-    Returns:
-      ``(grid, results, info)``: the page's ``grid`` field, ``{arm: [result per
-      seed]}`` at the chosen rates, and ``{"first": the grid before widening,
-      "added": the values added, "runs": runs trained}``.
-    """
-    cache: dict[tuple[str, float, int], dict] = {}
-
-    def cached(arm, lr, block):
-        for s in block:
-            if (arm, lr, s) not in cache:
-                cache[(arm, lr, s)] = run(arm, lr, s)
-        return [cache[(arm, lr, s)] for s in block]
-
-    values, added = [float(r) for r in rates], []
-    kw = dict(metric=metric, maximize=maximize, param="Adam learning rate (every phase)")
-    if not quick:
-        first, _ = tuning.tune(arms, values, list(tune_seeds), list(tune_seeds), cached, score,
-                               **kw)
-        ratio = values[1] / values[0]
-        if values[0] in first["chosen"].values():
-            added.append(float(f"{values[0] / ratio:.2g}"))
-            values.insert(0, added[-1])
-        if values[-1] in first["chosen"].values():
-            added.append(float(f"{values[-1] * ratio:.2g}"))
-            values.append(added[-1])
-    grid, results = tuning.tune(arms, values, list(seeds), list(tune_seeds), cached, score,
-                                smoke=quick, **kw)
-    return grid, results, {"first": [float(r) for r in rates], "added": added,
-                           "runs": len(cache)}
-
-
-def tuning_notes(grid: Mapping[str, Any], info: Mapping[str, Any]) -> list[str]:
-    """The widening (if any) and :func:`experiments.rerun.edge_note` (a grid of 3 or more)."""
-    out = []
-    if info["added"]:
-        out.append(f"The first grid {info['first']} had an arm's choice at an end, so every "
-                   f"arm also ran {info['added']} (the grid widened once beyond each end an "
-                   "arm chose) before the choice shown.")
-    return out + (rerun.edge_note(grid) if len(grid["values"]) >= 3 else [])
-
-
-def arms_table(results: Mapping[str, list], metrics: Mapping[str, str]) -> dict[str, dict]:
-    """``{arm: {metric: [per seed]}}`` from ``{arm: [result per seed]}`` (metrics an arm
-    lacks are left out)."""
-    return {a: {k: [float(r[k]) for r in rs] for k in metrics if all(k in r for r in rs)}
-            for a, rs in results.items()}
 
 
 def main(argv=None) -> dict[str, Any]:

@@ -25,7 +25,7 @@ online, so seeds are not vectorized):
 Fair arms (issue 16): every arm runs the learning-rate grid ``RATES`` on seeds
 0-2 and keeps the rate with the best mean validation accuracy (a fifth of the
 training digits, held out of training); that rate is reported on test for
-seeds 0-4 (``experiments/skill_it.py:tune_per_seed``).
+seeds 0-4 (``experiments/tuning.py:tune_per_seed``).
 
     .venv/bin/python experiments/tame.py            # 5 seeds, docs/results
     .venv/bin/python experiments/tame.py --quick    # 2 seeds, tiny, temp dir
@@ -55,7 +55,7 @@ from alternating.schedules.adaptive import LossShift  # noqa: E402
 from experiments import common, pages, tuning  # noqa: E402
 from experiments.cl_three_scenarios import cli, present  # noqa: E402
 from experiments.sasr import _one_device_mesh  # noqa: E402
-from experiments.skill_it import arms_table, tune_per_seed, tuning_notes  # noqa: E402
+from experiments.tuning import arms_table, tune_per_seed, tuning_notes  # noqa: E402
 
 ARMS = ("loss_shift", "fixed", "single", "oracle")
 SIZES = {"full": dict(segments=(150, 300, 100, 250), min_count=40, feedback=10),

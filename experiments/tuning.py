@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 
 def seeds_from(values: Sequence[int] | None, default: int) -> list[int]:
@@ -82,8 +82,9 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
                 scores[arm][str(v)] = float(sum(s) / len(s))
         if not scores[arm]:
             raise ValueError(f"arm {arm!r}: every {param} in {list(values)} diverged.")
-        pick = (max if maximize else min)(scores[arm], key=scores[arm].get)
-        best = next(v for v in values if str(v) == pick)
+        from experiments import rerun  # pylint: disable=g-import-not-at-top
+        best = rerun.choose({arm: scores[arm]}, [v for v in values if str(v) in scores[arm]],
+                            maximize)[arm]  # diverged values are not candidates
         chosen[arm] = best
         have = dict(done[best])
         missing = [s for s in seeds if s not in have]
@@ -94,6 +95,68 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
     grid = {"param": param, "values": list(values), "metric": metric, "scores": scores,
             "chosen": chosen}
     return grid, results
+
+
+def tune_per_seed(arms: Sequence[str], rates: Sequence[float], seeds: Sequence[int],
+                  tune_seeds: Sequence[int], run, score, *, metric: str, maximize: bool = True,
+                  quick: bool = False) -> tuple[dict[str, Any], dict[str, list[dict]], dict]:
+    """Fair arms for scripts whose arms are run functions, not configs (one run per seed).
+
+    ``run(arm, lr, seed) -> result`` trains one seed; its result carries the run's
+    validation figures (read by ``score``) and its test figures (reported).
+    :func:`tune` picks each arm's rate of ``rates`` on the mean
+    validation score over ``tune_seeds`` and reports the chosen rate's runs on
+    ``seeds`` (a tuning seed's run at the chosen rate is reused). Unless ``quick``,
+    when an arm chooses an end of the grid the grid is widened once on that side
+    (one more value, the grid's ratio beyond the end; every arm runs it) before
+    the final choice. Every run is made once (cached by arm, rate and seed).
+
+    Returns:
+      ``(grid, results, info)``: the page's ``grid`` field, ``{arm: [result per
+      seed]}`` at the chosen rates, and ``{"first": the grid before widening,
+      "added": the values added, "runs": runs trained}``.
+    """
+    cache: dict[tuple[str, float, int], dict] = {}
+
+    def cached(arm, lr, block):
+        for s in block:
+            if (arm, lr, s) not in cache:
+                cache[(arm, lr, s)] = run(arm, lr, s)
+        return [cache[(arm, lr, s)] for s in block]
+
+    values, added = [float(r) for r in rates], []
+    kw = dict(metric=metric, maximize=maximize, param="Adam learning rate (every phase)")
+    if not quick:
+        first, _ = tune(arms, values, list(tune_seeds), list(tune_seeds), cached, score,
+                               **kw)
+        ratio = values[1] / values[0]
+        if values[0] in first["chosen"].values():
+            added.append(float(f"{values[0] / ratio:.2g}"))
+            values.insert(0, added[-1])
+        if values[-1] in first["chosen"].values():
+            added.append(float(f"{values[-1] * ratio:.2g}"))
+            values.append(added[-1])
+    grid, results = tune(arms, values, list(seeds), list(tune_seeds), cached, score,
+                                smoke=quick, **kw)
+    return grid, results, {"first": [float(r) for r in rates], "added": added,
+                           "runs": len(cache)}
+
+
+def tuning_notes(grid: Mapping[str, Any], info: Mapping[str, Any]) -> list[str]:
+    """The widening (if any) and :func:`experiments.rerun.edge_note` (a grid of 3 or more)."""
+    out = []
+    if info["added"]:
+        out.append(f"The first grid {info['first']} had an arm's choice at an end, so every "
+                   f"arm also ran {info['added']} (the grid widened once beyond each end an "
+                   "arm chose) before the choice shown.")
+    return out + (edge_notes(dict(grid)) if len(grid["values"]) >= 3 else [])
+
+
+def arms_table(results: Mapping[str, list], metrics: Mapping[str, str]) -> dict[str, dict]:
+    """``{arm: {metric: [per seed]}}`` from ``{arm: [result per seed]}`` (metrics an arm
+    lacks are left out)."""
+    return {a: {k: [float(r[k]) for r in rs] for k in metrics if all(k in r for r in rs)}
+            for a, rs in results.items()}
 
 
 def grid_sentence(grid: dict[str, Any], tune_seeds: Sequence[int], seeds: Sequence[int],
