@@ -74,7 +74,10 @@ from alternating.options import EXECUTORS  # noqa: F401  (re-exported)
 # after 40 s: "Termination timeout for all reduce"). The host executor then
 # waits for its step every ``DRAIN_EVERY`` steps, which bounds the queue
 # (README example, 4 CPU devices on 2 cores: 5 aborts in 24 runs without,
-# none in 24 with). Other platforms and one device never wait.
+# none in 24 with), and the fused executor for its chunks every
+# ``DRAIN_EVERY`` steps (1-step chunks of convolution steps, vectorized CNN
+# seeds on 4 CPU devices: tests/mnist1d_test.py aborted every time without).
+# Other platforms and one device never wait.
 DRAIN_EVERY = 32
 
 
@@ -315,6 +318,9 @@ class Fused:
         self.counter = counter
         self.state_sharding = state_sharding
         self._on_cpu = all(d.platform == "cpu" for d in np.ravel(mesh.devices))
+        # Short chunks on several CPU devices queue as host steps do: bounded alike.
+        self.drain_every, self._queued = (DRAIN_EVERY if mesh.size > 1 and self._on_cpu
+                                          else 0), 0
         # Metric widths, from the steps' shapes (which also fills their names).
         widths = {n: jax.eval_shape(fn, abstract_state,
                                     batch_spec(self.streams, reads[n], multi[n]))[1].shape[0]
@@ -451,6 +457,11 @@ class Fused:
         if end < self.total_steps and not self.no_prefetch_after(end):
             self.states_at_end = (end, self.resume_states())
             self._pending = self._prepare(end)
+        if self.drain_every:
+            self._queued += n
+            if self._queued >= self.drain_every:  # see DRAIN_EVERY
+                jax.block_until_ready(metrics)
+                self._queued = 0
         if shared:
             ids = np.broadcast_to(ids, (len(self.schedules), n))
         return state, ids, metrics
