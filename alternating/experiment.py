@@ -139,7 +139,8 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, **overrides) -> 
         ``TOP_LEVEL``.
       workdir: output directory.
       **overrides: passed to :func:`alternating.loop.train` (e.g.
-        ``progress=False``, ``mesh=...``).
+        ``progress=False``, ``mesh=...``); a run option given here replaces the
+        config's (e.g. ``executor='host'``).
     """
     validate(config)
     model = models.get_model(config["model"])
@@ -155,7 +156,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str, **overrides) -> 
         init=model, model=model, workdir=workdir,
         evals={k: _plain(v) for k, v in get("eval", {}).items()},
         extras={k: _plain(v) for k, v in get("extras", {}).items()},
-        config=config, **given, **overrides)
+        config=config, **{**given, **overrides})
 
 
 def abstract_state(config: Mapping[str, Any]) -> TrainState:

@@ -109,8 +109,7 @@ def split_results(program_dir: pathlib.Path, run_dirs: Sequence[pathlib.Path],
     """Writes replica ``i``'s part of the program's ``results.json`` to ``run_dirs[i]``.
 
     ``info`` (where the program ran) goes under ``vectorized`` with the
-    program's wall time and the replica's index; each run's ``wall_time_s``
-    is its share of it. An evaluator's block with one ``per_seed`` entry per
+    program's wall time; each run's ``wall_time_s`` is its share of it. An evaluator's block with one ``per_seed`` entry per
     replica (e.g. ``continual``) becomes that replica's entry, as a single
     run writes it; a run without eval sets gets ``final_eval`` ``{}``.
     """
@@ -126,5 +125,5 @@ def split_results(program_dir: pathlib.Path, run_dirs: Sequence[pathlib.Path],
                 one[k] = v["per_seed"][i]
         one.update(final_eval=finals[i], seed=int(seed),
                    steps_per_phase=res["steps_per_phase_per_seed"][i], wall_time_s=wall / n,
-                   vectorized={**info, "wall_time_s": wall, "replica": i})
+                   vectorized={**info, "wall_time_s": wall})
         metrics.write_results(pathlib.Path(run_dir) / "results.json", one)

@@ -168,5 +168,5 @@ def test_split_results_gives_each_run_its_own_replica_entry_and_handles_no_eval_
         one = json.loads((r / "results.json").read_text())
         # As a single run writes it: its own matrix, not the replicas' mean or list.
         assert one["continual"] == entries[i] and one["final_eval"] == {}
-        assert one["vectorized"] == {"program": "p", "wall_time_s": 10.0, "replica": i}
+        assert one["vectorized"] == {"program": "p", "wall_time_s": 10.0}
         assert one["wall_time_s"] == 5.0 and one["steps_per_phase"] == {"a": 3}
