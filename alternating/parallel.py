@@ -33,6 +33,24 @@ FSDP = "fsdp"
 MIN_SHARD_SIZE = 2 ** 14  # smaller leaves stay replicated: splitting them costs more than it saves
 
 
+# Several CPU devices in one process: XLA's in-process all-reduce can deadlock
+# (and abort after 40 s) when many programs with collectives are queued ahead;
+# see ``executor.DRAIN_EVERY``. Loops that dispatch such programs wait every
+# ``DRAIN_EVERY`` dispatches (:func:`bound_queue`).
+DRAIN_EVERY = 32
+
+
+def bound_queue(value: Any, count: int) -> None:
+    """Waits for ``value`` at every ``DRAIN_EVERY``-th dispatch (``count``) when it
+    lives on several CPU devices; elsewhere nothing."""
+    if count % DRAIN_EVERY:
+        return
+    leaves = [x for x in jax.tree.leaves(value) if isinstance(x, jax.Array)]
+    devices = leaves[0].sharding.device_set if leaves else ()
+    if len(devices) > 1 and next(iter(devices)).platform == "cpu":
+        jax.block_until_ready(leaves)
+
+
 def make_mesh(devices: Any = None, *, fsdp: int = 1) -> Mesh:
     """A mesh over all (global) devices: ``data`` only, or ``data`` x ``fsdp``.
 
