@@ -297,7 +297,8 @@ class Fused:
                  mesh: Any, chunk_steps: int, abstract_state: Any,
                  counter: parallel.TraceCounter | None, stops: Callable[[int], bool],
                  no_prefetch_after: Callable[[int], bool], total_steps: int,
-                 vectorized: bool = False, state_sharding: Any = None):
+                 vectorized: bool = False, state_sharding: Any = None,
+                 loop_free: bool = False):
         self.names = list(steps)
         self.index = {n: i for i, n in enumerate(self.names)}
         self.reads, self.multi = dict(reads), dict(multi)
@@ -318,6 +319,9 @@ class Fused:
         self.counter = counter
         self.state_sharding = state_sharding
         self._on_cpu = all(d.platform == "cpu" for d in np.ravel(mesh.devices))
+        # Steps XLA:CPU runs slowly in a loop or a conditional (executor_choice):
+        # a 1-step chunk whose phase is known runs that phase's step directly.
+        self.loop_free = loop_free
         # Short chunks on several CPU devices queue as host steps do: bounded alike.
         self.drain_every, self._queued = (DRAIN_EVERY if mesh.size > 1 and self._on_cpu
                                           else 0), 0
@@ -342,13 +346,17 @@ class Fused:
 
         return branch
 
-    def _program(self, n: int, shared: bool = False) -> Callable:
-        fn = self._compiled.get((n, shared))
+    def _program(self, n: int, shared: bool = False, fixed: int | None = None) -> Callable:
+        fn = self._compiled.get((n, shared, fixed))
         if fn is not None:
             return fn
         branches = self._branches
 
         def chunk(state, batches, phase_ids, data):
+            if fixed is not None:  # one step of a known phase: no scan, no switch
+                state, m = branches[fixed](state, jax.tree.map(lambda v: v[0], batches), data)
+                return state, m[None]
+
             def body(state, xs):
                 ids, b = xs
                 if len(branches) == 1:
@@ -363,13 +371,14 @@ class Fused:
             # switch, instead of every branch for every replica.
             chunk = jax.vmap(chunk, in_axes=(0, 0, None if shared else 0, None))
         if self.counter is not None:
-            chunk = self.counter.wrap(f"fused:{n}" + (":shared" if shared else ""), chunk)
+            chunk = self.counter.wrap(f"fused:{n}" + (":shared" if shared else "") + (
+                f":{self.names[fixed]}" if fixed is not None else ""), chunk)
         rep = parallel.replicated(self.mesh)
         st = rep if self.state_sharding is None else self.state_sharding
         stacked = self._batch_sharding()
         fn = jax.jit(chunk, in_shardings=(st, stacked, rep, rep), out_shardings=(st, rep),
                      donate_argnums=0)
-        self._compiled[(n, shared)] = fn
+        self._compiled[(n, shared, fixed)] = fn
         return fn
 
     def chunk_length(self, step: int) -> int:
@@ -447,7 +456,9 @@ class Fused:
         self._pending = None
         n = ids.shape[-1]
         shared = self.vectorized and ids.ndim == 1
-        state, metrics = self._program(n, shared)(state, batches, ids, self.data)
+        one = ids[0] if n == 1 and ids.ndim == 1 else None  # one phase for every replica
+        fixed = int(one) if self.loop_free and one is not None else None
+        state, metrics = self._program(n, shared, fixed)(state, batches, ids, self.data)
         end = step + n
         # Dispatch returned at once; prepare the next chunk while it computes.
         # Reading ahead moves the streams (and a stepwise schedule) past

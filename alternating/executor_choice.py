@@ -38,13 +38,14 @@ def resolve(name: str, schedule: Any, loop_slow: bool = False) -> str:
 
 
 def choose(name: str, chunk_steps: int, schedule: Any, vectorized: bool,
-           is_loop_slow: Callable[[], bool]) -> tuple[str, int, str]:
-    """``(executor, chunk length cap, message or '')`` for a run.
+           is_loop_slow: Callable[[], bool]) -> tuple[str, int, str, bool]:
+    """``(executor, chunk length cap, message or '', loop-slow)`` for a run.
 
     ``name`` resolves as :func:`resolve`. Where fused chunks would run
     (``'fused'``, ``'auto'``, vectorized seeds) ``is_loop_slow()`` is asked
-    once; when True, chunks are one step long (never a loop), and ``'auto'``
-    picks the host executor.
+    once; when True, chunks are one step long and run their phase's step
+    directly (no loop, no conditional: XLA:CPU is as slow in a ``switch``
+    branch), and ``'auto'`` picks the host executor.
     """
     slow = (name != "host" or vectorized) and is_loop_slow()
     kind = resolve(name, schedule, slow)
@@ -59,7 +60,7 @@ def choose(name: str, chunk_steps: int, schedule: Any, vectorized: bool,
             "the schedule plans ahead)" if kind == "fused" else "the schedule adapts to feedback)")
     else:
         note = ""
-    return kind, (chunk_steps if kind == "fused" and not slow else 1), note
+    return kind, (chunk_steps if kind == "fused" and not slow else 1), note, slow
 
 
 # Primitives XLA:CPU runs many times slower inside a loop body than as a

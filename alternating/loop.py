@@ -253,7 +253,7 @@ class Loop:
         multi = {b.name: b.multi_stream for b in run.bound}
         placed = resident.place(run.stream_sets or [run.streams], run.mesh, o.device_data_mb,
                                 self.say)
-        kind, chunk, note = executor_lib.choose(
+        kind, chunk, note, slow = executor_lib.choose(
             o.executor, o.chunk_steps, run.schedule, self.vectorized,
             lambda: executor_lib.loop_slow(steps, placed[0], reads, multi,
                                            run.abstract_state, run.mesh))
@@ -275,7 +275,7 @@ class Loop:
             state_sharding=None if self.vectorized else run.state_sharding, stops=run.stops,
             no_prefetch_after=executor_lib.boundaries(
                 0 if self.vectorized else o.checkpoint_every_steps, feedback),
-            total_steps=o.total_steps, vectorized=self.vectorized)
+            total_steps=o.total_steps, vectorized=self.vectorized, loop_free=slow)
 
     def _components(self) -> list[Any]:
         return list(self.run_.hooks) + list(self.run_.evaluators)

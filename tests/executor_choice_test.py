@@ -65,7 +65,7 @@ def test_choose_keeps_steps_that_are_slow_in_a_loop_out_of_loops():
     planned, adaptive = Alternate(["a", "b"]), UCB(["a", "b"], seed=0)
     slow, fast = (lambda: True), (lambda: False)
     assert executor_choice.choose("auto", 100, planned, False, fast)[:2] == ("fused", 100)
-    kind, chunk, note = executor_choice.choose("auto", 100, planned, False, slow)
+    kind, chunk, note, _ = executor_choice.choose("auto", 100, planned, False, slow)
     assert (kind, chunk) == ("host", 1) and "convolution" in note
     assert executor_choice.choose("auto", 100, adaptive, False, fast)[:2] == ("host", 1)
     # An explicit 'fused' and vectorized seeds keep their executor, in 1-step chunks.
@@ -75,7 +75,7 @@ def test_choose_keeps_steps_that_are_slow_in_a_loop_out_of_loops():
 
     def never():
         raise AssertionError("the host executor never asks")
-    assert executor_choice.choose("host", 100, planned, False, never) == ("host", 1, "")
+    assert executor_choice.choose("host", 100, planned, False, never) == ("host", 1, "", False)
 
 
 def _run(net, workdir, said, **kw):
@@ -113,7 +113,8 @@ def test_vectorized_convolution_seeds_run_one_step_chunks_equal_to_single_runs(t
     said = []
     stacked = _run(_Conv(), tmp_path / "seeds", said, num_seeds=2, executor="fused",
                    chunk_steps=50)
-    assert set(_compiles(tmp_path / "seeds")) == {"fused:1:shared"}
+    # Every replica runs the same phase each step: that phase's step, no scan or switch.
+    assert _compiles(tmp_path / "seeds") == {"fused:1:shared:a": 1, "fused:1:shared:b": 1}
     assert any("chunks of 1 step" in s for s in said), said
     for i in range(2):
         one = _run(_Conv(), tmp_path / f"seed{i}", [], seed=i, executor="host")
