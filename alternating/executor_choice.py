@@ -49,7 +49,7 @@ def choose(name: str, chunk_steps: int, schedule: Any, vectorized: bool,
     """
     slow = (name != "host" or vectorized) and is_loop_slow()
     kind = resolve(name, schedule, slow)
-    why = "the steps take convolution gradients, which XLA:CPU runs ~9x slower in a loop"
+    why = "the steps take convolution gradients, which XLA:CPU runs ~10x slower in a loop or switch"
     if slow and kind == "host" and not vectorized:
         note = f"executor: host (auto: {why})"
     elif slow:
