@@ -15,7 +15,8 @@ from alternating import parallel
 from alternating.data import arrays as arrays_lib
 from alternating.data import streaming
 from loop_test import MODEL, _loss
-from streaming_test import _Counting, _equal
+from streaming_test import _equal
+from streaming_worker import counting_open_split
 
 SPEC = {"dataset": "gen_eval", "split": "test",
         "transforms": ["flatten", {"name": "permute", "seed": 1},
@@ -34,15 +35,7 @@ def gen_dir(tmp_path_factory):
 def test_streamed_eval_batches_are_the_in_memory_ones_and_read_only_this_process_slice(
         gen_dir, monkeypatch, process_count):
     sources = []
-    real = arrays_lib.open_split
-
-    def counting(*args):
-        b, source = real(*args)
-        source.data_source = _Counting(source.data_source)
-        sources.append(source.data_source)
-        return b, source
-
-    monkeypatch.setattr(arrays_lib, "open_split", counting)
+    monkeypatch.setattr(arrays_lib, "open_split", counting_open_split(sources))
     for p in range(process_count):
         kw = dict(batch_size=64, data_dir=gen_dir, process_index=p, process_count=process_count)
         memory = data_lib.eval_batches({**SPEC, "read": "memory"}, **kw)

@@ -19,6 +19,8 @@ import alternating
 from alternating.data import arrays as arrays_lib
 from alternating.models import MLP
 
+import streaming_worker  # noqa: E402  (this directory)
+
 MODEL = MLP(features=(16, 10))
 SPEC = {"dataset": "gen_small", "batch_size": 32, "transforms": ["flatten"]}
 STEPS = 12
@@ -44,37 +46,11 @@ def train(workdir, data_dir, read):
         log_every_steps=6, progress=False, plot=False, print_fn=None, executor="host")
 
 
-class _Counting:
-    """A data source that records the indices read from it."""
-
-    def __init__(self, source):
-        self.source, self.read = source, []
-
-    def __len__(self):
-        return len(self.source)
-
-    def __getitem__(self, i):
-        self.read.append(int(i))
-        return self.source[i]
-
-    def __getitems__(self, idx):
-        self.read.extend(int(i) for i in idx)
-        return self.source.__getitems__(idx)
-
-
 def main(coordinator, num, pid, data_dir, out):
     from alternating.main import initialize_distributed  # pylint: disable=g-import-not-at-top
     initialize_distributed(coordinator, int(num), int(pid))
     counted = []
-    real = arrays_lib.open_split
-
-    def counting(*args):
-        b, source = real(*args)
-        source.data_source = _Counting(source.data_source)
-        counted.append(source.data_source)
-        return b, source
-
-    arrays_lib.open_split = counting
+    arrays_lib.open_split = streaming_worker.counting_open_split(counted)
     train(os.path.join(out, "run"), data_dir, "stream")
     with open(os.path.join(out, f"reads_{pid}.json"), "w") as f:
         json.dump([c.read for c in counted], f)

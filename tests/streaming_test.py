@@ -80,32 +80,10 @@ def test_streamed_batches_are_the_in_memory_ones_across_epochs_and_a_resume(gen_
         other.set_state(st.get_state())
 
 
-class _Counting:
-    """A data source that records every index read."""
-
-    def __init__(self, source):
-        self.source, self.read = source, []
-
-    def __len__(self):
-        return len(self.source)
-
-    def __getitems__(self, indices):
-        self.read.extend(indices)
-        return self.source.__getitems__(indices)
-
-
 def test_each_process_reads_only_its_shard_and_the_shards_make_the_global_batch(
         gen_dir, monkeypatch):
     sources = []
-    real = arrays_lib.open_split
-
-    def counting(*args):
-        b, source = real(*args)
-        source.data_source = _Counting(source.data_source)  # the records the stream reads
-        sources.append(source.data_source)
-        return b, source
-
-    monkeypatch.setattr(arrays_lib, "open_split", counting)
+    monkeypatch.setattr(arrays_lib, "open_split", streaming_worker.counting_open_split(sources))
     spec = {**SMALL, "read": "stream"}
     one = data_lib.make_stream(spec, seed=2, data_dir=gen_dir)
     parts = [data_lib.make_stream(spec, seed=2, data_dir=gen_dir, process_index=i,

@@ -17,8 +17,39 @@ import jax.numpy as jnp
 import optax
 
 import alternating
+from alternating.data import arrays as arrays_lib
 from alternating.data import streaming
 from alternating.models import MLP
+
+class Counting:
+    """A data source that records the indices read from it."""
+
+    def __init__(self, source):
+        self.source, self.read = source, []
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        self.read.append(int(i))
+        return self.source[i]
+
+    def __getitems__(self, idx):
+        self.read.extend(int(i) for i in idx)
+        return self.source.__getitems__(idx)
+
+
+def counting_open_split(into):
+    """``arrays.open_split`` whose sources record the indices read (each appended to ``into``)."""
+    real = arrays_lib.open_split
+
+    def counting(*args):
+        b, source = real(*args)
+        source.data_source = Counting(source.data_source)  # the records a stream reads
+        into.append(source.data_source)
+        return b, source
+    return counting
+
 
 MODEL = MLP(features=(32, 10))
 BATCH = 64
