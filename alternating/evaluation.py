@@ -193,11 +193,11 @@ def evaluate(eval_sets: list[BoundEval], state: Any) -> dict[str, dict[str, floa
     for ev in eval_sets:
         for suffix, params in variants:
             total, count = None, 0.0
-            for i, batch in enumerate(ev.batches, 1):
+            for batch in ev.batches:
                 sums, n = ev.fn(params, state.extras, batch, state.step)
                 total = sums if total is None else jax.tree.map(jnp.add, total, sums)
                 count = count + n
-                parallel.bound_queue(total, i)
+                parallel.bound_queue(total)
             pending.append((ev.name + suffix, total, count))
     host = parallel.get([(t, c) for _, t, c in pending])
     return {name: {k: float(v) / max(float(count), 1.0) for k, v in total.items()}

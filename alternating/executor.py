@@ -78,7 +78,7 @@ from alternating.options import EXECUTORS  # noqa: F401  (re-exported)
 # ``DRAIN_EVERY`` steps (1-step chunks of convolution steps, vectorized CNN
 # seeds on 4 CPU devices: tests/mnist1d_test.py aborted every time without).
 # Other platforms and one device never wait.
-DRAIN_EVERY = parallel.DRAIN_EVERY  # evaluation loops wait alike (parallel.bound_queue)
+DRAIN_EVERY = parallel.DRAIN_EVERY  # independent programs: parallel.bound_queue
 
 
 

@@ -56,3 +56,35 @@ def test_fsdp_mesh_matches_data_only_and_shards_params_and_opt_state(tmp_path):
     for other in (fsdp, fused):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                      jax.device_get(data_only), jax.device_get(other))
+
+
+def test_an_evaluation_of_many_batches_on_four_cpu_devices_does_not_deadlock():
+    # 64 batches whose programs (each with an all-reduce) do not depend on each
+    # other, evaluated 20 times on 4 CPU devices: with a wait every 32 batches
+    # (the old bound) 1 of 2 runs aborted, with none 1 of 1 ("Termination
+    # timeout for all reduce" after 40 s, a crash of the test process);
+    # parallel.bound_queue waits every QUEUE_INDEPENDENT (4) dispatches.
+    from types import SimpleNamespace
+
+    from alternating import evaluation
+
+    mesh = parallel.make_mesh()
+    assert mesh.size == 4 and jax.devices()[0].platform == "cpu"
+
+    def loss(params, batch, rng, extras):
+        del rng, extras
+        return jnp.mean(jnp.tanh(batch["x"] @ params["w"]) ** 2), {}
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(256, 256)).astype(np.float32) / 16
+    xs = [rng.normal(size=(512, 256)).astype(np.float32) for _ in range(64)]
+    batches = [parallel.shard_batch({"x": x, "mask": np.ones(512, np.float32)}, mesh)
+               for x in xs]
+    fn = evaluation.make_eval_fn(loss, mesh, None, "eval:many")
+    sets = [evaluation.BoundEval("many", fn, batches)]
+    state = SimpleNamespace(params={"w": jax.device_put(w, parallel.replicated(mesh))},
+                            extras={}, step=jnp.zeros((), jnp.int32))
+    want = np.mean([np.mean(np.tanh(x @ w) ** 2) for x in xs])
+    for _ in range(20):
+        got = evaluation.evaluate(sets, state)
+        np.testing.assert_allclose(got["many"]["loss"], want, rtol=1e-4)

@@ -173,11 +173,11 @@ class AccuracyMatrix:
         sums = []
         for j, task in enumerate(self.tasks):
             total = count = None
-            for i, batch in enumerate(ctx.batches(task["data"], self.batch_size), 1):
+            for batch in ctx.batches(task["data"], self.batch_size):
                 s, n = self._fn(np.int32(self._branch[j]), state.params, state.extras, batch,
                                 state.step)
                 total, count = (s, n) if total is None else (total + s, count + n)
-                parallel.bound_queue(total, i)
+                parallel.bound_queue(total)
             sums.append((total, count))
         host = parallel.get(sums)
         return [float(s) / max(float(n), 1.0) for s, n in host]

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alternating import losses, registry
+from alternating import losses, parallel, registry
 
 MODES = ("ewc", "l2")
 
@@ -92,6 +92,7 @@ def diagonal_fisher(loss_fn: Any, params: Any, extras: Any, batches: Sequence[An
         s, n = fn(params, extras, batch)
         sums = jax.tree.map(jnp.add, sums, s)
         count = count + n
+        parallel.bound_queue(sums)
     return jax.tree.map(lambda s: s / jnp.maximum(count, 1.0), sums)
 
 
@@ -175,6 +176,7 @@ class TaskAnchor:
             s, n = self._fn(np.int32(self._branch[phase]), state.params, state.extras, batch)
             sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
             count = n if count is None else count + n
+            parallel.bound_queue(sums)
         return jax.tree.map(lambda s: s / jnp.maximum(count, 1.0), sums)
 
     def __call__(self, state: Any, event: Any, ctx: Any) -> Any:
