@@ -1,11 +1,11 @@
 """Fair arms for the continual-learning pages (issue 16): one learning-rate grid, chosen on
 validation data carved from the training split, scored from the accuracy matrix.
 
-``experiments/common.tune_lr`` scores a run from its ``final_eval``; a continual
-run's figures are its accuracy matrix (``results.json`` → ``continual``, or
-``merge`` for the merging evaluator), one entry per replica, and its held-out
-data sit in the evaluators and hooks as well as in ``config.data``. So the
-seven ``experiments/cl_*.py`` pages tune through :func:`tune` here:
+A continual run's figures are its accuracy matrix (``results.json`` →
+``continual``, or ``merge`` for the merging evaluator), one entry per replica,
+and its held-out data sit in the evaluators and hooks as well as in
+``config.data``. So the seven ``experiments/cl_*.py`` pages tune through
+:func:`tune` here:
 
 * :func:`validation_config`: ``common.validation_config``, which moves every
   data spec of the config: the streams and the training data the hooks read
@@ -16,12 +16,12 @@ seven ``experiments/cl_*.py`` pages tune through :func:`tune` here:
   gets an eval set on its held-out data (``<task>_val``): the grid path
   splits a program's results per run through ``final_eval``, and these give
   each run one (their last-row accuracies are checked against the matrix).
-* :func:`tune`: per config, one ``alternating.sweep.run`` with
-  ``vectorize='grid'`` whose cells differ only in every phase's optimizer
-  ``lr`` (so all rates and seeds are one program), each run's replica entry
-  scored by ``score(arm, entry)``; the page's ``grid`` field comes from
-  ``experiments/rerun.py:grid_field`` (choice: the best mean validation
-  score, the first of ties in grid order).
+* :func:`tune`: ``experiments/tuning.py:tune_configs`` (per config, one
+  ``alternating.sweep.run`` with ``vectorize='grid'`` whose cells differ only
+  in every phase's optimizer ``lr``, so all rates and seeds are one program;
+  the grid widened once at an end an arm chose), each run's replica entry
+  scored by ``score(arm, entry)`` (choice: the best mean validation score,
+  the first of ties in grid order).
 * :func:`with_lr`: a config at an arm's chosen rate, for its test runs.
 
 With a schedule (``configs/cl_merge.py``'s cosine and infinite arms) the
@@ -31,11 +31,10 @@ it, so a rate of the grid scales the whole schedule, its shape unchanged.
 
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Any, Callable, Mapping, Sequence
 
-from experiments import common, rerun
+from experiments import common, rerun, tuning
 
 # The grid around the rate every arm had (Adam 1e-3): x{0.1, 0.3, 1, 3, 10}. (A first run of
 # the pages with x{0.3, 1, 3} chose an end of the grid for most arms.) The pages' ``--rates``
@@ -76,75 +75,14 @@ def with_lr(cfg: Any, lr: float) -> Any:
                                        for p in cfg.phases})
 
 
-def _entry(root: pathlib.Path, run: Mapping[str, Any], cells: int, seeds: list[int],
-           index: int, block: str) -> dict[str, Any]:
-    """One run's own entry of ``results.json[block]`` (a program's ``per_seed`` holds every
-    replica's: the grid program's replicas are seed-major, cell-minor)."""
-    res = json.loads((root / run["workdir"] / "results.json").read_text(encoding="utf-8"))
-    out, vec = res[block], res.get("vectorized") or {}
-    if "per_seed" not in out:
-        return out
-    if "replicas" in vec:  # one grid program for every (cell, seed)
-        if vec["replicas"] != cells * len(seeds):
-            raise ValueError(f"{root / run['workdir']}: a grid program of {vec['replicas']} "
-                             f"runs, not the {cells} x {len(seeds)} of this grid (a resumed "
-                             "sweep); tune in a fresh workdir.")
-        i = seeds.index(run["seed"]) * cells + index
-    else:  # one cell's seed block
-        i = list(vec["seeds"]).index(run["seed"])
-    entry = out["per_seed"][i]
-    if block == "continual":  # the run's own final_eval is its last matrix row
-        last = dict(zip(entry["tasks"], entry["matrix"][-1]))
-        for task, acc in last.items():
-            got = run["final_eval"].get(f"{task}_val", {}).get("accuracy")
-            if got is not None and abs(float(got) - acc) > 1e-4:
-                raise ValueError(f"{root / run['workdir']}: replica {i}'s matrix row "
-                                 f"({task} {acc}) is not the run's final_eval ({got}).")
-    return entry
-
-
 def tune(configs: Mapping[str, Any], seeds: Sequence[int], workdir: pathlib.Path,
          score: Callable[[str, dict], float], description: str, *,
          rates: Sequence[float] = RATES, arms: Mapping[str, str] | None = None,
          block: str = "continual", param: str = PARAM) -> dict[str, Any]:
-    """Each arm's learning rate of ``rates``, chosen on validation; the page's ``grid`` field.
-
-    Args:
-      configs: ``{key: config}``; each config's grid (``rates`` x ``seeds``) is
-        one sweep, one program, in ``workdir / key``.
-      seeds: the tuning seeds.
-      workdir: an empty folder (a resumed sweep cannot be told apart by replica).
-      score: ``score(arm, entry)``: an arm's validation score of one run's
-        entry of ``results.json[block]`` (higher is better).
-      description: what ``score`` measures, for the page.
-      arms: ``{arm: config key}`` where several arms read one config's runs
-        (the merging evaluator's methods); default: each config is one arm.
-      block: the results entry the runs are scored from.
-      param: the tuned parameter's name on the page.
-    """
-    from alternating import sweep  # pylint: disable=g-import-not-at-top
-    arms = dict(arms or {k: k for k in configs})
-    seeds, rates = [int(s) for s in seeds], [float(r) for r in rates]
-    per = {a: {str(r): [] for r in rates} for a in arms}
-    for key, cfg in configs.items():
-        vcfg = validation_config(cfg)
-        cells = [{f"phases.{p}.optimizer.lr": r for p in vcfg.phases} for r in rates]
-        root = pathlib.Path(workdir) / key
-        out = sweep.run(vcfg, root, cells=cells, seeds=seeds, vectorize="grid", print_fn=None)
-        ids = [c["id"] for c in out["cells"]]
-        for run in out["runs"]:
-            if run["final_eval"] is None:  # a diverged run scores nothing
-                continue
-            i = ids.index(run["cell"])
-            entry = _entry(root, run, len(rates), seeds, i, block)
-            for arm, k in arms.items():
-                if k == key:
-                    per[arm][str(rates[i])].append(float(score(arm, entry)))
-    scores = {a: {r: round(sum(v) / len(v), 4) for r, v in p.items() if v}
-              for a, p in per.items()}
-    for arm, s in scores.items():
-        print(f"{arm}: validation {s}", flush=True)
-    return rerun.grid_field(param, rates, f"{description}, mean over seeds {seeds}", scores)
+    """:func:`experiments.tuning.tune_configs` on :func:`validation_config`, scored from
+    each run's entry of ``results.json[block]`` (the accuracy matrix)."""
+    return tuning.tune_configs(configs, seeds, workdir, score, description, rates=rates,
+                               prepare=validation_config, block=block, arms=arms, param=param)
 
 
 def intro(grid: Mapping[str, Any] | None, tune_seeds: Sequence[int],

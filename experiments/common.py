@@ -176,35 +176,3 @@ def validation_config(cfg, holdout: int = 20):
     if stale:
         raise ValueError(f"validation_config: data specs still on a train / test split: {stale}.")
     return cfg
-
-
-def tune_lr(configs, rates, seeds, workdir: pathlib.Path, score, description: str) -> dict:
-    """Per arm, the learning rate of ``rates`` with the best mean validation score.
-
-    Each arm's config (``configs``: ``{arm: config}``) runs as
-    :func:`validation_config`, with every phase's optimizer ``lr`` set to
-    each rate in turn, for ``seeds``: one sweep per arm whose cells differ
-    only in learning rates, so each arm's grid is one program
-    (``alternating.sweep``, ``vectorize='grid'``; resumable in ``workdir``).
-    ``score(final_eval) -> float`` scores a run (higher is better).
-
-    Returns:
-      A results page's ``grid`` (``experiments/pages.py``): ``{param, values,
-      metric, scores: {arm: {rate: mean score}}, chosen: {arm: rate}}``.
-    """
-    from alternating import sweep  # pylint: disable=g-import-not-at-top
-    scores = {}
-    for arm, cfg in configs.items():
-        vcfg = validation_config(cfg)
-        cells = [{f"phases.{p}.optimizer.lr": float(r) for p in vcfg.phases} for r in rates]
-        out = sweep.run(vcfg, pathlib.Path(workdir) / arm, cells=cells, seeds=list(seeds),
-                        vectorize="grid", print_fn=None)
-        per = {str(float(r)): [] for r in rates}
-        for run in out["runs"]:
-            if run["final_eval"] is not None:  # a diverged run scores nothing
-                per[str(float(next(iter(run["overrides"].values()))))].append(
-                    float(score(run["final_eval"])))
-        scores[arm] = {r: round(sum(v) / len(v), 4) for r, v in per.items() if v}
-    from experiments import rerun  # pylint: disable=g-import-not-at-top
-    return rerun.grid_field("lr (every phase)", [float(r) for r in rates],
-                            f"{description}, mean over seeds {list(seeds)}", scores)

@@ -168,7 +168,7 @@ def intro() -> list[str]:
         f"Fair arms: each arm's peak learning rate (every phase's; the schedule's shape is "
         f"kept) is chosen from {list(RATES)} by the mean validation accuracy over the three "
         f"tasks, on seeds {list(range(TUNE_SEEDS))}, training on the first 80% of each train "
-        "split and validating on the other 20% (`experiments/common.py:tune_lr`: each arm's "
+        "split and validating on the other 20% (`experiments/tuning.py:tune_configs`: each arm's "
         "grid trains as one program, `alternating.sweep` with `vectorize='grid'`); the chosen "
         "rate is then trained on the full train splits for every seed and scored on test. "
         "The tuning table is below the results.",
@@ -227,9 +227,11 @@ def main(argv=None) -> dict[str, Any]:
     t0 = time.time()
     arms, times = {}, {}
     names = [a for a in imp_config.ARMS if not args.arms or a in args.arms]
-    grid = common.tune_lr({a: arm_config(a, args.quick) for a in names}, RATES,
-                          seeds[:TUNE_SEEDS], args.workdir / "tune", mean_task_acc,
-                          "mean validation accuracy over the 3 tasks (20% of each train split)")
+    grid = tuning.tune_configs(
+        {a: arm_config(a, args.quick) for a in names}, seeds[:TUNE_SEEDS], args.workdir / "tune",
+        lambda arm, final_eval: mean_task_acc(final_eval),
+        "mean validation accuracy over the 3 tasks (20% of each train split)", rates=RATES,
+        prepare=common.validation_config, widen=not args.quick)
     for arm in names:
         arms[arm] = run_arm(arm, seeds, args.workdir / arm, args.quick, grid["chosen"][arm])
         times[arm] = timing(arm, args.workdir / f"{arm}_timing", args.quick)

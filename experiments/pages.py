@@ -23,7 +23,8 @@ The page data (JSON-serializable; ``FORMAT`` marks it)::
     metrics      {key: description}; the first key is the primary metric
     arms         {arm: {metric key: [one value per seed, in seed order]}}
     grid         optional: {param, values, metric, scores: {arm: {value:
-                 score}}, chosen: {arm: value}}, the tuning each arm got
+                 score}}, chosen: {arm: value}, widened: {first, added}
+                 (when the grid grew at an end)}, the tuning each arm got
     comparisons  [{name, treatment, baseline, metric, claim}], claim
                  'greater' or 'less' (what the paper predicts for treatment
                  minus baseline)
@@ -130,6 +131,11 @@ def _grid(grid: Mapping[str, Any]) -> list[str]:
     for arm, scores in grid["scores"].items():
         cells = [f"{scores[v]:.4g}" if v in scores else "" for v in values]
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {grid['chosen'][arm]} |")
+    w = grid.get("widened")  # experiments/tuning.py:tune
+    if w:
+        lines += ["", f"The first grid {w['first']} had an arm's choice at an end, so every "
+                  f"arm also ran {w['added']} (the grid widened once beyond each end an arm "
+                  "chose) before the choice shown."]
     return lines + [""]
 
 

@@ -14,7 +14,9 @@ scores nothing: its value is left out of the arm's row and cannot be chosen.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import pathlib
 from typing import Any, Callable, Mapping, Sequence
 
 
@@ -35,12 +37,33 @@ def add_seeds_flag(ap: argparse.ArgumentParser, default: int) -> None:
                     help=f"N (seeds 0..N-1) or a list of seeds (default {default}; --quick 2)")
 
 
+def widened(values: Sequence[float], chosen: Mapping[str, float]) -> list[float]:
+    """The values to add when a choice lies at an end of ``values``: one beyond each such
+    end, a step of the grid's ratio one further in (so 1e-3, 3e-3, 1e-2 grows to 3e-4 and
+    3e-2, and a geometric grid keeps its ratio), to 2 significant digits."""
+    values = [float(v) for v in values]
+    if len(values) < 2:
+        return []
+    k = 2 if len(values) >= 3 else 1
+    picks, out = {float(v) for v in chosen.values()}, []
+    if values[0] in picks:
+        out.append(float(f"{values[0] * values[k - 1] / values[k]:.2g}"))
+    if values[-1] in picks:
+        out.append(float(f"{values[-1] * values[-k] / values[-k - 1]:.2g}"))
+    return out
+
+
 def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
          tune_seeds: Sequence[int], run: Callable[[str, float, list[int]], list[dict]],
          score: Callable[[dict], float], *, metric: str, maximize: bool = True,
-         param: str = "learning rate",
+         param: str = "learning rate", widen: bool = True,
          smoke: bool = False) -> tuple[dict[str, Any], dict[str, list[dict]]]:
     """Grid per arm on ``tune_seeds``, then the chosen value on every one of ``seeds``.
+
+    When an arm's best value is an end of the grid and ``widen`` (not in a
+    ``smoke`` run), every arm also runs one value beyond that end
+    (:func:`widened`) before the choice: once, so the grid grows by one value
+    on each side at most, and a choice may still be an end (the page says so).
 
     Args:
       arms: the arms, each tuned on its own.
@@ -52,48 +75,68 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
       metric: what ``score`` measures (shown on the page).
       maximize: whether a higher score is better.
       param: the tuned parameter's name.
+      widen: widen the grid once at an end an arm chose.
       smoke: a ``--quick`` run, which may give fewer values (each value of
-        each arm is a compiled program; a smoke run checks the plumbing).
+        each arm is a compiled program; a smoke run checks the plumbing) and
+        never widens.
 
     Returns:
-      ``(grid, results)``: the page's ``grid`` field and ``{arm: [result per
-      seed in seeds]}`` at each arm's chosen value.
+      ``(grid, results)``: the page's ``grid`` field (with ``widened: {first,
+      added}`` when it grew) and ``{arm: [result per seed in seeds]}`` at each
+      arm's chosen value.
 
     Raises:
       ValueError: fewer than 3 values (unless ``smoke``), or an arm whose every
         value diverged.
     """
     from alternating import NonFiniteError  # pylint: disable=g-import-not-at-top
+    from experiments import rerun  # pylint: disable=g-import-not-at-top
     if len(values) < 3 and not smoke:
         raise ValueError(f"tuning grid {list(values)}: the fair-arms rule needs at least 3 "
                          "values.")
-    scores, chosen, results = {}, {}, {}
-    for arm in arms:
-        scores[arm], done = {}, {}
-        for v in values:
-            try:
-                runs = run(arm, v, list(tune_seeds))
-            except NonFiniteError as e:
-                print(f"{arm} {param}={v}: non-finite loss ({e}); not a candidate", flush=True)
-                continue
-            done[v] = dict(zip(tune_seeds, runs))
-            s = [score(r) for r in runs]
-            if all(math.isfinite(x) for x in s):
-                scores[arm][str(v)] = float(sum(s) / len(s))
+    values = [float(v) for v in values]
+    scores = {arm: {} for arm in arms}
+    done = {arm: {} for arm in arms}
+
+    def trial(arm, v):
+        try:
+            runs = run(arm, v, list(tune_seeds))
+        except NonFiniteError as e:
+            print(f"{arm} {param}={v}: non-finite loss ({e}); not a candidate", flush=True)
+            return
+        done[arm][v] = dict(zip(tune_seeds, runs))
+        s = [score(r) for r in runs]
+        if all(math.isfinite(x) for x in s):
+            scores[arm][str(v)] = float(sum(s) / len(s))
+
+    def best(arm):
         if not scores[arm]:
-            raise ValueError(f"arm {arm!r}: every {param} in {list(values)} diverged.")
-        from experiments import rerun  # pylint: disable=g-import-not-at-top
-        best = rerun.choose({arm: scores[arm]}, [v for v in values if str(v) in scores[arm]],
+            raise ValueError(f"arm {arm!r}: every {param} in {values} diverged.")
+        return rerun.choose({arm: scores[arm]}, [v for v in values if str(v) in scores[arm]],
                             maximize)[arm]  # diverged values are not candidates
-        chosen[arm] = best
-        have = dict(done[best])
+
+    for arm in arms:
+        for v in values:
+            trial(arm, v)
+    first = list(values)
+    added = widened(values, {a: best(a) for a in arms}) if widen and not smoke else []
+    for v in added:
+        values.insert(0 if v < values[0] else len(values), v)
+        for arm in arms:
+            trial(arm, v)
+    chosen, results = {}, {}
+    for arm in arms:
+        chosen[arm] = best(arm)
+        have = dict(done[arm][chosen[arm]])
         missing = [s for s in seeds if s not in have]
         if missing:
-            have.update(zip(missing, run(arm, best, missing)))
+            have.update(zip(missing, run(arm, chosen[arm], missing)))
         results[arm] = [have[s] for s in seeds]
-        print(f"{arm}: {param} {best} (validation {scores[arm]})", flush=True)
-    grid = {"param": param, "values": list(values), "metric": metric, "scores": scores,
+        print(f"{arm}: {param} {chosen[arm]} (validation {scores[arm]})", flush=True)
+    grid = {"param": param, "values": values, "metric": metric, "scores": scores,
             "chosen": chosen}
+    if added:
+        grid["widened"] = {"first": first, "added": added}
     return grid, results
 
 
@@ -104,12 +147,11 @@ def tune_per_seed(arms: Sequence[str], rates: Sequence[float], seeds: Sequence[i
 
     ``run(arm, lr, seed) -> result`` trains one seed; its result carries the run's
     validation figures (read by ``score``) and its test figures (reported).
-    :func:`tune` picks each arm's rate of ``rates`` on the mean
-    validation score over ``tune_seeds`` and reports the chosen rate's runs on
-    ``seeds`` (a tuning seed's run at the chosen rate is reused). Unless ``quick``,
-    when an arm chooses an end of the grid the grid is widened once on that side
-    (one more value, the grid's ratio beyond the end; every arm runs it) before
-    the final choice. Every run is made once (cached by arm, rate and seed).
+    :func:`tune` picks each arm's rate of ``rates`` on the mean validation
+    score over ``tune_seeds`` (widening the grid once at an end an arm chose,
+    unless ``quick``) and reports the chosen rate's runs on ``seeds`` (a tuning
+    seed's run at the chosen rate is reused). Every run is made once (cached
+    by arm, rate and seed).
 
     Returns:
       ``(grid, results, info)``: the page's ``grid`` field, ``{arm: [result per
@@ -124,32 +166,143 @@ def tune_per_seed(arms: Sequence[str], rates: Sequence[float], seeds: Sequence[i
                 cache[(arm, lr, s)] = run(arm, lr, s)
         return [cache[(arm, lr, s)] for s in block]
 
-    values, added = [float(r) for r in rates], []
-    kw = dict(metric=metric, maximize=maximize, param="Adam learning rate (every phase)")
-    if not quick:
-        first, _ = tune(arms, values, list(tune_seeds), list(tune_seeds), cached, score,
-                               **kw)
-        ratio = values[1] / values[0]
-        if values[0] in first["chosen"].values():
-            added.append(float(f"{values[0] / ratio:.2g}"))
-            values.insert(0, added[-1])
-        if values[-1] in first["chosen"].values():
-            added.append(float(f"{values[-1] * ratio:.2g}"))
-            values.append(added[-1])
-    grid, results = tune(arms, values, list(seeds), list(tune_seeds), cached, score,
-                                smoke=quick, **kw)
-    return grid, results, {"first": [float(r) for r in rates], "added": added,
-                           "runs": len(cache)}
+    grid, results = tune(arms, rates, list(seeds), list(tune_seeds), cached, score,
+                         metric=metric, maximize=maximize,
+                         param="Adam learning rate (every phase)", smoke=quick)
+    w = grid.get("widened") or {"first": [float(r) for r in rates], "added": []}
+    return grid, results, {"first": w["first"], "added": w["added"], "runs": len(cache)}
 
 
 def tuning_notes(grid: Mapping[str, Any], info: Mapping[str, Any]) -> list[str]:
-    """The widening (if any) and :func:`experiments.rerun.edge_note` (a grid of 3 or more)."""
+    """The widening (if any; a grid that records it says so in its own section) and
+    :func:`experiments.rerun.edge_note` (a grid of 3 or more)."""
     out = []
-    if info["added"]:
+    if info["added"] and "widened" not in grid:
         out.append(f"The first grid {info['first']} had an arm's choice at an end, so every "
                    f"arm also ran {info['added']} (the grid widened once beyond each end an "
                    "arm chose) before the choice shown.")
     return out + (edge_notes(dict(grid)) if len(grid["values"]) >= 3 else [])
+
+
+def _entry(root: pathlib.Path, run: Mapping[str, Any], cells: int, seeds: list[int],
+           index: int, block: str) -> dict[str, Any]:
+    """One run's own entry of ``results.json[block]`` (a program's ``per_seed`` holds every
+    replica's: the grid program's replicas are seed-major, cell-minor)."""
+    res = json.loads((root / run["workdir"] / "results.json").read_text(encoding="utf-8"))
+    out, vec = res[block], res.get("vectorized") or {}
+    if "per_seed" not in out:
+        return out
+    if "replicas" in vec:  # one grid program for every (cell, seed)
+        if vec["replicas"] != cells * len(seeds):
+            raise ValueError(f"{root / run['workdir']}: a grid program of {vec['replicas']} "
+                             f"runs, not the {cells} x {len(seeds)} of this grid (a resumed "
+                             "sweep); tune in a fresh workdir.")
+        i = seeds.index(run["seed"]) * cells + index
+    else:  # one cell's seed block
+        i = list(vec["seeds"]).index(run["seed"])
+    entry = out["per_seed"][i]
+    if block == "continual":  # the run's own final_eval is its last matrix row
+        last = dict(zip(entry["tasks"], entry["matrix"][-1]))
+        for task, acc in last.items():
+            got = run["final_eval"].get(f"{task}_val", {}).get("accuracy")
+            if got is not None and abs(float(got) - acc) > 1e-4:
+                raise ValueError(f"{root / run['workdir']}: replica {i}'s matrix row "
+                                 f"({task} {acc}) is not the run's final_eval ({got}).")
+    return entry
+
+
+def tune_configs(configs: Mapping[str, Any], seeds: Sequence[int], workdir: pathlib.Path,
+                 score: Callable[[str, dict], float], description: str, *,
+                 rates: Sequence[float], prepare: Callable[[Any], Any],
+                 block: str | None = None, arms: Mapping[str, str] | None = None,
+                 param: str = "lr (every phase)", widen: bool = True) -> dict[str, Any]:
+    """Each arm's learning rate of ``rates``, chosen on validation; the page's ``grid`` field.
+
+    The config-driven counterpart of :func:`tune`: per config, one
+    ``alternating.sweep.run`` with ``vectorize='grid'`` whose cells differ only
+    in every phase's optimizer ``lr`` (all rates and seeds one program), on
+    ``prepare(config)`` (a validation split: ``common.validation_config``, or
+    ``cl_tuning.validation_config`` for the continual pages). When an arm's
+    best rate is an end of the grid and ``widen``, every config also runs one
+    rate beyond that end (:func:`widened`; a second sweep in ``<key>.widened``)
+    before the choice. A diverged run scores nothing; a rate with no score is
+    not a candidate (the best mean validation score, the first of ties in grid
+    order).
+
+    Args:
+      configs: ``{key: config}``; each config's sweep in ``workdir / key``.
+      seeds: the tuning seeds.
+      workdir: an empty folder (a resumed grid program cannot be told apart by
+        replica).
+      score: ``score(arm, entry)``: an arm's validation score (higher is
+        better) of one run's ``final_eval`` (``block=None``) or of its own
+        entry of ``results.json[block]`` (``'continual'``, ``'merge'``: the
+        accuracy matrix, one entry per replica).
+      description: what ``score`` measures, for the page.
+      rates: the grid, at least 3 values.
+      prepare: the tuning copy of a config.
+      block: where a run's scored figures are (above).
+      arms: ``{arm: config key}`` where several arms read one config's runs
+        (the merging evaluator's methods); default: each config is one arm.
+      param: the tuned parameter's name on the page.
+      widen: widen the grid once at an end an arm chose.
+
+    Raises:
+      ValueError: fewer than 3 rates, or an arm with no finite score at all.
+    """
+    from alternating import sweep  # pylint: disable=g-import-not-at-top
+    from experiments import rerun  # pylint: disable=g-import-not-at-top
+    arms = dict(arms or {k: k for k in configs})
+    seeds, values = [int(s) for s in seeds], [float(r) for r in rates]
+    if len(values) < 3:
+        raise ValueError(f"tuning grid {values}: the fair-arms rule needs at least 3 values.")
+    prepared = {key: prepare(cfg) for key, cfg in configs.items()}
+    per: dict[str, dict[str, list[float]]] = {a: {} for a in arms}
+
+    def grid_sweep(grid: list[float], suffix: str) -> None:
+        for key, vcfg in prepared.items():
+            cells = [{f"phases.{p}.optimizer.lr": r for p in vcfg.phases} for r in grid]
+            root = pathlib.Path(workdir) / f"{key}{suffix}"
+            out = sweep.run(vcfg, root, cells=cells, seeds=seeds, vectorize="grid",
+                            print_fn=None)
+            ids = [c["id"] for c in out["cells"]]
+            for run in out["runs"]:
+                if run["final_eval"] is None:  # a diverged run scores nothing
+                    continue
+                i = ids.index(run["cell"])
+                entry = (run["final_eval"] if block is None
+                         else _entry(root, run, len(grid), seeds, i, block))
+                for arm, k in arms.items():
+                    if k == key:
+                        per[arm].setdefault(str(grid[i]), []).append(float(score(arm, entry)))
+
+    def choices() -> dict[str, float]:
+        out = {}
+        for arm, p in per.items():
+            have = [v for v in values if p.get(str(v))]
+            if not have:
+                raise ValueError(f"arm {arm!r}: no finite validation score at any rate of "
+                                 f"{values}.")
+            means = {str(v): sum(p[str(v)]) / len(p[str(v)]) for v in have}
+            out[arm] = rerun.choose({arm: means}, have)[arm]
+        return out
+
+    grid_sweep(values, "")
+    first = list(values)
+    added = widened(values, choices()) if widen else []
+    if added:
+        grid_sweep(added, ".widened")
+        values = sorted(values + added)
+    scores = {a: {str(v): round(sum(p[str(v)]) / len(p[str(v)]), 4) for v in values
+                  if p.get(str(v))} for a, p in per.items()}
+    for arm, s in scores.items():
+        print(f"{arm}: validation {s}", flush=True)
+    out = {"param": param, "values": values,
+           "metric": f"{description}, mean over seeds {seeds}", "scores": scores,
+           "chosen": choices()}
+    if added:
+        out["widened"] = {"first": first, "added": added}
+    return out
 
 
 def arms_table(results: Mapping[str, list], metrics: Mapping[str, str]) -> dict[str, dict]:

@@ -130,3 +130,61 @@ def test_validation_variants_hold_data_out():
     train, val = rt_config.training_split(True)
     assert len(train["x"]) + len(val["x"]) == rt_config.TRAIN and len(val["x"]) == rt_config.HOLDOUT
     assert len(rt_config.get_config("predict_only,val").data.train.dataset["x"]) == len(train["x"])
+
+
+def test_a_choice_at_an_end_widens_the_grid_once_and_every_run_is_made_once():
+    calls = []
+
+    def run(arm, lr, seeds):
+        calls.append((arm, lr, tuple(seeds)))
+        best = {"up": 0.05, "mid": 3e-3}[arm]  # "up" is best beyond the grid's top
+        return [{"val": _score(lr, best) + 1e-3 * s, "test": lr} for s in seeds]
+
+    grid, results = tuning.tune(["up", "mid"], [1e-3, 3e-3, 1e-2], [0, 1, 2], [0, 1], run,
+                                lambda r: r["val"], metric="m")
+    assert grid["values"] == [1e-3, 3e-3, 1e-2, 0.03]  # one value beyond the top, once
+    assert grid["widened"] == {"first": [1e-3, 3e-3, 1e-2], "added": [0.03]}
+    assert grid["chosen"] == {"up": 0.03, "mid": 3e-3}  # still an end for "up": said below
+    assert [r["test"] for r in results["up"]] == [0.03] * 3
+    tuned = [c for c in calls if c[2] == (0, 1)]
+    assert len(tuned) == len(set(tuned)) == 8  # 2 arms x 4 values, each once
+    assert sorted(c for c in calls if c[2] != (0, 1)) == [("mid", 3e-3, (2,)), ("up", 0.03, (2,))]
+    md = "\n".join(pages._grid(grid))  # pylint: disable=protected-access
+    assert "The first grid [0.001, 0.003, 0.01] had an arm's choice at an end" in md
+    assert "`up` (largest, 0.03)" in tuning.edge_notes(grid)[0]
+    # Both ends, and a smoke run never widens.
+    assert tuning.widened([1e-3, 1e-2, 1e-1], {"a": 1e-3, "b": 1e-1}) == [1e-4, 1.0]
+    smoke, _ = tuning.tune(["up"], [1e-3, 1e-2], [0, 1], [0], run, lambda r: r["val"],
+                           metric="m", smoke=True)
+    assert smoke["values"] == [1e-3, 1e-2] and "widened" not in smoke
+
+
+def test_config_tuning_widens_at_an_end_and_skips_diverged_rates(monkeypatch, tmp_path):
+    from alternating import sweep
+    from configs import default
+
+    sweeps = []
+
+    def fake_run(cfg, root, *, cells, seeds, vectorize, print_fn):
+        del cfg, vectorize, print_fn
+        rates = [next(iter(c.values())) for c in cells]
+        sweeps.append((root.name, rates))
+        runs = [{"cell": f"c{i}", "seed": s, "workdir": f"w{i}_{s}", "overrides": c,
+                 "final_eval": None if r > 0.05 else {"val": {"accuracy": _score(r, 0.03)}}}
+                for i, (r, c) in enumerate(zip(rates, cells)) for s in seeds]
+        return {"cells": [{"id": f"c{i}"} for i in range(len(cells))], "runs": runs}
+
+    monkeypatch.setattr(sweep, "run", fake_run)
+    grid = tuning.tune_configs({"a": default.get_config()}, [0, 1], tmp_path,
+                               lambda arm, fe: fe["val"]["accuracy"], "val acc",
+                               rates=[1e-3, 3e-3, 1e-2], prepare=lambda c: c)
+    assert sweeps == [("a", [1e-3, 3e-3, 1e-2]), ("a.widened", [0.03])]
+    assert grid["chosen"] == {"a": 0.03} and grid["values"] == [1e-3, 3e-3, 1e-2, 0.03]
+    assert grid["widened"]["added"] == [0.03]
+    # A rate whose every run diverged is no candidate; it is left out of the scores.
+    sweeps.clear()
+    grid = tuning.tune_configs({"a": default.get_config()}, [0, 1], tmp_path / "2",
+                               lambda arm, fe: fe["val"]["accuracy"], "val acc",
+                               rates=[1e-2, 3e-2, 1e-1], prepare=lambda c: c)
+    assert grid["chosen"] == {"a": 3e-2} and "0.1" not in grid["scores"]["a"]
+    assert "widened" not in grid and len(sweeps) == 1
