@@ -164,26 +164,28 @@ def main(argv=None) -> dict:
     base = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="advmoe_"))
     t0 = time.perf_counter()
     vectorized = not args.one_run_per_seed and len(args.seeds) > 1
-    every = common.run_grid(
-        [(arm, lr) for arm in args.arms for lr in args.lrs], args.seeds, vectorized=vectorized,
-        run_seeds=lambda c, seeds: run_seeds(c[0], seeds, args.steps, base / f"{c[0]}_lr{c[1]}",
-                                             c[1], holdout=True),
-        run_one=lambda c, seed: run_one(c[0], seed, args.steps,
-                                        base / f"{c[0]}_lr{c[1]}_s{seed}", c[1], holdout=True))
-    scores = {a: {str(lr): float(np.mean([r["val_robust"] for r in every
-                                          if (r["arm"], r["lr"]) == (a, lr)]))
-                  for lr in args.lrs} for a in args.arms}
-    grid = rerun.grid_field("Adam learning rate", args.lrs, "mean validation robust accuracy "
-                            f"over seeds {args.seeds}", scores)
+    grid, every = rerun.tune_grid(
+        args.lrs,
+        lambda lrs: common.run_grid(
+            [(arm, lr) for arm in args.arms for lr in lrs], args.seeds, vectorized=vectorized,
+            run_seeds=lambda c, seeds: run_seeds(c[0], seeds, args.steps,
+                                                 base / f"{c[0]}_lr{c[1]}", c[1], holdout=True),
+            run_one=lambda c, seed: run_one(c[0], seed, args.steps,
+                                            base / f"{c[0]}_lr{c[1]}_s{seed}", c[1],
+                                            holdout=True)),
+        lambda every, lrs: {a: {str(lr): float(np.mean([r["val_robust"] for r in every
+                                                        if (r["arm"], r["lr"]) == (a, lr)]))
+                                for lr in lrs} for a in args.arms},
+        "Adam learning rate", f"mean validation robust accuracy over seeds {args.seeds}")
     runs = [r for r in every if r["lr"] == grid["chosen"][r["arm"]]]
     cmd = common.command("advmoe.py", argv)
     title = "Router/expert alternating adversarial training (scheme 3, AdvMoE)"
     if len(args.seeds) < 2:
-        md = rerun.write_one_seed("advmoe", title, intro(args.steps, args.lrs, False),
+        md = rerun.write_one_seed("advmoe", title, intro(args.steps, grid["values"], False),
                                   notes(runs, grid)[-1], cmd, out)
     else:
         by_seed = sorted(runs, key=lambda r: r["seed"])
-        data = {"name": "advmoe", "title": title, "intro": intro(args.steps, args.lrs, vectorized),
+        data = {"name": "advmoe", "title": title, "intro": intro(args.steps, grid["values"], vectorized),
                 "command": cmd, "provenance": pages.provenance(time.perf_counter() - t0,
                                                                len(every)),
                 "seeds": list(args.seeds), "metrics": PAGE_METRICS,

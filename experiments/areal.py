@@ -192,31 +192,37 @@ def main(argv=None) -> dict:
     base = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="areal_"))
     t0 = time.perf_counter()
     vectorized = not args.one_run_per_seed and len(args.seeds) > 1
-    cells = [(obj, eta, lr) for obj in areal.OBJECTIVES for eta in etas for lr in args.lrs]
     tag = lambda c: f"{c[0]}_eta{c[1]}_lr{c[2]}"  # noqa: E731
-    every = common.run_grid(
-        cells, args.seeds, vectorized=vectorized,
-        run_seeds=lambda c, seeds: run_seeds(*c[:2], seeds, args.steps, base / tag(c), c[2]),
-        run_one=lambda c, seed: run_one(*c[:2], seed, args.steps, base / f"{tag(c)}_s{seed}",
-                                        c[2]))
     arms = [arm_name(o, e) for o in areal.OBJECTIVES for e in etas]
-    scores = {a: {} for a in arms}
-    for r in every:
-        scores[arm_name(r["objective"], r["eta"])].setdefault(str(r["lr"]), []).append(r["val"])
-    scores = {a: {k: float(np.mean(v)) for k, v in per.items()} for a, per in scores.items()}
-    grid = rerun.grid_field("Adam learning rate", args.lrs,
-                            f"mean final validation greedy reward over seeds {args.seeds}",
-                            scores)
+
+    def scores_of(every, lrs):
+        scores = {a: {} for a in arms}
+        for r in every:
+            if r["lr"] in lrs:
+                scores[arm_name(r["objective"], r["eta"])].setdefault(str(r["lr"]), []).append(
+                    r["val"])
+        return {a: {k: float(np.mean(v)) for k, v in per.items()} for a, per in scores.items()}
+
+    grid, every = rerun.tune_grid(
+        args.lrs,
+        lambda lrs: common.run_grid(
+            [(obj, eta, lr) for obj in areal.OBJECTIVES for eta in etas for lr in lrs],
+            args.seeds, vectorized=vectorized,
+            run_seeds=lambda c, seeds: run_seeds(*c[:2], seeds, args.steps, base / tag(c), c[2]),
+            run_one=lambda c, seed: run_one(*c[:2], seed, args.steps,
+                                            base / f"{tag(c)}_s{seed}", c[2])),
+        scores_of, "Adam learning rate",
+        f"mean final validation greedy reward over seeds {args.seeds}")
     runs = [r for r in every if r["lr"] == grid["chosen"][arm_name(r["objective"], r["eta"])]]
     cmd = common.command("areal.py", argv)
     title = "Stale rollouts: standard PPO vs the decoupled objective (scheme 4, AReaL)"
     if len(args.seeds) < 2:
-        md = rerun.write_one_seed("areal", title, intro(args.steps, args.lrs, False),
+        md = rerun.write_one_seed("areal", title, intro(args.steps, grid["values"], False),
                                   rerun.table(["objective", "eta", "seed", "lr", "final"],
                                               [[r["objective"], r["eta"], r["seed"], r["lr"],
                                                 r["final"]] for r in runs]), cmd, out)
     else:
-        data = {"name": "areal", "title": title, "intro": intro(args.steps, args.lrs, vectorized),
+        data = {"name": "areal", "title": title, "intro": intro(args.steps, grid["values"], vectorized),
                 "command": cmd,
                 "provenance": pages.provenance(time.perf_counter() - t0, len(every)),
                 "seeds": list(args.seeds), "metrics": METRICS,

@@ -261,17 +261,17 @@ def main(argv=None) -> dict[str, Any]:
             cfg.seeds = list(args.seeds)
         configs.append(cfg)
     t0 = time.time()
-    every = [r for cfg in configs for r in run_dataset(cfg, args.lrs)]
-    scores = {f"{a} ({c.dataset})": {str(lr): float(np.mean(
-        [r["val_final"] for r in every if (r["dataset"], r["arm"], r["lr"]) ==
-         (c.dataset, a, lr)])) for lr in args.lrs} for c in configs for a in _arms(c)}
-    grid = rerun.grid_field("Adam learning rate", args.lrs,
-                            "mean final validation accuracy over the seeds", scores)
+    grid, every = rerun.tune_grid(
+        args.lrs, lambda lrs: [r for cfg in configs for r in run_dataset(cfg, lrs)],
+        lambda every, lrs: {f"{a} ({c.dataset})": {str(lr): float(np.mean(
+            [r["val_final"] for r in every if (r["dataset"], r["arm"], r["lr"]) ==
+             (c.dataset, a, lr)])) for lr in lrs} for c in configs for a in _arms(c)},
+        "Adam learning rate", "mean final validation accuracy over the seeds")
     chosen = grid["chosen"]
     runs = [r for r in every if r["lr"] == chosen[f"{r['arm']} ({r['dataset']})"]]
     out = common.output_dir(args.out, args.quick)
     data = {"name": "ccl", "title": "Cyclical curriculum (CCL) on digits and MNIST-1D",
-            "intro": intro(configs, args.lrs), "command": common.command("ccl.py", argv),
+            "intro": intro(configs, grid["values"]), "command": common.command("ccl.py", argv),
             "provenance": pages.provenance(time.time() - t0, len(every)),
             "seeds": list(configs[0].seeds),
             "metrics": {f"{c.dataset}_{m}": f"{c.dataset}: {t}" for m, t in METRIC_TEXT.items()

@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
 import alternating  # noqa: E402
 from alternating import metrics, plots  # noqa: E402
 from configs import dump as dump_config  # noqa: E402
-from experiments import common, pages, rerun, seqtasks  # noqa: E402
+from experiments import common, pages, rerun, seqtasks, tuning  # noqa: E402
 from experiments.sasr import _one_device_mesh  # noqa: E402
 
 
@@ -155,28 +155,26 @@ def _metrics_of(run) -> dict[str, float]:
 
 
 def tune_and_run(cfg, arms, lrs, seeds, work: pathlib.Path):
-    """The grid on ``seeds[0]`` (validation AUC), then each arm's chosen lr on every seed.
+    """The grid on ``seeds[0]`` (validation AUC), then each arm's chosen lr on every seed
+    (``experiments/tuning.py:tune``: the grid widened once beyond an end an arm chose).
 
-    Returns ``(runs, grid_runs, grid)``: the reported runs (chosen lr, seed
-    order), every tuning run, and the page's ``grid`` field.
+    Returns ``(runs, n_runs, grid)``: the reported runs (chosen lr; every arm at a
+    seed before the next seed), the number of runs trained, and the page's
+    ``grid`` field.
     """
-    grid_runs = []
-    for arm in arms:
-        for lr in lrs:
-            grid_runs.append(run_one(cfg, arm, seeds[0], work / f"{arm}_lr{lr}_s{seeds[0]}", lr))
-            print({k: v for k, v in grid_runs[-1].items() if k != "workdir"}, flush=True)
-    scores = {a: {str(r["lr"]): r["val_auc"] for r in grid_runs if r["arm"] == a} for a in arms}
-    grid = rerun.grid_field("Adam learning rate", lrs, f"validation reward AUC (seed "
-                            f"{seeds[0]}, {cfg.val_size} generated prompts per level)", scores)
-    runs = []
-    for seed in seeds:
-        for arm in arms:
-            lr = grid["chosen"][arm]
-            done = [r for r in grid_runs if (r["arm"], r["lr"], r["seed"]) == (arm, lr, seed)]
-            runs.append(done[0] if done else
-                        run_one(cfg, arm, seed, work / f"{arm}_lr{lr}_s{seed}", lr))
-            print({k: v for k, v in runs[-1].items() if k != "workdir"}, flush=True)
-    return runs, grid_runs, grid
+    made = []
+
+    def run(arm, lr, block):
+        for seed in block:
+            made.append(run_one(cfg, arm, seed, work / f"{arm}_lr{lr}_s{seed}", lr))
+            print({k: v for k, v in made[-1].items() if k != "workdir"}, flush=True)
+        return made[-len(block):]
+
+    grid, results = tuning.tune(
+        arms, lrs, seeds, seeds[:1], run, lambda r: r["val_auc"],
+        metric=f"validation reward AUC (seed {seeds[0]}, {cfg.val_size} generated prompts "
+               "per level)", param="Adam learning rate", smoke=len(lrs) < 3)
+    return [results[a][i] for i in range(len(seeds)) for a in arms], len(made), grid
 
 
 def intro(cfg) -> list[str]:
@@ -263,7 +261,7 @@ def main(argv=None):
     lrs = list(args.lrs or ([cfg.lr] if args.quick else cfg.lrs))
     work = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="dump_"))
     t0 = time.time()
-    runs, grid_runs, grid = tune_and_run(cfg, arms, lrs, list(cfg.seeds), work)
+    runs, n_runs, grid = tune_and_run(cfg, arms, lrs, list(cfg.seeds), work)
     out = common.output_dir(args.out, args.quick)
     name = "dump" if cfg.answer == "mod100" else f"dump_{cfg.answer}"
     title = "DUMP: UCB over difficulty levels for RL" + (
@@ -281,7 +279,7 @@ def main(argv=None):
         by_arm = {a: [_metrics_of(r) for r in runs if r["arm"] == a] for a in arms}
         data = {"name": name, "title": title, "intro": intro(cfg), "command": command,
                 "provenance": pages.provenance(time.time() - t0,
-                                               len(runs) + len(grid_runs) - len(arms)),
+                                               n_runs),
                 "seeds": list(cfg.seeds), "metrics": METRICS,
                 "arms": {a: {k: [m[k] for m in ms] for k in METRICS} for a, ms in by_arm.items()},
                 "grid": grid,
@@ -291,7 +289,7 @@ def main(argv=None):
                 "notes": notes(cfg, runs, grid, png)}
         md = pages.write_page(data, out)
     print(md.read_text())
-    return {"runs": runs, "grid_runs": grid_runs, "grid": grid, "out": str(out)}
+    return {"runs": runs, "n_runs": n_runs, "grid": grid, "out": str(out)}
 
 
 if __name__ == "__main__":

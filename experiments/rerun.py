@@ -54,6 +54,38 @@ def grid_field(param: str, values: Sequence[float], metric: str,
             "chosen": choose(scores, values, higher)}
 
 
+def tune_grid(values: Sequence[float], run_values, scores_of, param: str, metric: str, *,
+              higher: bool = True, widen: bool = True) -> tuple[dict[str, Any], list]:
+    """Every value of the grid on every seed, each arm's choice on validation, and the grid
+    widened once beyond an end an arm chose (``experiments/tuning.py:widened``).
+
+    For scripts that run each (arm, value) cell on all their seeds and score the
+    validation figures of those same runs.
+
+    Args:
+      values: the grid; a grid of fewer than 3 values (a ``--quick`` run) never widens.
+      run_values: ``run_values(values) -> runs``: every arm at each of ``values``.
+      scores_of: ``scores_of(runs, values) -> {arm: {str(value): score}}``.
+      param, metric, higher: as :func:`grid_field`.
+      widen: widen at an end an arm chose.
+
+    Returns:
+      ``(grid, runs)``: the page's ``grid`` field (``widened: {first, added}``
+      when it grew) and every run made.
+    """
+    from experiments import tuning  # pylint: disable=g-import-not-at-top
+    values = [float(v) for v in values]
+    runs = list(run_values(values))
+    grid = grid_field(param, values, metric, scores_of(runs, values), higher)
+    added = tuning.widened(values, grid["chosen"]) if widen and len(values) >= 3 else []
+    if added:
+        runs += list(run_values(added))
+        first, values = values, sorted(values + added)
+        grid = grid_field(param, values, metric, scores_of(runs, values), higher)
+        grid["widened"] = {"first": first, "added": added}
+    return grid, runs
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A markdown table, one paragraph (floats to 4 significant digits)."""
     cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731

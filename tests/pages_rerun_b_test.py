@@ -88,3 +88,25 @@ def test_ccl_quick_page(tmp_path):
     data = _page(tmp_path, "ccl")
     assert set(data["arms"]["cyclical"]) == {"digits_final", "digits_at_best_val"}
     assert {r["lr"] for r in result["runs"]} == {0.001}
+
+
+def test_tune_grid_widens_once_at_an_end_and_keeps_every_run():
+    made = []
+
+    def run_values(lrs):
+        made.append(list(lrs))
+        return [{"arm": a, "lr": lr, "val": -abs(lr - best)}
+                for a, best in (("low", 1e-5), ("mid", 3e-3)) for lr in lrs]
+
+    def scores_of(runs, lrs):
+        return {a: {str(lr): r["val"] for lr in lrs for r in runs
+                    if (r["arm"], r["lr"]) == (a, lr)} for a in ("low", "mid")}
+
+    grid, runs = rerun.tune_grid([1e-3, 3e-3, 1e-2], run_values, scores_of, "lr", "val")
+    assert made == [[1e-3, 3e-3, 1e-2], [3e-4]] and len(runs) == 8
+    assert grid["values"] == [3e-4, 1e-3, 3e-3, 1e-2]
+    assert grid["chosen"] == {"low": 3e-4, "mid": 3e-3}
+    assert grid["widened"] == {"first": [1e-3, 3e-3, 1e-2], "added": [3e-4]}
+    made.clear()
+    grid, _ = rerun.tune_grid([1e-3], run_values, scores_of, "lr", "val")  # --quick: one value
+    assert made == [[1e-3]] and "widened" not in grid
