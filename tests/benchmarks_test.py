@@ -43,6 +43,8 @@ def _strict_json(line):
      and "host_pipeline_vs_in_memory" in r),
     ("periodic.py", lambda r: r["steps_per_s"]["cond"] > 0 and r["every"] == 200),
     ("pytorch_baseline.py", lambda r: "skipped" in r or r["tiny"]["host_vs_torch"]["median"] > 0),
+    ("eval_stream.py", lambda r: r["metrics_equal"] is True and r["examples"] > 0
+     and r["seconds_per_eval"]["stream"]["median"] > 0 and r["cpu_time_ratio"]["median"] > 0),
 ])
 def test_benchmark_quick_mode_prints_strict_json(script, checks):
     # 1 device. compiles.py counts the compiles XLA does, so it runs without the suite's
