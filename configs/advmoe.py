@@ -24,7 +24,7 @@ Command (2-4 min per run on a 2-core CPU)::
     python -m alternating.main --config=configs/advmoe.py:alternating --workdir=runs/advmoe
 
 Results over 10 seeds, each arm at its validation-chosen learning rate:
-``docs/results/advmoe.md`` (``experiments/advmoe.py``, 324 s on a 2-core shared CPU).
+``docs/results/advmoe.md`` (``experiments/advmoe.py``, 449 s on a 2-core shared CPU).
 
 Variants: ``dense`` | ``joint`` | ``alternating`` (default); ``smoke``; ``steps=N``;
 ``lr=X`` (Adam, every phase; default 1e-3); ``holdout`` (train on the first 80%
