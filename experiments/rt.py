@@ -149,7 +149,8 @@ def intro(steps: int, floor: float) -> list[str]:
         "optimizer); the self-consistency term uses soft-filled tokens and a fixed weight of 1; "
         "generation is one argmax refill, not the paper's sampling; short training "
         f"({steps} steps instead of the earlier page's 1000, to fit 4 arms x 3 learning rates "
-        "x 5 seeds into one run of the page on a shared 2-core CPU).",
+        "(5 where the grid widens at both ends) x 5 seeds into one run of the page on a shared "
+        "2-core CPU).",
     ]
 
 
