@@ -17,7 +17,7 @@ rate is chosen from ``lrs`` on ``val_size`` generated validation prompts per
 level (not the test prompts).
 
 Command of the page (5 seeds, 600 steps; writes docs/results/dump.json and
-.md; 577 s on a 2-core shared CPU, 35 runs)::
+.md; 1335 s on a 2-core CPU shared with other jobs, 40 runs)::
 
     python experiments/dump.py --seeds 0 1 2 3 4 --steps 600 --eval-every 100
 
