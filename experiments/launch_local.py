@@ -30,6 +30,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def device_count_flags(count: int, flags: str | None = None) -> str:
+    """``XLA_FLAGS`` (default: this process's) with the fake CPU device count set to
+    ``count``; the other flags are kept."""
+    kept = [f for f in (os.environ.get("XLA_FLAGS", "") if flags is None else flags).split()
+            if not f.startswith("--xla_force_host_platform_device_count")]
+    return " ".join(kept + [f"--xla_force_host_platform_device_count={count}"])
+
+
 def launch(num_processes: int, devices_per_process: int, args: list[str],
            python: str = sys.executable, all_to_files: bool = False) -> list[subprocess.Popen]:
     """Starts the processes; returns them (process 0 first).
@@ -43,7 +51,7 @@ def launch(num_processes: int, devices_per_process: int, args: list[str],
     procs = []
     for i in range(num_processes):
         env = dict(os.environ, JAX_PLATFORMS="cpu",
-                   XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
+                   XLA_FLAGS=device_count_flags(devices_per_process))
         cmd = [python, "-m", "alternating.main", f"--coordinator_address=localhost:{port}",
                f"--num_processes={num_processes}", f"--process_id={i}", *args]
         out = None

@@ -26,8 +26,7 @@ def test_two_processes_stream_their_own_shards_and_match_one_process(tmp_path):
     data_dir = str(tmp_path / "tfds")
     data_lib.write_generated("gen_small", data_dir, {"train": 1000, "test": 200}, (8, 8, 1))
     port = launch_local.free_port()
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=launch_local.device_count_flags(2))
     procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "streaming_mp_worker.py"),
                                f"localhost:{port}", "2", str(i), data_dir, str(tmp_path)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
