@@ -10,9 +10,19 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def one_device_env(*drop: str) -> dict:
+    """This process's environment for a benchmark's ``--quick`` run: 1 CPU device, the
+    suite's other XLA flags (its optimization level: quick figures mean nothing), without
+    the variables in ``drop``."""
+    from experiments import launch_local
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["XLA_FLAGS"] = launch_local.device_count_flags(1)
+    return env
+
+
 @pytest.mark.slow
 def test_step_overhead_quick_prints_its_ratios():
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # 1 device, as documented
+    env = one_device_env()  # 1 device, as documented
     out = subprocess.run([sys.executable, "benchmarks/step_overhead.py", "--quick"], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -49,8 +59,7 @@ def _strict_json(line):
 def test_benchmark_quick_mode_prints_strict_json(script, checks):
     # 1 device. compiles.py counts the compiles XLA does, so it runs without the suite's
     # compilation cache; the others keep it (their programs repeat across scripts and runs).
-    drop = ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR") if script == "compiles.py" else ("XLA_FLAGS",)
-    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env = one_device_env(*(("JAX_COMPILATION_CACHE_DIR",) if script == "compiles.py" else ()))
     out = subprocess.run([sys.executable, os.path.join("benchmarks", script), "--quick"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -63,7 +72,7 @@ def test_benchmark_quick_mode_prints_strict_json(script, checks):
 
 @pytest.mark.slow
 def test_ablation_seeds_quick_replicas_equal_runs():
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # 1 device
+    env = one_device_env()  # 1 device
     out = subprocess.run([sys.executable, "benchmarks/ablation_seeds.py", "--quick",
                           "--scripts", "areal"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=300)
@@ -77,7 +86,7 @@ def test_ablation_seeds_quick_replicas_equal_runs():
 
 @pytest.mark.slow
 def test_streaming_quick_prints_its_ratio_and_peak_memory():
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # 1 device
+    env = one_device_env()  # 1 device
     out = subprocess.run([sys.executable, "benchmarks/streaming.py", "--quick", "--gib", "0.05"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from benchmarks_test import one_device_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,7 +19,7 @@ def _strict_json(line):
 
 @pytest.mark.slow
 def test_real_sizes_quick_prints_strict_json():
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # 1 device
+    env = one_device_env()  # 1 device
     out = subprocess.run([sys.executable, os.path.join("benchmarks", "real_sizes.py"), "--quick"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
