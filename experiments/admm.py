@@ -215,7 +215,7 @@ def main(argv=None) -> dict:
         arms, MULTS, seeds, TUNE_SEEDS, run, lambda r: r["network_objective"],
         metric="final network objective of the tuning initializations", maximize=False,
         param="learning-rate multiplier (x the arm's base rate: ADMM Adam 3e-3, gradient "
-              "descent 0.05)")
+              "descent 0.05)", widen=args.widen)
     data = page(results, grid, seeds, args.steps, time.perf_counter() - t0, argv)
     runs = tuning.write(data, out, results)
     return {"runs": runs, "summary": summarize(runs), "grid": grid, "data": data,

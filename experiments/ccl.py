@@ -50,7 +50,7 @@ if str(ROOT) not in sys.path:
 from alternating import data  # noqa: E402
 from alternating.data import CurriculumStream  # noqa: E402
 from alternating.models import MLP  # noqa: E402
-from experiments import common, pages, rerun  # noqa: E402
+from experiments import common, pages, rerun, tuning  # noqa: E402
 from configs import ccl  # noqa: E402
 
 
@@ -252,6 +252,7 @@ def main(argv=None) -> dict[str, Any]:
                          "(default 1e-3 3e-3 1e-2; with --quick only 1e-3)")
     ap.add_argument("--quick", action="store_true", help="smoke variant, two seeds, temp output")
     ap.add_argument("--out", default=None, help="folder of ccl.md (default docs/results)")
+    tuning.add_widen_flag(ap)
     args = ap.parse_args(argv)
     args.lrs = args.lrs or ([1e-3] if args.quick else [1e-3, 3e-3, 1e-2])
     configs = []
@@ -266,7 +267,8 @@ def main(argv=None) -> dict[str, Any]:
         lambda every, lrs: {f"{a} ({c.dataset})": {str(lr): float(np.mean(
             [r["val_final"] for r in every if (r["dataset"], r["arm"], r["lr"]) ==
              (c.dataset, a, lr)])) for lr in lrs} for c in configs for a in _arms(c)},
-        "Adam learning rate", "mean final validation accuracy over the seeds")
+        "Adam learning rate", "mean final validation accuracy over the seeds",
+        widen=args.widen)
     chosen = grid["chosen"]
     runs = [r for r in every if r["lr"] == chosen[f"{r['arm']} ({r['dataset']})"]]
     out = common.output_dir(args.out, args.quick)

@@ -15,7 +15,7 @@ program (``experiments/common.py:run_seed_block``). The fine-tuning learning
 rate is chosen per method from one grid on validation data carved from the
 training split (``experiments/cl_tuning.py``).
 
-    .venv/bin/python experiments/cl_adamerging.py            # 5 seeds, docs/results
+    .venv/bin/python experiments/cl_adamerging.py            # 10 seeds, docs/results
     .venv/bin/python experiments/cl_adamerging.py --quick    # 2 seeds, tiny, untuned
 """
 
@@ -75,7 +75,7 @@ def tuned_runs(args: Any, seeds: list[int]) -> tuple[dict, dict, dict | None, in
         grid = cl_tuning.tune({"merge": cfg}, args.tune_seeds, args.workdir / "tune",
                               lambda a, e: e[a]["mean"], "acc (merged model's mean accuracy)",
                               rates=args.rates, arms={a: "merge" for a in ARMS},
-                              block="merge")
+                              block="merge", widen=args.widen)
     chosen = grid["chosen"] if grid else {a: None for a in ARMS}
     per_lr = {}
     for lr in dict.fromkeys(chosen.values()):

@@ -14,7 +14,7 @@ vectorized program; ACC and forgetting come from the accuracy matrix. Every
 arm's peak learning rate (the whole schedule scaled) is chosen from one grid on
 validation data carved from the training split (``experiments/cl_tuning.py``).
 
-    .venv/bin/python experiments/cl_infinite_lr.py            # 5 seeds, docs/results
+    .venv/bin/python experiments/cl_infinite_lr.py            # 10 seeds, docs/results
     .venv/bin/python experiments/cl_infinite_lr.py --quick    # 2 seeds, tiny, untuned
 """
 

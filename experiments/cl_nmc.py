@@ -18,7 +18,7 @@ the frozen body's features; ``ft`` (every parameter trained on every task)
 is the usual floor. Every arm's learning rate is chosen from one grid on
 validation data carved from the training split (``experiments/cl_tuning.py``).
 
-    .venv/bin/python experiments/cl_nmc.py            # 5 seeds, docs/results
+    .venv/bin/python experiments/cl_nmc.py            # 10 seeds, docs/results
     .venv/bin/python experiments/cl_nmc.py --quick    # 2 seeds, tiny, untuned
 """
 

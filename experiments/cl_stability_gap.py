@@ -20,7 +20,7 @@ over the 4 switches. Every arm's learning rate is chosen from one grid on the
 ACC of validation data carved from the training split
 (``experiments/cl_tuning.py``).
 
-    .venv/bin/python experiments/cl_stability_gap.py            # 5 seeds, docs/results
+    .venv/bin/python experiments/cl_stability_gap.py            # 10 seeds, docs/results
     .venv/bin/python experiments/cl_stability_gap.py --quick    # 2 seeds, tiny, untuned
 """
 

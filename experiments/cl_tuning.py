@@ -78,11 +78,57 @@ def with_lr(cfg: Any, lr: float) -> Any:
 def tune(configs: Mapping[str, Any], seeds: Sequence[int], workdir: pathlib.Path,
          score: Callable[[str, dict], float], description: str, *,
          rates: Sequence[float] = RATES, arms: Mapping[str, str] | None = None,
-         block: str = "continual", param: str = PARAM) -> dict[str, Any]:
+         block: str = "continual", param: str = PARAM,
+         lambdas: bool = False, widen: int = 1) -> dict[str, Any]:
     """:func:`experiments.tuning.tune_configs` on :func:`validation_config`, scored from
-    each run's entry of ``results.json[block]`` (the accuracy matrix)."""
+    each run's entry of ``results.json[block]`` (the accuracy matrix); ``lambdas``: every
+    config with a loss weight (:func:`lambda_of`) also searches it, jointly with the rate,
+    over :data:`LAMBDA_FACTORS` times its own value; ``widen``: the rounds of widening
+    (``tuning.tune_configs``)."""
+    method = {k: {"values": [lambda_of(c) * f for f in LAMBDA_FACTORS], "set": with_lambda}
+              for k, c in configs.items() if lambdas and lambda_of(c) is not None}
     return tuning.tune_configs(configs, seeds, workdir, score, description, rates=rates,
-                               prepare=validation_config, block=block, arms=arms, param=param)
+                               prepare=validation_config, block=block, arms=arms, param=param,
+                               method=method, method_param=LAMBDA, widen=widen)
+
+
+# The method weight's grid around the config's value (EWC 1000, L2 1, LwF 1, feature
+# distillation 0.1): x{0.1, 1, 10}, widened once at an end like the rates.
+LAMBDA_FACTORS = (0.1, 1.0, 10.0)
+LAMBDA = "lambda"
+
+
+def lambda_of(cfg: Any) -> float | None:
+    """The loss weight ``lam`` of a config's phases (EWC, L2, LwF, feature distillation), or
+    ``None`` (a method without one).
+
+    Raises:
+      ValueError: phases with different ``lam`` values (one weight is searched).
+    """
+    got = {float(p["loss_kwargs"]["lam"]) for p in cfg.phases.values()
+           if "lam" in (p.get("loss_kwargs") or {})}
+    if len(got) > 1:
+        raise ValueError(f"phases with different loss_kwargs.lam {sorted(got)}: one weight "
+                         "per config is searched.")
+    return got.pop() if got else None
+
+
+def with_lambda(cfg: Any, lam: float) -> Any:
+    """``cfg`` with every phase's ``loss_kwargs.lam`` that exists set to ``lam`` (in place)."""
+    if lambda_of(cfg) is None:
+        raise ValueError("with_lambda: no phase of this config has loss_kwargs.lam.")
+    for phase in cfg.phases.values():
+        if "lam" in (phase.get("loss_kwargs") or {}):
+            phase["loss_kwargs"] = {**dict(phase["loss_kwargs"]), "lam": float(lam)}
+    return cfg
+
+
+def chosen(cfg: Any, grid: Mapping[str, Any], arm: str) -> Any:
+    """A copy of ``cfg`` at ``arm``'s chosen rate and, where the grid searched one, its
+    chosen lambda."""
+    out = with_lr(cfg, grid["chosen"][arm])
+    lam = ((grid.get("method") or {}).get("chosen") or {}).get(arm)
+    return out if lam is None else with_lambda(out, lam)
 
 
 def intro(grid: Mapping[str, Any] | None, tune_seeds: Sequence[int],
@@ -99,6 +145,20 @@ def intro(grid: Mapping[str, Any] | None, tune_seeds: Sequence[int],
             f"Chosen: {picks}. The reported runs then train on the whole train split at the "
             f"chosen rate, seeds {list(seeds)}, tested on the test split (separate runs from "
             "the tuning ones). The table below gives the validation scores."]
+
+
+def lambda_intro(grid: Mapping[str, Any] | None) -> list[str]:
+    """The paragraph on the methods' loss weights searched with the rate (none if none)."""
+    m = (grid or {}).get("method")
+    if not m:
+        return []
+    picks = ", ".join(f"`{a}` {v:g} (its grid {[float(x) for x in m['values'][a]]})"
+                      for a, v in m["chosen"].items())
+    return ["Each method's loss weight lambda (`loss_kwargs.lam`, every phase) was searched "
+            "jointly with the rate, on the same validation split and seeds: the rate grid at "
+            f"each lambda of x{list(LAMBDA_FACTORS)} its config's value, widened beyond an end "
+            "the arm chose like the rates; the arm keeps its best (lambda, rate) pair. "
+            f"Chosen lambdas: {picks}. The rates above are the ones chosen at these lambdas."]
 
 
 def notes(grid: Mapping[str, Any] | None) -> list[str]:

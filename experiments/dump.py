@@ -154,9 +154,11 @@ def _metrics_of(run) -> dict[str, float]:
             "reward_hardest": run["per_level"][-1]}
 
 
-def tune_and_run(cfg, arms, lrs, seeds, work: pathlib.Path):
-    """The grid on ``seeds[0]`` (validation AUC), then each arm's chosen lr on every seed
-    (``experiments/tuning.py:tune``: the grid widened once beyond an end an arm chose).
+def tune_and_run(cfg, arms, lrs, seeds, work: pathlib.Path, *, tune_seeds: int = 1,
+                 widen: int = 1):
+    """The grid on the first ``tune_seeds`` seeds (mean validation AUC), then each arm's
+    chosen lr on every seed (``experiments/tuning.py:tune``: the grid widened beyond an end
+    an arm chose, ``widen`` rounds at most).
 
     Returns ``(runs, n_runs, grid)``: the reported runs (chosen lr; every arm at a
     seed before the next seed), the number of runs trained, and the page's
@@ -171,9 +173,12 @@ def tune_and_run(cfg, arms, lrs, seeds, work: pathlib.Path):
         return made[-len(block):]
 
     grid, results = tuning.tune(
-        arms, lrs, seeds, seeds[:1], run, lambda r: r["val_auc"],
-        metric=f"validation reward AUC (seed {seeds[0]}, {cfg.val_size} generated prompts "
-               "per level)", param="Adam learning rate", smoke=len(lrs) < 3)
+        arms, lrs, seeds, seeds[:tune_seeds], run, lambda r: r["val_auc"],
+        metric=(f"validation reward AUC (seed {seeds[0]}" if tune_seeds == 1 else
+                f"validation reward AUC (mean over seeds {seeds[:tune_seeds]}") + (
+                    f", {cfg.val_size} generated prompts per level)"),
+        param="Adam learning rate",
+        smoke=len(lrs) < 3, widen=widen)
     return [results[a][i] for i in range(len(seeds)) for a in arms], len(made), grid
 
 
@@ -251,6 +256,9 @@ def main(argv=None):
                     help="steps between evaluations (default: the config's)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--workdir", default=None)
+    tuning.add_widen_flag(ap)
+    ap.add_argument("--tune-seeds", type=int, default=1,
+                    help="the first N seeds' validation AUC chooses each arm's rate (default 1)")
     args = ap.parse_args(argv)
     cfg = dump_config.get_config(",".join(
         (["smoke"] if args.quick else []) + ([args.answer] if args.answer else [])))
@@ -261,7 +269,8 @@ def main(argv=None):
     lrs = list(args.lrs or ([cfg.lr] if args.quick else cfg.lrs))
     work = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="dump_"))
     t0 = time.time()
-    runs, n_runs, grid = tune_and_run(cfg, arms, lrs, list(cfg.seeds), work)
+    runs, n_runs, grid = tune_and_run(cfg, arms, lrs, list(cfg.seeds), work,
+                                      tune_seeds=args.tune_seeds, widen=args.widen)
     out = common.output_dir(args.out, args.quick)
     name = "dump" if cfg.answer == "mod100" else f"dump_{cfg.answer}"
     title = "DUMP: UCB over difficulty levels for RL" + (

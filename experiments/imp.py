@@ -19,7 +19,7 @@ host executor, one compiled step per phase; see ``timing``). ``agd`` keeps
 one Adam state per task; ``agd_one_optimizer`` shares one Adam state among the
 task phases (``optimizer_group``), the paper's one optimizer.
 
-    .venv/bin/python experiments/imp.py            # 5 seeds, docs/results
+    .venv/bin/python experiments/imp.py            # 10 seeds, docs/results
     .venv/bin/python experiments/imp.py --quick    # 2 seeds, smoke sizes, temp dir
 """
 
@@ -232,7 +232,7 @@ def main(argv=None) -> dict[str, Any]:
         {a: arm_config(a, args.quick) for a in names}, seeds[:TUNE_SEEDS], args.workdir / "tune",
         lambda arm, final_eval: mean_task_acc(final_eval),
         "mean validation accuracy over the 3 tasks (20% of each train split)", rates=RATES,
-        prepare=common.validation_config, widen=not args.quick)
+        prepare=common.validation_config, widen=0 if args.quick else args.widen)
     for arm in names:
         arms[arm] = run_arm(arm, seeds, args.workdir / arm, args.quick, grid["chosen"][arm])
         times[arm] = timing(arm, args.workdir / f"{arm}_timing", args.quick)

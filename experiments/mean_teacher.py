@@ -174,7 +174,7 @@ def main(argv=None) -> dict:
     grid, results = tuning.tune(
         arms, QUICK_LRS if args.quick else LRS, seeds, seeds, run,
         lambda r: r["acc"]["val_" + HEADLINE[r["arm"]]],
-        metric="validation accuracy of the headline model", smoke=args.quick)
+        metric="validation accuracy of the headline model", smoke=args.quick, widen=args.widen)
     data = page(results, grid, seeds, args.steps, time.perf_counter() - t0, argv, vectorized)
     runs = tuning.write(data, out, results)
     return {"runs": runs, "summary": summarize(runs), "grid": grid, "data": data,

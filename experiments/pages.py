@@ -24,7 +24,10 @@ The page data (JSON-serializable; ``FORMAT`` marks it)::
     arms         {arm: {metric key: [one value per seed, in seed order]}}
     grid         optional: {param, values, metric, scores: {arm: {value:
                  score}}, chosen: {arm: value}, widened: {first, added}
-                 (when the grid grew at an end)}, the tuning each arm got
+                 (when the grid grew at an end), method: a method
+                 hyperparameter searched jointly with the rate
+                 (``experiments/tuning.py:tune_configs``)}, the tuning each
+                 arm got
     comparisons  [{name, treatment, baseline, metric, claim}], claim
                  'greater' or 'less' (what the paper predicts for treatment
                  minus baseline)
@@ -132,10 +135,31 @@ def _grid(grid: Mapping[str, Any]) -> list[str]:
         cells = [f"{scores[v]:.4g}" if v in scores else "" for v in values]
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {grid['chosen'][arm]} |")
     w = grid.get("widened")  # experiments/tuning.py:tune
-    if w:
+    if w and w.get("rounds", 1) > 1:
+        lines += ["", f"The first grid {w['first']} had an arm's choice at an end, so every "
+                  f"arm also ran {w['added']}: {w['rounds']} rounds, each adding one value "
+                  "beyond each end an arm then chose, until no choice was at an end or the "
+                  "rounds ran out, before the choice shown."]
+    elif w:
         lines += ["", f"The first grid {w['first']} had an arm's choice at an end, so every "
                   f"arm also ran {w['added']} (the grid widened once beyond each end an arm "
                   "chose) before the choice shown."]
+    m = grid.get("method")  # experiments/tuning.py:tune_configs, a method hyperparameter
+    if m:
+        lines += ["", f"The arms {', '.join(f'`{a}`' for a in m['chosen'])} also searched "
+                  f"their {m['param']} jointly with the rate: the scores above are at the "
+                  f"{m['param']} chosen below, and below, each {m['param']}'s best validation "
+                  "score over the rates (that rate in parentheses).", "",
+                  f"| arm | {m['param']}: score (rate) | chosen |", "|---|---|---|"]
+        for arm, per in m["scores"].items():
+            cells = "; ".join(f"{float(v):g}: {per[str(v)]:.4g} ({m['rates'][arm][str(v)]:g})"
+                              if str(v) in per else f"{float(v):g}: diverged"
+                              for v in m["values"][arm])
+            lines.append(f"| {arm} | {cells} | {m['chosen'][arm]:g} |")
+        for arm, w in (m.get("widened") or {}).items():
+            lines += ["", f"`{arm}`: the first {m['param']} grid {w['first']} had the choice "
+                      f"at an end, so it also ran {w['added']} (one value beyond the end at a "
+                      "time) before the choice shown."]
     return lines + [""]
 
 

@@ -57,7 +57,8 @@ def grid_field(param: str, values: Sequence[float], metric: str,
 def tune_grid(values: Sequence[float], run_values, scores_of, param: str, metric: str, *,
               higher: bool = True, widen: bool = True) -> tuple[dict[str, Any], list]:
     """Every value of the grid on every seed, each arm's choice on validation, and the grid
-    widened once beyond an end an arm chose (``experiments/tuning.py:widened``).
+    widened beyond an end an arm chose (``experiments/tuning.py:widened``), ``widen`` rounds
+    at most (``True``: one).
 
     For scripts that run each (arm, value) cell on all their seeds and score the
     validation figures of those same runs.
@@ -67,7 +68,7 @@ def tune_grid(values: Sequence[float], run_values, scores_of, param: str, metric
       run_values: ``run_values(values) -> runs``: every arm at each of ``values``.
       scores_of: ``scores_of(runs, values) -> {arm: {str(value): score}}``.
       param, metric, higher: as :func:`grid_field`.
-      widen: widen at an end an arm chose.
+      widen: the rounds of widening at an end an arm chose.
 
     Returns:
       ``(grid, runs)``: the page's ``grid`` field (``widened: {first, added}``
@@ -77,12 +78,17 @@ def tune_grid(values: Sequence[float], run_values, scores_of, param: str, metric
     values = [float(v) for v in values]
     runs = list(run_values(values))
     grid = grid_field(param, values, metric, scores_of(runs, values), higher)
-    added = tuning.widened(values, grid["chosen"]) if widen and len(values) >= 3 else []
-    if added:
-        runs += list(run_values(added))
-        first, values = values, sorted(values + added)
+    first, added, rounds = values, [], 0
+    for _ in range(int(widen) if len(values) >= 3 else 0):
+        more = tuning.widened(values, grid["chosen"])
+        if not more:
+            break
+        runs += list(run_values(more))
+        values, added, rounds = sorted(values + more), added + more, rounds + 1
         grid = grid_field(param, values, metric, scores_of(runs, values), higher)
-        grid["widened"] = {"first": first, "added": added}
+    if added:
+        grid["widened"] = {"first": first, "added": added,
+                           **({"rounds": rounds} if rounds > 1 else {})}
     return grid, runs
 
 

@@ -205,7 +205,7 @@ def main(argv=None) -> dict:
     arms = args.arms
     grid, results = tuning.tune(arms, QUICK_LRS if args.quick else LRS, seeds, seeds, run,
                                 lambda r: skill(r, floor), metric="validation skill",
-                                smoke=args.quick)
+                                smoke=args.quick, widen=args.widen)
     data = page(results, grid, seeds, args.steps, floor, time.perf_counter() - t0, argv)
     runs = tuning.write(data, out, results)
     return {"runs": runs, "summary": summarize(runs), "grid": grid, "data": data,

@@ -190,7 +190,7 @@ def renote(path: pathlib.Path, cfg) -> pathlib.Path:
     return pages.write_page(data, path.parent)
 
 
-def page(runs, grid, cfg, seeds, wall, argv, name) -> dict[str, Any]:
+def page(runs, grid, cfg, seeds, wall, argv, name, tune_seeds=1) -> dict[str, Any]:
     arms = {}
     for arm in dict.fromkeys(r["arm"] for r in runs):
         rs = sorted((r for r in runs if r["arm"] == arm), key=lambda r: seeds.index(r["seed"]))
@@ -200,7 +200,7 @@ def page(runs, grid, cfg, seeds, wall, argv, name) -> dict[str, Any]:
     comparisons = [{"name": f"adaptive vs {b}", "treatment": "adaptive", "baseline": b,
                     "metric": "final", "claim": "greater"}
                    for b in arms if b != "adaptive" and "adaptive" in arms]
-    intro_lines = intro(cfg) + [tuning.grid_sentence(grid, seeds[:1], seeds)]
+    intro_lines = intro(cfg) + [tuning.grid_sentence(grid, seeds[:tune_seeds], seeds)]
     return {"name": name, "title": "SASR-style adaptive SFT/RL switching"
             + ("" if name == "sasr" else f" (demonstration noise {cfg.noise:g})"),
             "intro": intro_lines, "command": common.command("sasr.py", argv),
@@ -221,6 +221,10 @@ def main(argv=None):
     ap.add_argument("--arms", nargs="+", default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--workdir", default=None)
+    tuning.add_widen_flag(ap)
+    ap.add_argument("--tune-seeds", type=int, default=1,
+                    help="seeds 0..N-1 whose validation reward chooses each arm's rate "
+                         "(default 1)")
     ap.add_argument("--notes-only", default=None, metavar="JSON",
                     help="recompute the notes of a written page from its JSON and re-render it")
     args = ap.parse_args(argv)
@@ -238,11 +242,12 @@ def main(argv=None):
     def run(arm, lr, block):
         return [run_one(cfg, arm, s, work / f"{arm}_lr{lr:g}_s{s}", lr) for s in block]
 
-    grid, results = tuning.tune(arms, LRS, seeds, seeds[:1], run, lambda r: r["val"],
-                                metric="final validation expected reward")
+    grid, results = tuning.tune(arms, LRS, seeds, seeds[:args.tune_seeds], run,
+                                lambda r: r["val"], metric="final validation expected reward",
+                                widen=args.widen)
     runs = [r for s in range(len(seeds)) for arm in arms for r in [results[arm][s]]]
     name = "sasr" if cfg.noise == default_noise else f"sasr_noise{cfg.noise:g}"
-    data = page(runs, grid, cfg, seeds, time.time() - t0, argv, name)
+    data = page(runs, grid, cfg, seeds, time.time() - t0, argv, name, args.tune_seeds)
     out = common.output_dir(args.out, args.quick)
     md = pages.write_page(data, out)
     print(md.read_text())

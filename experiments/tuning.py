@@ -62,8 +62,9 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
 
     When an arm's best value is an end of the grid and ``widen`` (not in a
     ``smoke`` run), every arm also runs one value beyond that end
-    (:func:`widened`) before the choice: once, so the grid grows by one value
-    on each side at most, and a choice may still be an end (the page says so).
+    (:func:`widened`) before the choice: ``widen`` rounds at most (``True``:
+    one), each adding one value beyond each end then chosen, so a choice may
+    still be an end (the page says so).
 
     Args:
       arms: the arms, each tuned on its own.
@@ -75,14 +76,14 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
       metric: what ``score`` measures (shown on the page).
       maximize: whether a higher score is better.
       param: the tuned parameter's name.
-      widen: widen the grid once at an end an arm chose.
+      widen: the rounds of widening at an end an arm chose (``True``: one).
       smoke: a ``--quick`` run, which may give fewer values (each value of
         each arm is a compiled program; a smoke run checks the plumbing) and
         never widens.
 
     Returns:
       ``(grid, results)``: the page's ``grid`` field (with ``widened: {first,
-      added}`` when it grew) and ``{arm: [result per seed in seeds]}`` at each
+      added}`` when it grew, and ``rounds`` when more than one) and ``{arm: [result per seed in seeds]}`` at each
       arm's chosen value.
 
     Raises:
@@ -118,12 +119,16 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
     for arm in arms:
         for v in values:
             trial(arm, v)
-    first = list(values)
-    added = widened(values, {a: best(a) for a in arms}) if widen and not smoke else []
-    for v in added:
-        values.insert(0 if v < values[0] else len(values), v)
-        for arm in arms:
-            trial(arm, v)
+    first, added, rounds = list(values), [], 0
+    for _ in range(0 if smoke else int(widen)):
+        more = widened(values, {a: best(a) for a in arms})
+        if not more:
+            break
+        for v in more:
+            values.insert(0 if v < values[0] else len(values), v)
+            for arm in arms:
+                trial(arm, v)
+        added, rounds = added + more, rounds + 1
     chosen, results = {}, {}
     for arm in arms:
         chosen[arm] = best(arm)
@@ -136,8 +141,16 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
     grid = {"param": param, "values": values, "metric": metric, "scores": scores,
             "chosen": chosen}
     if added:
-        grid["widened"] = {"first": first, "added": added}
+        grid["widened"] = {"first": first, "added": added,
+                           **({"rounds": rounds} if rounds > 1 else {})}
     return grid, results
+
+
+def add_widen_flag(ap: argparse.ArgumentParser, default: int = 1) -> None:
+    """``--widen N``: the rounds of widening a grid at an end an arm chose (:func:`tune`)."""
+    ap.add_argument("--widen", type=int, default=default,
+                    help=f"rounds of widening the grid beyond an end an arm chose, one value "
+                         f"a round, stopping when no choice is at an end (default {default})")
 
 
 def tune_per_seed(arms: Sequence[str], rates: Sequence[float], seeds: Sequence[int],
@@ -215,7 +228,9 @@ def tune_configs(configs: Mapping[str, Any], seeds: Sequence[int], workdir: path
                  score: Callable[[str, dict], float], description: str, *,
                  rates: Sequence[float], prepare: Callable[[Any], Any],
                  block: str | None = None, arms: Mapping[str, str] | None = None,
-                 param: str = "lr (every phase)", widen: bool = True) -> dict[str, Any]:
+                 param: str = "lr (every phase)", widen: bool = True,
+                 method: Mapping[str, Mapping[str, Any]] | None = None,
+                 method_param: str = "lambda") -> dict[str, Any]:
     """Each arm's learning rate of ``rates``, chosen on validation; the page's ``grid`` field.
 
     The config-driven counterpart of :func:`tune`: per config, one
@@ -228,6 +243,15 @@ def tune_configs(configs: Mapping[str, Any], seeds: Sequence[int], workdir: path
     before the choice. A diverged run scores nothing; a rate with no score is
     not a candidate (the best mean validation score, the first of ties in grid
     order).
+
+    A method hyperparameter the paper leaves free (EWC's or LwF's lambda) is
+    searched jointly with the rate: ``method[key] = {"values": [...], "set":
+    fn(config, value) -> config}`` runs the rate grid at each value (one more
+    program per value, in ``<key>@<value>``); the arm's choice is the best
+    (value, rate) pair, by its best rate's score at each value (the first of
+    ties in the value grid's order). With ``widen``, a chosen value at an end
+    of the arm's value grid adds one value beyond it (:func:`widened`), run at
+    every rate, after the rate widening, in each round of ``widen``.
 
     Args:
       configs: ``{key: config}``; each config's sweep in ``workdir / key``.
@@ -245,64 +269,152 @@ def tune_configs(configs: Mapping[str, Any], seeds: Sequence[int], workdir: path
       arms: ``{arm: config key}`` where several arms read one config's runs
         (the merging evaluator's methods); default: each config is one arm.
       param: the tuned parameter's name on the page.
-      widen: widen the grid once at an end an arm chose.
+      widen: the rounds of widening (``True``: one): each round adds one value
+        beyond each end an arm chose (rates, then method values), and the
+        rounds stop when no choice is at an end.
+      method: ``{config key: {"values", "set"}}``: the method-hyperparameter
+        grids (at least 3 values each), above.
+      method_param: the method hyperparameter's name on the page.
+
+    Returns:
+      The ``grid`` field: ``param``, ``values`` (the rates), ``metric``,
+      ``scores`` (each arm's mean validation score per rate, at its chosen
+      method value), ``chosen`` (rates), ``widened`` when the rate grid grew,
+      (its ``rounds`` when more than one), and with ``method`` a ``method`` entry: ``{"param", "values": {arm:
+      [...]}, "scores": {arm: {value: its best rate's score}}, "rates": {arm:
+      {value: that rate}}, "chosen": {arm: value}}`` (plus ``widened: {arm:
+      {first, added}}`` when an arm's value grid grew).
 
     Raises:
-      ValueError: fewer than 3 rates, or an arm with no finite score at all.
+      ValueError: fewer than 3 rates or method values, a ``method`` key that
+        is not a config, or an arm with no finite score at all.
     """
+    import copy  # pylint: disable=g-import-not-at-top
     from alternating import sweep  # pylint: disable=g-import-not-at-top
     from experiments import rerun  # pylint: disable=g-import-not-at-top
     arms = dict(arms or {k: k for k in configs})
     seeds, values = [int(s) for s in seeds], [float(r) for r in rates]
     if len(values) < 3:
         raise ValueError(f"tuning grid {values}: the fair-arms rule needs at least 3 values.")
+    method = dict(method or {})
+    unknown = sorted(set(method) - set(configs))
+    if unknown:
+        raise ValueError(f"method grid for {unknown}: not a config of this tuning; valid: "
+                         f"{sorted(configs)}.")
+    lams: dict[str, list[float | None]] = {k: [None] for k in configs}
+    for key, m in method.items():
+        lams[key] = [float(v) for v in m["values"]]
+        if len(lams[key]) < 3:
+            raise ValueError(f"{key}: {method_param} grid {lams[key]}: the fair-arms rule "
+                             "needs at least 3 values.")
     prepared = {key: prepare(cfg) for key, cfg in configs.items()}
-    per: dict[str, dict[str, list[float]]] = {a: {} for a in arms}
+    per: dict[str, dict[tuple, list[float]]] = {a: {} for a in arms}
 
-    def grid_sweep(grid: list[float], suffix: str) -> None:
-        for key, vcfg in prepared.items():
-            cells = [{f"phases.{p}.optimizer.lr": r for p in vcfg.phases} for r in grid]
-            root = pathlib.Path(workdir) / f"{key}{suffix}"
-            out = sweep.run(vcfg, root, cells=cells, seeds=seeds, vectorize="grid",
-                            print_fn=None)
-            ids = [c["id"] for c in out["cells"]]
-            for run in out["runs"]:
-                if run["final_eval"] is None:  # a diverged run scores nothing
-                    continue
-                i = ids.index(run["cell"])
-                entry = (run["final_eval"] if block is None
-                         else _entry(root, run, len(grid), seeds, i, block))
-                for arm, k in arms.items():
-                    if k == key:
-                        per[arm].setdefault(str(grid[i]), []).append(float(score(arm, entry)))
+    def grid_sweep(key: str, lam: float | None, grid: list[float], suffix: str) -> None:
+        vcfg = prepared[key]
+        if lam is not None:
+            vcfg = method[key]["set"](copy.deepcopy(vcfg), lam)
+        cells = [{f"phases.{p}.optimizer.lr": r for p in vcfg.phases} for r in grid]
+        root = pathlib.Path(workdir) / (key + ("" if lam is None else f"@{lam:g}") + suffix)
+        out = sweep.run(vcfg, root, cells=cells, seeds=seeds, vectorize="grid", print_fn=None)
+        ids = [c["id"] for c in out["cells"]]
+        for run in out["runs"]:
+            if run["final_eval"] is None:  # a diverged run scores nothing
+                continue
+            i = ids.index(run["cell"])
+            entry = (run["final_eval"] if block is None
+                     else _entry(root, run, len(grid), seeds, i, block))
+            for arm, k in arms.items():
+                if k == key:
+                    per[arm].setdefault((lam, grid[i]), []).append(float(score(arm, entry)))
 
-    def choices() -> dict[str, float]:
+    def mean(arm: str, lam: float | None, v: float) -> float:
+        got = per[arm][(lam, v)]
+        return sum(got) / len(got)
+
+    def best_rates(arm: str) -> dict[float | None, float]:
+        """Each method value's best rate (values with no finite score left out)."""
         out = {}
-        for arm, p in per.items():
-            have = [v for v in values if p.get(str(v))]
-            if not have:
-                raise ValueError(f"arm {arm!r}: no finite validation score at any rate of "
-                                 f"{values}.")
-            means = {str(v): sum(p[str(v)]) / len(p[str(v)]) for v in have}
-            out[arm] = rerun.choose({arm: means}, have)[arm]
+        for lam in lams[arms[arm]]:
+            have = [v for v in values if per[arm].get((lam, v))]
+            if have:
+                out[lam] = rerun.choose({arm: {str(v): mean(arm, lam, v) for v in have}},
+                                        have)[arm]
+        if not out:
+            raise ValueError(f"arm {arm!r}: no finite validation score at any rate of "
+                             f"{values}.")
         return out
 
-    grid_sweep(values, "")
-    first = list(values)
-    added = widened(values, choices()) if widen else []
-    if added:
-        grid_sweep(added, ".widened")
-        values = sorted(values + added)
-    scores = {a: {str(v): round(sum(p[str(v)]) / len(p[str(v)]), 4) for v in values
-                  if p.get(str(v))} for a, p in per.items()}
+    def choices() -> dict[str, tuple[float | None, float]]:
+        out = {}
+        for arm in arms:
+            rate = best_rates(arm)
+            cands = list(rate)
+            lam = rerun.choose({arm: {str(c): mean(arm, c, rate[c]) for c in cands}},
+                               cands)[arm]
+            out[arm] = (lam, rate[lam])
+        return out
+
+    for key in configs:
+        for lam in lams[key]:
+            grid_sweep(key, lam, values, "")
+    first, added, rounds = list(values), [], 0
+    lam_added: dict[str, list[float]] = {}
+    for n in range(int(widen)):  # each round: the rates, then the method values
+        more = widened(values, {a: c[1] for a, c in choices().items()})
+        for key in configs:
+            for lam in lams[key]:
+                if more:
+                    grid_sweep(key, lam, more, ".widened" + (str(n + 1) if n else ""))
+        values, added, rounds = sorted(values + more), added + more, rounds + bool(more)
+        grew = bool(more)
+        picks = choices()
+        for key in method:
+            more = widened(lams[key], {a: picks[a][0] for a, k in arms.items() if k == key})
+            for lam in more:
+                grid_sweep(key, lam, values, "")
+            if more:
+                lam_added[key], grew = lam_added.get(key, []) + more, True
+                lams[key] = sorted(lams[key] + more)
+        if not grew:
+            break
+    picks = choices()
+    scores = {a: {str(v): round(mean(a, picks[a][0], v), 4) for v in values
+                  if per[a].get((picks[a][0], v))} for a in arms}
     for arm, s in scores.items():
-        print(f"{arm}: validation {s}", flush=True)
+        print(f"{arm}: validation {s}" + (f" at {method_param} {picks[arm][0]:g}"
+                                          if picks[arm][0] is not None else ""), flush=True)
     out = {"param": param, "values": values,
            "metric": f"{description}, mean over seeds {seeds}", "scores": scores,
-           "chosen": choices()}
+           "chosen": {a: c[1] for a, c in picks.items()}}
     if added:
-        out["widened"] = {"first": first, "added": added}
+        out["widened"] = {"first": first, "added": added,
+                          **({"rounds": rounds} if rounds > 1 else {})}
+    if method:
+        marms = [a for a in arms if arms[a] in method]
+        rate = {a: best_rates(a) for a in marms}
+        out["method"] = {
+            "param": method_param,
+            "values": {a: lams[arms[a]] for a in marms},
+            "scores": {a: {str(lam): round(mean(a, lam, r), 4) for lam, r in rate[a].items()}
+                       for a in marms},
+            "rates": {a: {str(lam): r for lam, r in rate[a].items()} for a in marms},
+            "chosen": {a: picks[a][0] for a in marms}}
+        grown = {a: {"first": [v for v in lams[arms[a]] if v not in lam_added[arms[a]]],
+                     "added": lam_added[arms[a]]} for a in marms if arms[a] in lam_added}
+        if grown:
+            out["method"]["widened"] = grown
     return out
+
+
+def tuning_runs(grid: Mapping[str, Any] | None, arms: Sequence[str],
+                tune_seeds: Sequence[int]) -> int:
+    """The runs of a :func:`tune_configs` grid: every arm's rates at each of its method values
+    (one where it has no method grid), on every tuning seed."""
+    if not grid:
+        return 0
+    lam = (grid.get("method") or {}).get("values", {})
+    return sum(len(lam.get(a, [None])) for a in arms) * len(grid["values"]) * len(tune_seeds)
 
 
 def arms_table(results: Mapping[str, list], metrics: Mapping[str, str]) -> dict[str, dict]:
@@ -332,6 +444,12 @@ def edge_notes(grid: dict[str, Any], scores: str = "validation") -> list[str]:
     values = list(grid["values"])
     ends = {values[0]: "smallest", values[-1]: "largest"}
     at = [f"`{a}` ({ends[v]}, {v:g})" for a, v in grid["chosen"].items() if v in ends]
+    m = grid.get("method") or {}
+    for a, v in (m.get("chosen") or {}).items():
+        own = list(m["values"][a])
+        if v in (own[0], own[-1]):
+            at.append(f"`{a}` ({m['param']}, {'smallest' if v == own[0] else 'largest'}, "
+                      f"{v:g})")
     if not at:
         return []
     return ["Chosen at an end of the grid, so a value beyond it might have scored better on "
@@ -350,7 +468,7 @@ def cli(doc: str, argv, *, seeds: int, steps: int, quick_steps: int, arms: Seque
 
     ``--seeds`` (:func:`seeds_from`), ``--steps``, ``--quick`` (2 seeds, at most
     ``quick_steps`` steps, a temp dir), ``--arms``, ``--one-run-per-seed``, ``--out``,
-    ``--workdir``; ``more(parser)`` adds a script's own. With vectorized seeds
+    ``--workdir``, ``--widen`` (:func:`add_widen_flag`); ``more(parser)`` adds a script's own. With vectorized seeds
     (the default) the seeds must be consecutive.
     """
     import pathlib  # pylint: disable=g-import-not-at-top
@@ -367,6 +485,7 @@ def cli(doc: str, argv, *, seeds: int, steps: int, quick_steps: int, arms: Seque
                          "num_seeds program)")
     ap.add_argument("--out", default=None, help="output directory (default docs/results)")
     ap.add_argument("--workdir", default=None, help="run directories (default: a temp dir)")
+    add_widen_flag(ap)
     if more:
         more(ap)
     args = ap.parse_args(argv)

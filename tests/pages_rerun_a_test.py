@@ -21,6 +21,21 @@ def _score(lr, best):
     return -abs(math.log10(lr) - math.log10(best))
 
 
+def _fake_sweep(sweeps, val):
+    """A stand-in for ``alternating.sweep.run``: records ``(root name, rates)`` in ``sweeps``;
+    every run's validation accuracy is ``val(config, rate)`` (``None``: it diverged)."""
+    def fake_run(cfg, root, *, cells, seeds, vectorize, print_fn):
+        del vectorize, print_fn
+        rates = [next(iter(c.values())) for c in cells]
+        sweeps.append((root.name, rates))
+        runs = [{"cell": f"c{i}", "seed": s, "workdir": f"w{i}_{s}", "overrides": c,
+                 "final_eval": (None if val(cfg, r) is None
+                                else {"val": {"accuracy": val(cfg, r)}})}
+                for i, (r, c) in enumerate(zip(rates, cells)) for s in seeds]
+        return {"cells": [{"id": f"c{i}"} for i in range(len(cells))], "runs": runs}
+    return fake_run
+
+
 def _written(tmp_path, name, seeds):
     data = json.loads((tmp_path / f"{name}.json").read_text(encoding="utf-8"))
     pages.check(data)
@@ -157,6 +172,14 @@ def test_a_choice_at_an_end_widens_the_grid_once_and_every_run_is_made_once():
     smoke, _ = tuning.tune(["up"], [1e-3, 1e-2], [0, 1], [0], run, lambda r: r["val"],
                            metric="m", smoke=True)
     assert smoke["values"] == [1e-3, 1e-2] and "widened" not in smoke
+    # Rounds: "up" (best 0.05) moves to 0.03, then 0.1 is tried and loses; a third round is
+    # not needed (0.03 is inside [1e-3, 0.1]).
+    calls.clear()
+    grid, _ = tuning.tune(["up", "mid"], [1e-3, 3e-3, 1e-2], [0, 1], [0, 1], run,
+                          lambda r: r["val"], metric="m", widen=3)
+    assert grid["widened"] == {"first": [1e-3, 3e-3, 1e-2], "added": [0.03, 0.1], "rounds": 2}
+    assert grid["chosen"] == {"up": 0.03, "mid": 3e-3} and tuning.edge_notes(grid) == []
+    assert len(calls) == len(set(calls)) == 10  # 2 arms x 5 values, each once
 
 
 def test_config_tuning_widens_at_an_end_and_skips_diverged_rates(monkeypatch, tmp_path):
@@ -164,17 +187,8 @@ def test_config_tuning_widens_at_an_end_and_skips_diverged_rates(monkeypatch, tm
     from configs import default
 
     sweeps = []
-
-    def fake_run(cfg, root, *, cells, seeds, vectorize, print_fn):
-        del cfg, vectorize, print_fn
-        rates = [next(iter(c.values())) for c in cells]
-        sweeps.append((root.name, rates))
-        runs = [{"cell": f"c{i}", "seed": s, "workdir": f"w{i}_{s}", "overrides": c,
-                 "final_eval": None if r > 0.05 else {"val": {"accuracy": _score(r, 0.03)}}}
-                for i, (r, c) in enumerate(zip(rates, cells)) for s in seeds]
-        return {"cells": [{"id": f"c{i}"} for i in range(len(cells))], "runs": runs}
-
-    monkeypatch.setattr(sweep, "run", fake_run)
+    monkeypatch.setattr(sweep, "run", _fake_sweep(
+        sweeps, lambda cfg, r: None if r > 0.05 else _score(r, 0.03)))
     grid = tuning.tune_configs({"a": default.get_config()}, [0, 1], tmp_path,
                                lambda arm, fe: fe["val"]["accuracy"], "val acc",
                                rates=[1e-3, 3e-3, 1e-2], prepare=lambda c: c)
@@ -188,3 +202,76 @@ def test_config_tuning_widens_at_an_end_and_skips_diverged_rates(monkeypatch, tm
                                rates=[1e-2, 3e-2, 1e-1], prepare=lambda c: c)
     assert grid["chosen"] == {"a": 3e-2} and "0.1" not in grid["scores"]["a"]
     assert "widened" not in grid and len(sweeps) == 1
+
+
+def test_config_tuning_searches_a_method_value_jointly_and_widens_it_once(monkeypatch, tmp_path):
+    """Arm ``b`` searches its lambda with the rate: the best (lambda, rate) pair wins, a
+    lambda at an end of its grid adds one beyond it (run at every rate), the page renders it
+    and names an arm still at an end."""
+    from alternating import sweep
+    from configs import default
+
+    sweeps = []
+
+    def val(cfg, r):  # no method value (arm a): the rate alone scores
+        lam = cfg.get("test_lam")
+        return _score(r, 3e-3) + (0.0 if lam is None else _score(lam, 2000.0))
+
+    def set_lam(cfg, v):
+        with cfg.unlocked():
+            cfg.test_lam = v
+        return cfg
+
+    monkeypatch.setattr(sweep, "run", _fake_sweep(sweeps, val))
+    rates = [1e-3, 3e-3, 1e-2]
+    configs = {"a": default.get_config(), "b": default.get_config()}
+    grid = tuning.tune_configs(configs, [0, 1], tmp_path, lambda arm, fe: fe["val"]["accuracy"],
+                               "val acc", rates=rates, prepare=lambda c: c,
+                               method={"b": {"values": [10.0, 100.0, 1000.0], "set": set_lam}})
+    assert sweeps == [("a", rates), ("b@10", rates), ("b@100", rates), ("b@1000", rates),
+                      ("b@10000", rates)]
+    m = grid["method"]
+    assert m["values"] == {"b": [10.0, 100.0, 1000.0, 10000.0]}
+    assert m["chosen"] == {"b": 1000.0} and m["rates"]["b"]["1000.0"] == 3e-3
+    assert m["widened"] == {"b": {"first": [10.0, 100.0, 1000.0], "added": [10000.0]}}
+    assert m["scores"]["b"]["10.0"] == round(_score(10.0, 2000.0), 4)
+    assert grid["chosen"] == {"a": 3e-3, "b": 3e-3} and "widened" not in grid
+    assert grid["scores"]["b"]["0.01"] == round(_score(1e-2, 3e-3) + _score(1000.0, 2000.0), 4)
+    assert tuning.tuning_runs(grid, ["a", "b"], [0, 1]) == (1 + 4) * 3 * 2
+    text = "\n".join(pages._grid(grid))  # pylint: disable=protected-access
+    assert "| b | 10: -2.301 (0.003); 100: -1.301 (0.003); 1000: -0.301 (0.003); 10000: " \
+           "-0.699 (0.003) | 1000 |" in text
+    assert "`b`: the first lambda grid [10.0, 100.0, 1000.0] had the choice at an end" in text
+    assert tuning.edge_notes(grid) == []
+    grid["method"]["chosen"]["b"] = 10000.0
+    assert "`b` (lambda, largest, 10000)" in tuning.edge_notes(grid)[0]
+    with pytest.raises(ValueError, match=r"method grid for \['c'\]: not a config"):
+        tuning.tune_configs(configs, [0, 1], tmp_path / "x", lambda arm, fe: 0.0, "v",
+                            rates=rates, prepare=lambda c: c,
+                            method={"c": {"values": [1.0, 2.0, 3.0], "set": set_lam}})
+    with pytest.raises(ValueError, match=r"b: lambda grid \[1.0, 2.0\]"):
+        tuning.tune_configs(configs, [0, 1], tmp_path / "y", lambda arm, fe: 0.0, "v",
+                            rates=rates, prepare=lambda c: c,
+                            method={"b": {"values": [1.0, 2.0], "set": set_lam}})
+
+
+def test_config_tuning_widens_in_rounds_until_no_choice_is_at_an_end(monkeypatch, tmp_path):
+    from alternating import sweep
+    from configs import default
+
+    sweeps = []
+    monkeypatch.setattr(sweep, "run", _fake_sweep(sweeps, lambda cfg, r: _score(r, 0.06)))
+    kw = dict(rates=[1e-3, 3e-3, 1e-2], prepare=lambda c: c)
+    score = lambda arm, fe: fe["val"]["accuracy"]  # noqa: E731
+    grid = tuning.tune_configs({"a": default.get_config()}, [0], tmp_path, score, "v",
+                               widen=4, **kw)
+    assert sweeps == [("a", [1e-3, 3e-3, 1e-2]), ("a.widened", [0.03]), ("a.widened2", [0.1]),
+                      ("a.widened3", [0.3])]  # 0.1 is interior after the third: no fourth
+    assert grid["chosen"] == {"a": 0.1}
+    assert grid["widened"] == {"first": [1e-3, 3e-3, 1e-2], "added": [0.03, 0.1, 0.3],
+                               "rounds": 3}
+    assert "3 rounds, each adding one value" in "\n".join(pages._grid(grid))  # pylint: disable=protected-access
+    sweeps.clear()
+    grid = tuning.tune_configs({"a": default.get_config()}, [0], tmp_path / "2", score, "v",
+                               widen=2, **kw)
+    assert grid["chosen"] == {"a": 0.1} and "`a` (largest, 0.1)" in tuning.edge_notes(grid)[0]

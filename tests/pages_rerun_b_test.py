@@ -107,6 +107,13 @@ def test_tune_grid_widens_once_at_an_end_and_keeps_every_run():
     assert grid["values"] == [3e-4, 1e-3, 3e-3, 1e-2]
     assert grid["chosen"] == {"low": 3e-4, "mid": 3e-3}
     assert grid["widened"] == {"first": [1e-3, 3e-3, 1e-2], "added": [3e-4]}
+    made.clear()  # rounds: "low" (best 1e-5) keeps moving down until they run out
+    grid, runs = rerun.tune_grid([1e-3, 3e-3, 1e-2], run_values, scores_of, "lr", "val",
+                                 widen=3)
+    assert made == [[1e-3, 3e-3, 1e-2], [3e-4], [1e-4], [3e-5]] and len(runs) == 12
+    assert grid["widened"] == {"first": [1e-3, 3e-3, 1e-2], "added": [3e-4, 1e-4, 3e-5],
+                               "rounds": 3}
+    assert grid["chosen"]["low"] == 3e-5  # still the bottom: the page's edge note says so
     made.clear()
     grid, _ = rerun.tune_grid([1e-3], run_values, scores_of, "lr", "val")  # --quick: one value
     assert made == [[1e-3]] and "widened" not in grid

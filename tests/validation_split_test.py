@@ -46,3 +46,23 @@ def test_a_hook_spec_on_another_split_is_refused_naming_its_path():
             dict(h) for h in hooks]
     with pytest.raises(ValueError, match=r"hooks\[0\]\.data \(split 'validation'\)"):
         common.validation_config(cfg)
+
+
+def test_the_lambda_search_reads_and_sets_every_phases_loss_weight():
+    ewc = cl_methods.get_config("ewc,smoke")
+    assert cl_tuning.lambda_of(ewc) == 1000.0
+    assert cl_tuning.lambda_of(cl_methods.get_config("lwf,smoke")) == 1.0
+    assert cl_tuning.lambda_of(cl_methods.get_config("feature,pretrained,smoke")) == 0.1
+    assert cl_tuning.lambda_of(cl_methods.get_config("ft,smoke")) is None
+    grid = {"chosen": {"ewc": 3e-3}, "method": {"chosen": {"ewc": 100.0}}}
+    got = cl_tuning.chosen(ewc, grid, "ewc")
+    weights = [p.loss_kwargs["lam"] for p in got.phases.values() if "lam" in p.loss_kwargs]
+    assert weights and all(w == 100.0 for w in weights)
+    assert {p.optimizer.lr for p in got.phases.values()} == {3e-3}
+    assert cl_tuning.lambda_of(ewc) == 1000.0  # the original is unchanged
+    with pytest.raises(ValueError, match="no phase of this config has loss_kwargs.lam"):
+        cl_tuning.with_lambda(cl_methods.get_config("ft,smoke"), 1.0)
+    with ewc.unlocked():
+        next(iter(ewc.phases.values())).loss_kwargs.lam = 5.0
+    with pytest.raises(ValueError, match=r"different loss_kwargs.lam \[5.0, 1000.0\]"):
+        cl_tuning.lambda_of(ewc)
