@@ -85,7 +85,8 @@ def tune(configs: Mapping[str, Any], seeds: Sequence[int], workdir: pathlib.Path
     config with a loss weight (:func:`lambda_of`) also searches it, jointly with the rate,
     over :data:`LAMBDA_FACTORS` times its own value; ``widen``: the rounds of widening
     (``tuning.tune_configs``)."""
-    method = {k: {"values": [lambda_of(c) * f for f in LAMBDA_FACTORS], "set": with_lambda}
+    method = {k: {"values": [float(f"{lambda_of(c) * f:.3g}") for f in LAMBDA_FACTORS],
+                  "set": with_lambda}
               for k, c in configs.items() if lambdas and lambda_of(c) is not None}
     return tuning.tune_configs(configs, seeds, workdir, score, description, rates=rates,
                                prepare=validation_config, block=block, arms=arms, param=param,

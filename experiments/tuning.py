@@ -248,8 +248,10 @@ def tune_configs(configs: Mapping[str, Any], seeds: Sequence[int], workdir: path
     searched jointly with the rate: ``method[key] = {"values": [...], "set":
     fn(config, value) -> config}`` runs the rate grid at each value (one more
     program per value, in ``<key>@<value>``); the arm's choice is the best
-    (value, rate) pair, by its best rate's score at each value (the first of
-    ties in the value grid's order). With ``widen``, a chosen value at an end
+    (value, rate) pair, by its best rate's score at each value (of values that
+    tie, the one nearest the middle of the first value grid, the config's own
+    value, so that a weight too small to change any prediction does not chase
+    the grid's end). With ``widen``, a chosen value at an end
     of the arm's value grid adds one value beyond it (:func:`widened`), run at
     every rate, after the rate widening, in each round of ``widen``.
 
@@ -307,6 +309,7 @@ def tune_configs(configs: Mapping[str, Any], seeds: Sequence[int], workdir: path
         if len(lams[key]) < 3:
             raise ValueError(f"{key}: {method_param} grid {lams[key]}: the fair-arms rule "
                              "needs at least 3 values.")
+    centre = {k: v[len(v) // 2] for k, v in lams.items()}  # the first grid's middle value
     prepared = {key: prepare(cfg) for key, cfg in configs.items()}
     per: dict[str, dict[tuple, list[float]]] = {a: {} for a in arms}
 
@@ -349,9 +352,12 @@ def tune_configs(configs: Mapping[str, Any], seeds: Sequence[int], workdir: path
         out = {}
         for arm in arms:
             rate = best_rates(arm)
-            cands = list(rate)
-            lam = rerun.choose({arm: {str(c): mean(arm, c, rate[c]) for c in cands}},
-                               cands)[arm]
+            top = max(mean(arm, c, rate[c]) for c in rate)
+            tied = [c for c in rate if mean(arm, c, rate[c]) >= top - 1e-12]
+            # Values that score the same (a weight too small to change a prediction): the
+            # one nearest the config's own value, so a tie at an end does not widen.
+            mid = centre[arms[arm]]
+            lam = min(tied, key=lambda c, mid=mid: 0.0 if c is None else abs(math.log(c / mid)))
             out[arm] = (lam, rate[lam])
         return out
 

@@ -275,3 +275,26 @@ def test_config_tuning_widens_in_rounds_until_no_choice_is_at_an_end(monkeypatch
     grid = tuning.tune_configs({"a": default.get_config()}, [0], tmp_path / "2", score, "v",
                                widen=2, **kw)
     assert grid["chosen"] == {"a": 0.1} and "`a` (largest, 0.1)" in tuning.edge_notes(grid)[0]
+
+
+def test_method_values_that_tie_choose_the_one_nearest_the_configs_value(monkeypatch, tmp_path):
+    """A weight too small to change a prediction ties with every smaller one: the choice
+    stays nearest the config's value, so the widening stops after one value."""
+    from alternating import sweep
+    from configs import default
+
+    def set_lam(cfg, v):
+        with cfg.unlocked():
+            cfg.test_lam = v
+        return cfg
+
+    sweeps = []
+    monkeypatch.setattr(sweep, "run", _fake_sweep(
+        sweeps, lambda cfg, r: _score(r, 3e-3) - (cfg.test_lam > 0.1)))
+    grid = tuning.tune_configs({"c": default.get_config()}, [0], tmp_path,
+                               lambda arm, fe: fe["val"]["accuracy"], "v",
+                               rates=[1e-3, 3e-3, 1e-2], prepare=lambda c: c, widen=3,
+                               method={"c": {"values": [0.1, 1.0, 10.0], "set": set_lam}})
+    assert [name for name, _ in sweeps] == ["c@0.1", "c@1", "c@10", "c@0.01"]
+    assert grid["method"]["chosen"] == {"c": 0.1}
+    assert grid["method"]["scores"]["c"]["0.01"] == grid["method"]["scores"]["c"]["0.1"]
