@@ -267,6 +267,7 @@ def main(argv=None):
     ap.add_argument("--arms", nargs="+", default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--workdir", default=None)
+    tuning.add_widen_flag(ap)
     args = ap.parse_args(argv)
     cfg = aioli_config.get_config("smoke" if args.quick else None)
     if args.seeds is not None:
@@ -279,7 +280,7 @@ def main(argv=None):
     grid, results, info = tune_per_seed(
         arms, (cfg.lr,) if args.quick else RATES, seeds, tune_seeds,
         lambda arm, lr, seed: run_one(cfg, arm, seed, work / f"{arm}_lr{lr:g}_s{seed}", lr),
-        lambda r: r["avg_val_loss"], maximize=False, quick=args.quick,
+        lambda r: r["avg_val_loss"], maximize=False, quick=args.quick, widen=args.widen,
         metric="the average over the groups of the validation loss (nats)")
     runs = [results[arm][i] for i in range(len(seeds)) for arm in arms]
     out = common.output_dir(args.out, args.quick)

@@ -99,7 +99,8 @@ def arm_config(spec: Any, quick: bool) -> Any:
     return cfg
 
 
-def cli(name: str, doc: str, argv=None) -> tuple[argparse.Namespace, list[int], pathlib.Path]:
+def cli(name: str, doc: str, argv=None, *,
+        widen: int = WIDEN) -> tuple[argparse.Namespace, list[int], pathlib.Path]:
     """``--quick``, ``--seeds N``, ``--tune-seeds N``, ``--rates R ...``, ``--out DIR``,
     ``--workdir DIR``: the parsed flags (``args.tune_seeds``: the tuning seeds), the seeds and
     the output folder."""
@@ -115,9 +116,9 @@ def cli(name: str, doc: str, argv=None) -> tuple[argparse.Namespace, list[int], 
     ap.add_argument("--rates", type=float, nargs="+", default=list(cl_tuning.RATES),
                     help=f"the learning-rate grid, at least 3 values (default "
                          f"{list(cl_tuning.RATES)})")
-    ap.add_argument("--widen", type=int, default=WIDEN,
+    ap.add_argument("--widen", type=int, default=widen,
                     help="rounds of widening the grids at an end an arm chose (default "
-                         f"{WIDEN}; experiments/tuning.py:tune_configs)")
+                         f"{widen}; experiments/tuning.py)")
     ap.add_argument("--out", default=None, help="page folder (default docs/results)")
     ap.add_argument("--workdir", default=None, help="scratch folder for the runs")
     ap.add_argument("--arms", nargs="+", default=None, help="run only these arms (tests)")

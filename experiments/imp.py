@@ -166,8 +166,9 @@ def intro() -> list[str]:
         "stems (one MLP for every task), so it tests padding together with losing the "
         "task-specific stems. Short training: MNIST-1D is far from converged.",
         f"Fair arms: each arm's peak learning rate (every phase's; the schedule's shape is "
-        f"kept) is chosen from {list(RATES)}, widened once beyond an end an arm chose (the "
-        "tuning table lists every rate run), by the mean validation accuracy over the three "
+        f"kept) is chosen from {list(RATES)}, widened beyond an end an arm chose (one value "
+        "a round, `--widen` rounds at most; the tuning table lists every rate run and says how "
+        "far the grid grew), by the mean validation accuracy over the three "
         f"tasks, on seeds {list(range(TUNE_SEEDS))}, training on the first 80% of each train "
         "split and validating on the other 20% (`experiments/tuning.py:tune_configs`: each arm's "
         "grid trains as one program, `alternating.sweep` with `vectorize='grid'`); the chosen "

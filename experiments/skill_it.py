@@ -35,7 +35,8 @@ Adam state instead (the library's default).
 Fair arms (issue 16): every arm runs the learning-rate grid ``RATES`` on seeds
 0-2 and keeps the rate with the best mean validation accuracy (the pairs of
 the digits held out of training); that rate is reported on test for seeds 0-4
-(:func:`experiments.tuning.tune_per_seed`, which widens the grid once on a side an arm chose).
+(:func:`experiments.tuning.tune_per_seed`, which widens the grid on a side an arm chose,
+``--widen`` rounds at most, default 1).
 
     .venv/bin/python experiments/skill_it.py            # 5 seeds, docs/results
     .venv/bin/python experiments/skill_it.py --quick    # 2 seeds, tiny, temp dir
@@ -322,7 +323,7 @@ def per_skill_reading(m: Mapping[str, Mapping[str, float]]) -> list[str]:
 
 
 def main(argv=None) -> dict[str, Any]:
-    args, seeds, out = cli("skill_it_", __doc__, argv)
+    args, seeds, out = cli("skill_it_", __doc__, argv, widen=1)
     size = SIZES["quick" if args.quick else "full"]
     if args.seeds is None and not args.quick:
         seeds = list(range(SEEDS))
@@ -332,7 +333,7 @@ def main(argv=None) -> dict[str, Any]:
         seeds, seeds if args.quick else seeds[:TUNE_SEEDS],
         lambda arm, lr, seed: run_one(arm, seed, args.workdir / f"{arm}_lr{lr:g}_s{seed}",
                                       size, lr),
-        lambda r: r["val_acc"], quick=args.quick,
+        lambda r: r["val_acc"], quick=args.quick, widen=args.widen,
         metric=f"the mean validation accuracy over the three skills ({size['val']} pairs of "
                "the 20% of training digits held out of training)")
     arms = arms_table(results, METRICS)

@@ -261,7 +261,7 @@ def reading(arms: Mapping[str, Mapping[str, list]], size: Mapping[str, Any]) -> 
 
 
 def main(argv=None) -> dict[str, Any]:
-    args, seeds, out = cli("tame_", __doc__, argv)
+    args, seeds, out = cli("tame_", __doc__, argv, widen=1)
     size = SIZES["quick" if args.quick else "full"]
     if args.seeds is None and not args.quick:
         seeds = list(range(SEEDS))
@@ -272,7 +272,7 @@ def main(argv=None) -> dict[str, Any]:
         seeds, tune_seeds,
         lambda arm, lr, seed: run_one(arm, seed, args.workdir / f"{arm}_lr{lr:g}_s{seed}",
                                       size, lr),
-        lambda r: r["val_acc"], quick=args.quick,
+        lambda r: r["val_acc"], quick=args.quick, widen=args.widen,
         metric="the validation accuracy (the mean over tasks of the best expert's accuracy on "
                "the 20% of each task's training digits held out of training)")
     arms = arms_table(results, METRICS)

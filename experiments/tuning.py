@@ -155,14 +155,15 @@ def add_widen_flag(ap: argparse.ArgumentParser, default: int = 1) -> None:
 
 def tune_per_seed(arms: Sequence[str], rates: Sequence[float], seeds: Sequence[int],
                   tune_seeds: Sequence[int], run, score, *, metric: str, maximize: bool = True,
-                  quick: bool = False) -> tuple[dict[str, Any], dict[str, list[dict]], dict]:
+                  quick: bool = False,
+                  widen: int = 1) -> tuple[dict[str, Any], dict[str, list[dict]], dict]:
     """Fair arms for scripts whose arms are run functions, not configs (one run per seed).
 
     ``run(arm, lr, seed) -> result`` trains one seed; its result carries the run's
     validation figures (read by ``score``) and its test figures (reported).
     :func:`tune` picks each arm's rate of ``rates`` on the mean validation
-    score over ``tune_seeds`` (widening the grid once at an end an arm chose,
-    unless ``quick``) and reports the chosen rate's runs on ``seeds`` (a tuning
+    score over ``tune_seeds`` (widening the grid at an end an arm chose, ``widen``
+    rounds at most, unless ``quick``) and reports the chosen rate's runs on ``seeds`` (a tuning
     seed's run at the chosen rate is reused). Every run is made once (cached
     by arm, rate and seed).
 
@@ -181,7 +182,7 @@ def tune_per_seed(arms: Sequence[str], rates: Sequence[float], seeds: Sequence[i
 
     grid, results = tune(arms, rates, list(seeds), list(tune_seeds), cached, score,
                          metric=metric, maximize=maximize,
-                         param="Adam learning rate (every phase)", smoke=quick)
+                         param="Adam learning rate (every phase)", smoke=quick, widen=widen)
     w = grid.get("widened") or {"first": [float(r) for r in rates], "added": []}
     return grid, results, {"first": w["first"], "added": w["added"], "runs": len(cache)}
 
