@@ -83,8 +83,8 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
 
     Returns:
       ``(grid, results)``: the page's ``grid`` field (with ``widened: {first,
-      added}`` when it grew, and ``rounds`` when more than one) and ``{arm: [result per seed in seeds]}`` at each
-      arm's chosen value.
+      added}`` when it grew, and ``rounds`` when more than one) and ``{arm:
+      [result per seed in seeds]}`` at each arm's chosen value.
 
     Raises:
       ValueError: fewer than 3 values (unless ``smoke``), or an arm whose every
@@ -283,7 +283,8 @@ def tune_configs(configs: Mapping[str, Any], seeds: Sequence[int], workdir: path
       The ``grid`` field: ``param``, ``values`` (the rates), ``metric``,
       ``scores`` (each arm's mean validation score per rate, at its chosen
       method value), ``chosen`` (rates), ``widened`` when the rate grid grew,
-      (its ``rounds`` when more than one), and with ``method`` a ``method`` entry: ``{"param", "values": {arm:
+      (its ``rounds`` when more than one), and with ``method`` a ``method``
+      entry: ``{"param", "values": {arm:
       [...]}, "scores": {arm: {value: its best rate's score}}, "rates": {arm:
       {value: that rate}}, "chosen": {arm: value}}`` (plus ``widened: {arm:
       {first, added}}`` when an arm's value grid grew).
@@ -475,7 +476,8 @@ def cli(doc: str, argv, *, seeds: int, steps: int, quick_steps: int, arms: Seque
 
     ``--seeds`` (:func:`seeds_from`), ``--steps``, ``--quick`` (2 seeds, at most
     ``quick_steps`` steps, a temp dir), ``--arms``, ``--one-run-per-seed``, ``--out``,
-    ``--workdir``, ``--widen`` (:func:`add_widen_flag`); ``more(parser)`` adds a script's own. With vectorized seeds
+    ``--workdir``, ``--widen`` (:func:`add_widen_flag`); ``more(parser)`` adds a script's
+    own. With vectorized seeds
     (the default) the seeds must be consecutive.
     """
     import pathlib  # pylint: disable=g-import-not-at-top

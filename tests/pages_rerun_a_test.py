@@ -270,7 +270,8 @@ def test_config_tuning_widens_in_rounds_until_no_choice_is_at_an_end(monkeypatch
     assert grid["chosen"] == {"a": 0.1}
     assert grid["widened"] == {"first": [1e-3, 3e-3, 1e-2], "added": [0.03, 0.1, 0.3],
                                "rounds": 3}
-    assert "3 rounds, each adding one value" in "\n".join(pages._grid(grid))  # pylint: disable=protected-access
+    text = "\n".join(pages._grid(grid))  # pylint: disable=protected-access
+    assert "3 rounds, each adding one value" in text
     sweeps.clear()
     grid = tuning.tune_configs({"a": default.get_config()}, [0], tmp_path / "2", score, "v",
                                widen=2, **kw)
