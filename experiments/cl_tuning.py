@@ -94,7 +94,7 @@ def tune(configs: Mapping[str, Any], seeds: Sequence[int], workdir: pathlib.Path
 
 
 # The method weight's grid around the config's value (EWC 1000, L2 1, LwF 1, feature
-# distillation 0.1): x{0.1, 1, 10}, widened once at an end like the rates.
+# distillation 0.1): x{0.1, 1, 10}, widened at an end like the rates.
 LAMBDA_FACTORS = (0.1, 1.0, 10.0)
 LAMBDA = "lambda"
 

@@ -77,18 +77,13 @@ def tune_grid(values: Sequence[float], run_values, scores_of, param: str, metric
     from experiments import tuning  # pylint: disable=g-import-not-at-top
     values = [float(v) for v in values]
     runs = list(run_values(values))
+    values, record = tuning.widen_rounds(
+        values, int(widen) if len(values) >= 3 else 0,
+        lambda vals: choose(scores_of(runs, vals), vals, higher),
+        lambda more: runs.extend(run_values(more)))
     grid = grid_field(param, values, metric, scores_of(runs, values), higher)
-    first, added, rounds = values, [], 0
-    for _ in range(int(widen) if len(values) >= 3 else 0):
-        more = tuning.widened(values, grid["chosen"])
-        if not more:
-            break
-        runs += list(run_values(more))
-        values, added, rounds = sorted(values + more), added + more, rounds + 1
-        grid = grid_field(param, values, metric, scores_of(runs, values), higher)
-    if added:
-        grid["widened"] = {"first": first, "added": added,
-                           **({"rounds": rounds} if rounds > 1 else {})}
+    if record:
+        grid["widened"] = record
     return grid, runs
 
 

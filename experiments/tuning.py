@@ -110,28 +110,25 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
         if all(math.isfinite(x) for x in s):
             scores[arm][str(v)] = float(sum(s) / len(s))
 
-    def best(arm):
+    def best(arm, vals):
         if not scores[arm]:
-            raise ValueError(f"arm {arm!r}: every {param} in {values} diverged.")
-        return rerun.choose({arm: scores[arm]}, [v for v in values if str(v) in scores[arm]],
+            raise ValueError(f"arm {arm!r}: every {param} in {vals} diverged.")
+        return rerun.choose({arm: scores[arm]}, [v for v in vals if str(v) in scores[arm]],
                             maximize)[arm]  # diverged values are not candidates
+
+    def run_more(more):
+        for v in more:
+            for arm in arms:
+                trial(arm, v)
 
     for arm in arms:
         for v in values:
             trial(arm, v)
-    first, added, rounds = list(values), [], 0
-    for _ in range(0 if smoke else int(widen)):
-        more = widened(values, {a: best(a) for a in arms})
-        if not more:
-            break
-        for v in more:
-            values.insert(0 if v < values[0] else len(values), v)
-            for arm in arms:
-                trial(arm, v)
-        added, rounds = added + more, rounds + 1
+    values, record = widen_rounds(values, 0 if smoke else int(widen),
+                                  lambda vals: {a: best(a, vals) for a in arms}, run_more)
     chosen, results = {}, {}
     for arm in arms:
-        chosen[arm] = best(arm)
+        chosen[arm] = best(arm, values)
         have = dict(done[arm][chosen[arm]])
         missing = [s for s in seeds if s not in have]
         if missing:
@@ -140,10 +137,36 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
         print(f"{arm}: {param} {chosen[arm]} (validation {scores[arm]})", flush=True)
     grid = {"param": param, "values": values, "metric": metric, "scores": scores,
             "chosen": chosen}
-    if added:
-        grid["widened"] = {"first": first, "added": added,
-                           **({"rounds": rounds} if rounds > 1 else {})}
+    if record:
+        grid["widened"] = record
     return grid, results
+
+
+def widen_rounds(values: Sequence[float], rounds: int,
+                 choose: Callable[[list[float]], Mapping[str, float]],
+                 run_more: Callable[[list[float]], Any]) -> tuple[list[float], dict | None]:
+    """Widening in rounds, shared by the tuners: each round takes each arm's choice on the
+    grid so far (``choose(values)``), adds :func:`widened`'s values for it, runs them
+    (``run_more(added values)``), and the rounds stop when no choice is at an end or after
+    ``rounds``. Returns the grid (grown ones sorted) and the page's ``widened`` field
+    (:func:`widened_record`; ``None`` when the grid did not grow)."""
+    values = [float(v) for v in values]
+    first, added, n = list(values), [], 0
+    for _ in range(int(rounds)):
+        more = widened(values, choose(values))
+        if not more:
+            break
+        run_more(more)
+        values, added, n = sorted(values + more), added + more, n + 1
+    return values, widened_record(first, added, n)
+
+
+def widened_record(first: Sequence[float], added: Sequence[float], rounds: int) -> dict | None:
+    """A grid's ``widened`` field: ``{first, added}``, and ``rounds`` when more than one."""
+    if not added:
+        return None
+    return {"first": list(first), "added": list(added), **({"rounds": rounds} if rounds > 1
+                                                             else {})}
 
 
 def add_widen_flag(ap: argparse.ArgumentParser, default: int = 1) -> None:
@@ -396,8 +419,7 @@ def tune_configs(configs: Mapping[str, Any], seeds: Sequence[int], workdir: path
            "metric": f"{description}, mean over seeds {seeds}", "scores": scores,
            "chosen": {a: c[1] for a, c in picks.items()}}
     if added:
-        out["widened"] = {"first": first, "added": added,
-                          **({"rounds": rounds} if rounds > 1 else {})}
+        out["widened"] = widened_record(first, added, rounds)
     if method:
         marms = [a for a in arms if arms[a] in method]
         rate = {a: best_rates(a) for a in marms}
