@@ -54,10 +54,11 @@ def widened(values: Sequence[float], chosen: Mapping[str, float]) -> list[float]
 
 
 def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
-         tune_seeds: Sequence[int], run: Callable[[str, float, list[int]], list[dict]],
+         tune_seeds: Sequence[int], run: Callable[..., list[dict]],
          score: Callable[[dict], float], *, metric: str, maximize: bool = True,
-         param: str = "learning rate", widen: bool = True,
-         smoke: bool = False) -> tuple[dict[str, Any], dict[str, list[dict]]]:
+         param: str = "learning rate", widen: bool = True, smoke: bool = False,
+         method: Mapping[str, Sequence[float]] | None = None,
+         method_param: str = "lambda") -> tuple[dict[str, Any], dict[str, list[dict]]]:
     """Grid per arm on ``tune_seeds``, then the chosen value on every one of ``seeds``.
 
     When an arm's best value is an end of the grid and ``widen`` (not in a
@@ -66,12 +67,20 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
     one), each adding one value beyond each end then chosen, so a choice may
     still be an end (the page says so).
 
+    A method hyperparameter the paper leaves free is searched jointly with the
+    rate, as in :func:`tune_configs`: ``method[arm]`` is the arm's value grid
+    (at least 3 values), every rate runs at each value, the arm's choice is its
+    best (value, rate) pair (:class:`Candidates`), and a value at an end of its
+    grid widens in the same rounds. With ``method``, ``run`` takes the method
+    value as a fourth argument (``None`` for an arm without a grid).
+
     Args:
       arms: the arms, each tuned on its own.
       values: the grid (the same for every arm), at least 3 values.
       seeds: the reported seeds.
       tune_seeds: the seeds whose validation scores choose the value.
-      run: ``run(arm, value, seeds)`` -> one result dict per seed, in order.
+      run: ``run(arm, value, seeds[, method value])`` -> one result dict per
+        seed, in order.
       score: a result's validation score.
       metric: what ``score`` measures (shown on the page).
       maximize: whether a higher score is better.
@@ -80,84 +89,207 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
       smoke: a ``--quick`` run, which may give fewer values (each value of
         each arm is a compiled program; a smoke run checks the plumbing) and
         never widens.
+      method: ``{arm: method values}``, above.
+      method_param: the method hyperparameter's name on the page.
 
     Returns:
       ``(grid, results)``: the page's ``grid`` field (with ``widened: {first,
-      added}`` when it grew, and ``rounds`` when more than one) and ``{arm:
-      [result per seed in seeds]}`` at each arm's chosen value.
+      added}`` when it grew, ``rounds`` when more than one, and with ``method``
+      a ``method`` entry as :func:`tune_configs` writes it) and ``{arm:
+      [result per seed in seeds]}`` at each arm's chosen value(s).
 
     Raises:
-      ValueError: fewer than 3 values (unless ``smoke``), or an arm whose every
-        value diverged.
+      ValueError: fewer than 3 values (unless ``smoke``), a method grid of an
+        unknown arm or of fewer than 3 values, or an arm whose every value
+        diverged.
     """
     from alternating import NonFiniteError  # pylint: disable=g-import-not-at-top
-    from experiments import rerun  # pylint: disable=g-import-not-at-top
     if len(values) < 3 and not smoke:
         raise ValueError(f"tuning grid {list(values)}: the fair-arms rule needs at least 3 "
                          "values.")
     values = [float(v) for v in values]
-    scores = {arm: {} for arm in arms}
-    done = {arm: {} for arm in arms}
+    cands = Candidates({a: a for a in arms}, method, maximize=maximize, param=param,
+                       method_param=method_param, smoke=smoke)
+    done: dict[str, dict[tuple, dict]] = {arm: {} for arm in arms}
+    call = run if method else (lambda arm, v, s, lam: run(arm, v, s))
 
-    def trial(arm, v):
+    def trial(arm, lam, v):
         try:
-            runs = run(arm, v, list(tune_seeds))
+            runs = call(arm, v, list(tune_seeds), lam)
         except NonFiniteError as e:
-            print(f"{arm} {param}={v}: non-finite loss ({e}); not a candidate", flush=True)
+            print(f"{arm} {param}={v}" + ("" if lam is None else f" {method_param}={lam:g}")
+                  + f": non-finite loss ({e}); not a candidate", flush=True)
             return
-        done[arm][v] = dict(zip(tune_seeds, runs))
+        done[arm][(lam, v)] = dict(zip(tune_seeds, runs))
         s = [score(r) for r in runs]
         if all(math.isfinite(x) for x in s):
-            scores[arm][str(v)] = float(sum(s) / len(s))
+            cands.add(arm, lam, v, s)
 
-    def best(arm, vals):
-        if not scores[arm]:
-            raise ValueError(f"arm {arm!r}: every {param} in {vals} diverged.")
-        return rerun.choose({arm: scores[arm]}, [v for v in vals if str(v) in scores[arm]],
-                            maximize)[arm]  # diverged values are not candidates
-
-    def run_more(more):
+    def run_rates(more):
         for v in more:
             for arm in arms:
-                trial(arm, v)
+                for lam in cands.lams[arm]:
+                    trial(arm, lam, v)
 
+    run_rates(values)
+    values, record = widen_rounds(
+        values, 0 if smoke else int(widen),
+        lambda vals: {a: c[1] for a, c in cands.choices(vals).items()}, run_rates,
+        also=lambda vals: cands.widen_method(vals, lambda arm, lam: [
+            trial(arm, lam, v) for v in vals]))
+    picks, results = cands.choices(values), {}
     for arm in arms:
-        for v in values:
-            trial(arm, v)
-    values, record = widen_rounds(values, 0 if smoke else int(widen),
-                                  lambda vals: {a: best(a, vals) for a in arms}, run_more)
-    chosen, results = {}, {}
-    for arm in arms:
-        chosen[arm] = best(arm, values)
-        have = dict(done[arm][chosen[arm]])
+        lam, rate = picks[arm]
+        have = dict(done[arm][(lam, rate)])
         missing = [s for s in seeds if s not in have]
         if missing:
-            have.update(zip(missing, run(arm, chosen[arm], missing)))
+            have.update(zip(missing, call(arm, rate, missing, lam)))
         results[arm] = [have[s] for s in seeds]
-        print(f"{arm}: {param} {chosen[arm]} (validation {scores[arm]})", flush=True)
-    grid = {"param": param, "values": values, "metric": metric, "scores": scores,
-            "chosen": chosen}
+        print(f"{arm}: {param} {rate}" + ("" if lam is None else f" at {method_param} {lam:g}")
+              + f" (validation {cands.rate_scores(arm, lam, values)})", flush=True)
+    grid = {"param": param, "values": values, "metric": metric,
+            "scores": {a: cands.rate_scores(a, picks[a][0], values) for a in arms},
+            "chosen": {a: c[1] for a, c in picks.items()}}
     if record:
         grid["widened"] = record
+    if method:
+        grid["method"] = cands.method_record(values)
     return grid, results
+
+
+class Candidates:
+    """The scored candidates of one tuning and the choice among them, shared by :func:`tune`
+    and :func:`tune_configs`.
+
+    Each arm reads the runs of one group (``groups[arm]``: its config in
+    :func:`tune_configs`, itself in :func:`tune`); a group in ``method`` has a
+    grid of method values, the others one value, ``None``. An arm's scores are
+    kept per (method value, rate). The choice: at each method value the best
+    rate (:func:`experiments.rerun.choose`: the first of ties in grid order;
+    a rate with no finite score is no candidate), then the value whose best rate
+    scores best; of values that tie, the one nearest the middle of the group's
+    first value grid (the config's own value), so that a weight too small to
+    change any prediction does not chase the grid's end.
+    """
+
+    def __init__(self, groups: Mapping[str, str], method: Mapping[str, Sequence[float]] | None,
+                 *, maximize: bool = True, param: str = "learning rate",
+                 method_param: str = "lambda", smoke: bool = False):
+        self.groups, self.maximize = dict(groups), maximize
+        self.param, self.method_param = param, method_param
+        method = dict(method or {})
+        unknown = sorted(set(method) - set(self.groups.values()))
+        if unknown:
+            raise ValueError(f"method grid for {unknown}: not a config of this tuning; valid: "
+                             f"{sorted(set(self.groups.values()))}.")
+        self.lams: dict[str, list] = {g: [None] for g in self.groups.values()}
+        for g, vals in method.items():
+            self.lams[g] = [float(v) for v in vals]
+            if len(self.lams[g]) < 3 and not smoke:
+                raise ValueError(f"{g}: {method_param} grid {self.lams[g]}: the fair-arms "
+                                 "rule needs at least 3 values.")
+        self.method = list(method)
+        self.first = {g: list(v) for g, v in self.lams.items()}
+        self.added: dict[str, list[float]] = {}
+        self.centre = {g: v[len(v) // 2] for g, v in self.lams.items()}
+        self.per: dict[str, dict[tuple, list[float]]] = {a: {} for a in self.groups}
+
+    def add(self, arm: str, lam: float | None, rate: float, scores: Sequence[float]) -> None:
+        """Validation scores of ``arm`` at (``lam``, ``rate``)."""
+        self.per[arm].setdefault((lam, float(rate)), []).extend(float(s) for s in scores)
+
+    def mean(self, arm: str, lam: float | None, rate: float) -> float:
+        got = self.per[arm][(lam, rate)]
+        return sum(got) / len(got)
+
+    def rate_scores(self, arm: str, lam: float | None, rates: Sequence[float],
+                    digits: int | None = None) -> dict[str, float]:
+        """``{str(rate): mean score}`` of ``arm`` at ``lam`` (rates with a score)."""
+        return {str(v): (self.mean(arm, lam, v) if digits is None
+                         else round(self.mean(arm, lam, v), digits))
+                for v in rates if self.per[arm].get((lam, v))}
+
+    def best_rates(self, arm: str, rates: Sequence[float]) -> dict[float | None, float]:
+        """Each method value's best rate (values with no finite score left out)."""
+        from experiments import rerun  # pylint: disable=g-import-not-at-top
+        out = {}
+        for lam in self.lams[self.groups[arm]]:
+            have = [v for v in rates if self.per[arm].get((lam, v))]
+            if have:
+                out[lam] = rerun.choose({arm: self.rate_scores(arm, lam, have)}, have,
+                                        self.maximize)[arm]
+        if not out:
+            raise ValueError(f"arm {arm!r}: no finite validation score at any {self.param} "
+                             f"of {list(rates)} (every run diverged).")
+        return out
+
+    def choices(self, rates: Sequence[float]) -> dict[str, tuple[float | None, float]]:
+        """``{arm: (method value, rate)}``."""
+        out = {}
+        for arm in self.groups:
+            rate = self.best_rates(arm, rates)
+            s = {c: self.mean(arm, c, rate[c]) for c in rate}
+            top = max(s.values()) if self.maximize else min(s.values())
+            tied = [c for c in rate if abs(s[c] - top) <= 1e-12]
+            mid = self.centre[self.groups[arm]]
+            lam = min(tied, key=lambda c, mid=mid: 0.0 if c is None else abs(math.log(c / mid)))
+            out[arm] = (lam, rate[lam])
+        return out
+
+    def widen_method(self, rates: Sequence[float],
+                     run: Callable[[str, float], Any]) -> bool:
+        """One round of widening the method grids: a value chosen at an end of its group's
+        grid adds one beyond it (:func:`widened`), ``run(group, value)`` at every rate;
+        whether any grid grew."""
+        picks, grew = self.choices(rates), False
+        for g in self.method:
+            more = widened(self.lams[g], {a: picks[a][0] for a, k in self.groups.items()
+                                          if k == g})
+            for lam in more:
+                run(g, lam)
+            if more:
+                self.lams[g], grew = sorted(self.lams[g] + more), True
+                self.added[g] = self.added.get(g, []) + more
+        return grew
+
+    def method_record(self, rates: Sequence[float]) -> dict[str, Any]:
+        """The grid's ``method`` entry (:func:`tune_configs`)."""
+        marms = [a for a in self.groups if self.groups[a] in self.method]
+        rate = {a: self.best_rates(a, rates) for a in marms}
+        picks = self.choices(rates)
+        out = {"param": self.method_param,
+               "values": {a: self.lams[self.groups[a]] for a in marms},
+               "scores": {a: {str(lam): round(self.mean(a, lam, r), 4)
+                              for lam, r in rate[a].items()} for a in marms},
+               "rates": {a: {str(lam): r for lam, r in rate[a].items()} for a in marms},
+               "chosen": {a: picks[a][0] for a in marms}}
+        grown = {a: {"first": self.first[self.groups[a]], "added": self.added[self.groups[a]]}
+                 for a in marms if self.groups[a] in self.added}
+        if grown:
+            out["widened"] = grown
+        return out
 
 
 def widen_rounds(values: Sequence[float], rounds: int,
                  choose: Callable[[list[float]], Mapping[str, float]],
-                 run_more: Callable[[list[float]], Any]) -> tuple[list[float], dict | None]:
+                 run_more: Callable[[list[float]], Any],
+                 also: Callable[[list[float]], bool] | None = None,
+                 ) -> tuple[list[float], dict | None]:
     """Widening in rounds, shared by the tuners: each round takes each arm's choice on the
     grid so far (``choose(values)``), adds :func:`widened`'s values for it, runs them
-    (``run_more(added values)``), and the rounds stop when no choice is at an end or after
-    ``rounds``. Returns the grid (grown ones sorted) and the page's ``widened`` field
+    (``run_more(added values)``), then ``also(values)`` (a method grid's own widening,
+    :meth:`Candidates.widen_method`; whether it grew); the rounds stop when nothing grew or
+    after ``rounds``. Returns the grid (grown ones sorted) and the page's ``widened`` field
     (:func:`widened_record`; ``None`` when the grid did not grow)."""
     values = [float(v) for v in values]
     first, added, n = list(values), [], 0
     for _ in range(int(rounds)):
         more = widened(values, choose(values))
-        if not more:
+        if more:
+            run_more(more)
+            values, added, n = sorted(values + more), added + more, n + 1
+        if not (also is not None and also(values)) and not more:
             break
-        run_more(more)
-        values, added, n = sorted(values + more), added + more, n + 1
     return values, widened_record(first, added, n)
 
 
@@ -178,8 +310,10 @@ def add_widen_flag(ap: argparse.ArgumentParser, default: int = 1) -> None:
 
 def tune_per_seed(arms: Sequence[str], rates: Sequence[float], seeds: Sequence[int],
                   tune_seeds: Sequence[int], run, score, *, metric: str, maximize: bool = True,
-                  quick: bool = False,
-                  widen: int = 1) -> tuple[dict[str, Any], dict[str, list[dict]], dict]:
+                  quick: bool = False, widen: int = 1,
+                  method: Mapping[str, Sequence[float]] | None = None,
+                  method_param: str = "lambda",
+                  ) -> tuple[dict[str, Any], dict[str, list[dict]], dict]:
     """Fair arms for scripts whose arms are run functions, not configs (one run per seed).
 
     ``run(arm, lr, seed) -> result`` trains one seed; its result carries the run's
@@ -188,24 +322,33 @@ def tune_per_seed(arms: Sequence[str], rates: Sequence[float], seeds: Sequence[i
     score over ``tune_seeds`` (widening the grid at an end an arm chose, ``widen``
     rounds at most, unless ``quick``) and reports the chosen rate's runs on ``seeds`` (a tuning
     seed's run at the chosen rate is reused). Every run is made once (cached
-    by arm, rate and seed).
+    by arm, rate, method value and seed).
+
+    ``method`` (``{arm: values}``) searches a method hyperparameter the paper
+    leaves free jointly with the rate (:func:`tune`); ``run`` then takes it as a
+    fourth argument, ``run(arm, lr, seed, value)`` (``None`` for an arm without
+    a grid). A ``quick`` run uses each grid's middle value only.
 
     Returns:
       ``(grid, results, info)``: the page's ``grid`` field, ``{arm: [result per
       seed]}`` at the chosen rates, and ``{"first": the grid before widening,
       "added": the values added, "runs": runs trained}``.
     """
-    cache: dict[tuple[str, float, int], dict] = {}
+    cache: dict[tuple, dict] = {}
+    if method and quick:
+        method = {a: [list(v)[len(v) // 2]] for a, v in method.items()}
 
-    def cached(arm, lr, block):
+    def cached(arm, lr, block, lam=None):
         for s in block:
-            if (arm, lr, s) not in cache:
-                cache[(arm, lr, s)] = run(arm, lr, s)
-        return [cache[(arm, lr, s)] for s in block]
+            if (arm, lr, lam, s) not in cache:
+                cache[(arm, lr, lam, s)] = run(arm, lr, s) if not method else run(arm, lr, s,
+                                                                                   lam)
+        return [cache[(arm, lr, lam, s)] for s in block]
 
     grid, results = tune(arms, rates, list(seeds), list(tune_seeds), cached, score,
                          metric=metric, maximize=maximize,
-                         param="Adam learning rate (every phase)", smoke=quick, widen=widen)
+                         param="Adam learning rate (every phase)", smoke=quick, widen=widen,
+                         method=method, method_param=method_param)
     w = grid.get("widened") or {"first": [float(r) for r in rates], "added": []}
     return grid, results, {"first": w["first"], "added": w["added"], "runs": len(cache)}
 
@@ -318,27 +461,16 @@ def tune_configs(configs: Mapping[str, Any], seeds: Sequence[int], workdir: path
     """
     import copy  # pylint: disable=g-import-not-at-top
     from alternating import sweep  # pylint: disable=g-import-not-at-top
-    from experiments import rerun  # pylint: disable=g-import-not-at-top
     arms = dict(arms or {k: k for k in configs})
     seeds, values = [int(s) for s in seeds], [float(r) for r in rates]
     if len(values) < 3:
         raise ValueError(f"tuning grid {values}: the fair-arms rule needs at least 3 values.")
     method = dict(method or {})
-    unknown = sorted(set(method) - set(configs))
-    if unknown:
-        raise ValueError(f"method grid for {unknown}: not a config of this tuning; valid: "
-                         f"{sorted(configs)}.")
-    lams: dict[str, list[float | None]] = {k: [None] for k in configs}
-    for key, m in method.items():
-        lams[key] = [float(v) for v in m["values"]]
-        if len(lams[key]) < 3:
-            raise ValueError(f"{key}: {method_param} grid {lams[key]}: the fair-arms rule "
-                             "needs at least 3 values.")
-    centre = {k: v[len(v) // 2] for k, v in lams.items()}  # the first grid's middle value
+    cands = Candidates(arms, {k: m["values"] for k, m in method.items()}, param="rate",
+                       method_param=method_param)
     prepared = {key: prepare(cfg) for key, cfg in configs.items()}
-    per: dict[str, dict[tuple, list[float]]] = {a: {} for a in arms}
 
-    def grid_sweep(key: str, lam: float | None, grid: list[float], suffix: str) -> None:
+    def grid_sweep(key: str, lam: float | None, grid: list[float], suffix: str = "") -> None:
         vcfg = prepared[key]
         if lam is not None:
             vcfg = method[key]["set"](copy.deepcopy(vcfg), lam)
@@ -354,86 +486,36 @@ def tune_configs(configs: Mapping[str, Any], seeds: Sequence[int], workdir: path
                      else _entry(root, run, len(grid), seeds, i, block))
             for arm, k in arms.items():
                 if k == key:
-                    per[arm].setdefault((lam, grid[i]), []).append(float(score(arm, entry)))
+                    cands.add(arm, lam, grid[i], [score(arm, entry)])
 
-    def mean(arm: str, lam: float | None, v: float) -> float:
-        got = per[arm][(lam, v)]
-        return sum(got) / len(got)
+    rounds = [0]
 
-    def best_rates(arm: str) -> dict[float | None, float]:
-        """Each method value's best rate (values with no finite score left out)."""
-        out = {}
-        for lam in lams[arms[arm]]:
-            have = [v for v in values if per[arm].get((lam, v))]
-            if have:
-                out[lam] = rerun.choose({arm: {str(v): mean(arm, lam, v) for v in have}},
-                                        have)[arm]
-        if not out:
-            raise ValueError(f"arm {arm!r}: no finite validation score at any rate of "
-                             f"{values}.")
-        return out
-
-    def choices() -> dict[str, tuple[float | None, float]]:
-        out = {}
-        for arm in arms:
-            rate = best_rates(arm)
-            top = max(mean(arm, c, rate[c]) for c in rate)
-            tied = [c for c in rate if mean(arm, c, rate[c]) >= top - 1e-12]
-            # Values that score the same (a weight too small to change a prediction): the
-            # one nearest the config's own value, so a tie at an end does not widen.
-            mid = centre[arms[arm]]
-            lam = min(tied, key=lambda c, mid=mid: 0.0 if c is None else abs(math.log(c / mid)))
-            out[arm] = (lam, rate[lam])
-        return out
+    def run_rates(more: list[float]) -> None:  # a round's rates, at every method value
+        rounds[0] += 1
+        for key in configs:
+            for lam in cands.lams[key]:
+                grid_sweep(key, lam, more,
+                           ".widened" + (str(rounds[0]) if rounds[0] > 1 else ""))
 
     for key in configs:
-        for lam in lams[key]:
-            grid_sweep(key, lam, values, "")
-    first, added, rounds = list(values), [], 0
-    lam_added: dict[str, list[float]] = {}
-    for n in range(int(widen)):  # each round: the rates, then the method values
-        more = widened(values, {a: c[1] for a, c in choices().items()})
-        for key in configs:
-            for lam in lams[key]:
-                if more:
-                    grid_sweep(key, lam, more, ".widened" + (str(n + 1) if n else ""))
-        values, added, rounds = sorted(values + more), added + more, rounds + bool(more)
-        grew = bool(more)
-        picks = choices()
-        for key in method:
-            more = widened(lams[key], {a: picks[a][0] for a, k in arms.items() if k == key})
-            for lam in more:
-                grid_sweep(key, lam, values, "")
-            if more:
-                lam_added[key], grew = lam_added.get(key, []) + more, True
-                lams[key] = sorted(lams[key] + more)
-        if not grew:
-            break
-    picks = choices()
-    scores = {a: {str(v): round(mean(a, picks[a][0], v), 4) for v in values
-                  if per[a].get((picks[a][0], v))} for a in arms}
+        for lam in cands.lams[key]:
+            grid_sweep(key, lam, values)
+    values, record = widen_rounds(  # each round: the rates, then the method values
+        values, int(widen), lambda vals: {a: c[1] for a, c in cands.choices(vals).items()},
+        run_rates, also=lambda vals: cands.widen_method(
+            vals, lambda key, lam: grid_sweep(key, lam, vals)))
+    picks = cands.choices(values)
+    scores = {a: cands.rate_scores(a, picks[a][0], values, digits=4) for a in arms}
     for arm, s in scores.items():
         print(f"{arm}: validation {s}" + (f" at {method_param} {picks[arm][0]:g}"
                                           if picks[arm][0] is not None else ""), flush=True)
     out = {"param": param, "values": values,
            "metric": f"{description}, mean over seeds {seeds}", "scores": scores,
            "chosen": {a: c[1] for a, c in picks.items()}}
-    if added:
-        out["widened"] = widened_record(first, added, rounds)
+    if record:
+        out["widened"] = record
     if method:
-        marms = [a for a in arms if arms[a] in method]
-        rate = {a: best_rates(a) for a in marms}
-        out["method"] = {
-            "param": method_param,
-            "values": {a: lams[arms[a]] for a in marms},
-            "scores": {a: {str(lam): round(mean(a, lam, r), 4) for lam, r in rate[a].items()}
-                       for a in marms},
-            "rates": {a: {str(lam): r for lam, r in rate[a].items()} for a in marms},
-            "chosen": {a: picks[a][0] for a in marms}}
-        grown = {a: {"first": [v for v in lams[arms[a]] if v not in lam_added[arms[a]]],
-                     "added": lam_added[arms[a]]} for a in marms if arms[a] in lam_added}
-        if grown:
-            out["method"]["widened"] = grown
+        out["method"] = cands.method_record(values)
     return out
 
 

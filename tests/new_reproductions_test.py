@@ -94,6 +94,11 @@ def test_skill_it_quick_writes_a_page(tmp_path):
     # --quick runs the page's one rate (no tuning runs); the full grid has 3 or more values.
     assert data["grid"]["values"] == [skill_it.LR] and len(skill_it.RATES) >= 3
     assert set(data["grid"]["chosen"]) == set(data["arms"])
+    # eta is searched with the rate by the Skill-it arms only; --quick runs its middle value.
+    assert data["grid"]["method"]["values"] == {"skill_it": [skill_it.ETA],
+                                                "skill_it_per_skill": [skill_it.ETA]}
+    assert len(skill_it.ETAS) >= 3 and skill_it.ETAS[len(skill_it.ETAS) // 2] == skill_it.ETA
+    assert skill_it.schedule_for("skill_it", 10, 5.0).eta == 5.0
 
 
 def test_tame_schedules_switch_blind_or_at_the_true_boundaries():
@@ -106,6 +111,7 @@ def test_tame_schedules_switch_blind_or_at_the_true_boundaries():
         size["segments"])
     shift = tame.schedule_for("loss_shift", size, 3)
     assert shift.order == [f"expert_{i}" for i in range(len(size["segments"]))]
+    assert shift.z == tame.Z and tame.schedule_for("loss_shift", size, 3, 8.0).z == 8.0
 
 
 def test_tame_scores_detections_against_the_true_boundaries():
@@ -123,6 +129,8 @@ def test_tame_quick_writes_a_page(tmp_path):
     assert all(0.0 <= a <= 1.0 for a in data["arms"]["oracle"]["acc"])
     assert "shifts" not in data["arms"]["oracle"]
     assert len(data["arms"]["loss_shift"]["missed"]) == 2
+    assert data["grid"]["method"]["chosen"] == {"loss_shift": tame.Z}  # --quick: the middle z
+    assert "z: score (rate)" in (tmp_path / "tame.md").read_text()
     assert "| oracle vs loss shift (the price of not knowing) | greater |" in (
         tmp_path / "tame.md").read_text()
     # --quick runs the page's one rate (no tuning runs); the full grid has 3 or more values.

@@ -182,6 +182,47 @@ def test_a_choice_at_an_end_widens_the_grid_once_and_every_run_is_made_once():
     assert len(calls) == len(set(calls)) == 10  # 2 arms x 5 values, each once
 
 
+def test_per_seed_tuning_searches_a_method_value_with_the_rate_and_shares_the_choice_rule():
+    """tune_per_seed's method grid: arm ``m`` is best at z 8 (an end, so 16 is tried and
+    loses) and rate 3e-3; arm ``plain`` has no grid and its run gets ``None``. Every
+    (arm, rate, z, seed) runs once; the record is the one tune_configs writes."""
+    calls = []
+
+    def run(arm, lr, seed, z):
+        calls.append((arm, lr, z, seed))
+        val = _score(lr, 3e-3) + (0.0 if z is None else _score(z, 9.0))
+        return {"val": val + 1e-4 * seed, "test": (lr, z)}
+
+    grid, results, info = tuning.tune_per_seed(
+        ["m", "plain"], [1e-3, 3e-3, 1e-2], [0, 1, 2], [0, 1], run, lambda r: r["val"],
+        metric="v", widen=3, method={"m": [2.0, 4.0, 8.0]}, method_param="z")
+    m = grid["method"]
+    assert m["param"] == "z" and m["values"] == {"m": [2.0, 4.0, 8.0, 16.0]}
+    assert m["chosen"] == {"m": 8.0} and m["rates"]["m"] == {str(z): 3e-3 for z in
+                                                             (2.0, 4.0, 8.0, 16.0)}
+    assert m["widened"] == {"m": {"first": [2.0, 4.0, 8.0], "added": [16.0]}}
+    assert grid["chosen"] == {"m": 3e-3, "plain": 3e-3} and "widened" not in grid
+    assert [r["test"] for r in results["m"]] == [(3e-3, 8.0)] * 3
+    assert [r["test"] for r in results["plain"]] == [(3e-3, None)] * 3
+    assert len(calls) == len(set(calls)) == info["runs"] == (4 * 3 + 3) * 2 + 2
+    assert {c[2] for c in calls if c[0] == "plain"} == {None}
+    assert "| m | 2: " in "\n".join(pages._grid(grid))  # pylint: disable=protected-access
+    # A quick run uses the middle value only; a grid for an arm not tuned is refused.
+    quick, _, _ = tuning.tune_per_seed(["m"], [1e-3], [0, 1], [0, 1], run, lambda r: r["val"],
+                                       metric="v", quick=True, method={"m": [2.0, 4.0, 8.0]})
+    assert quick["method"]["values"] == {"m": [4.0]}
+    with pytest.raises(ValueError, match=r"method grid for \['x'\]: not a config"):
+        tuning.tune(["m"], [1e-3, 3e-3, 1e-2], [0], [0], run, lambda r: r["val"], metric="v",
+                    method={"x": [1.0, 2.0, 3.0]})
+    # Minimizing: the lowest score wins, for the rate and for the method value alike.
+    grid, _ = tuning.tune(["m"], [1e-3, 3e-3, 1e-2], [0], [0],
+                          lambda arm, lr, seeds, z: [{"val": -run(arm, lr, s, z)["val"]}
+                                                     for s in seeds],
+                          lambda r: r["val"], metric="v", maximize=False, widen=0,
+                          method={"m": [2.0, 4.0, 8.0]})
+    assert grid["chosen"] == {"m": 3e-3} and grid["method"]["chosen"] == {"m": 8.0}
+
+
 def test_config_tuning_widens_at_an_end_and_skips_diverged_rates(monkeypatch, tmp_path):
     from alternating import sweep
     from configs import default
