@@ -28,7 +28,7 @@ steps). ``--one-run-per-seed`` trains each seed in its own run.
 
 Writes ``docs/results/rt.{json,md}``::
 
-    .venv/bin/python experiments/rt.py            # 5 seeds
+    .venv/bin/python experiments/rt.py            # 10 seeds (each arm one program)
     .venv/bin/python experiments/rt.py --quick    # 2 seeds, 20 steps, one lr, temp dir
 """
 
@@ -124,7 +124,7 @@ def summarize(runs) -> dict:
             for arm in ARMS if any(r["arm"] == arm for r in runs)}
 
 
-def intro(steps: int, floor: float) -> list[str]:
+def intro(steps: int, floor: float, n_seeds: int) -> list[str]:
     return [
         "Claim (scheme 13; Born & Manica 2023, the Regression Transformer, Nature Machine "
         "Intelligence): one model, alternating between property prediction and conditional "
@@ -149,7 +149,8 @@ def intro(steps: int, floor: float) -> list[str]:
         "optimizer); the self-consistency term uses soft-filled tokens and a fixed weight of 1; "
         "generation is one argmax refill, not the paper's sampling; short training "
         f"({steps} steps instead of the earlier page's 1000, to fit 4 arms x 3 learning rates "
-        "(5 where the grid widens at both ends) x 5 seeds into one run of the page on a shared "
+        f"(5 where the grid widens at both ends) x {n_seeds} seeds into one run of the page on "
+        "a shared "
         "2-core CPU).",
     ]
 
@@ -182,14 +183,14 @@ def page(results, grid, seeds, steps, floor, wall, argv) -> dict:
     n_runs = len(grid["values"]) * len(seeds) * len(results)
     return tuning.page_data(
         name="rt", title="Regression-Transformer-style alternation (scheme 13)",
-        intro=intro(steps, floor) + [tuning.grid_sentence(grid, seeds, seeds)],
+        intro=intro(steps, floor, len(seeds)) + [tuning.grid_sentence(grid, seeds, seeds)],
         script="rt.py", argv=argv, wall=wall, n_runs=n_runs,
         seeds=seeds, metrics=PAGE_METRICS, arms=arms, grid=grid,
         comparisons=comparisons, notes=notes(arms))
 
 
 def main(argv=None) -> dict:
-    args, seeds, out, base = tuning.cli(__doc__, argv, seeds=5, steps=600, quick_steps=20,
+    args, seeds, out, base = tuning.cli(__doc__, argv, seeds=10, steps=600, quick_steps=20,
                                         arms=ARMS, prefix="rt_")
     t0 = time.perf_counter()
     vectorized = not args.one_run_per_seed
