@@ -8,13 +8,15 @@ result at the same cost? The grid is the product of the two phases' rates over
 :data:`LRS`; every cell trains on the first 80% of each training set and is
 scored on the held-out 20% (the config's ``val`` variant), never on a test set.
 The chosen cell is the one with the best validation accuracy averaged over the two
-modalities and the seeds; ``configs/default.py`` sets it.
+modalities and the seeds; ``configs/default.py`` sets it. A chosen rate at an end of
+its axis adds one value beyond it (``experiments/tuning.py:widened``; the new cells
+run, the finished ones are kept), ``--widen`` rounds at most (default 3).
 
 Runs through the public sweep API (``alternating.sweep.run``, one seed per run:
 vectorized seeds are slower for these convolutional stems on a CPU) and writes
 ``docs/results/default_tuning.{json,md}`` with ``experiments/pages.py``::
 
-    .venv/bin/python experiments/default_tuning.py            # 9 cells x 3 seeds
+    .venv/bin/python experiments/default_tuning.py            # 9 cells x 3 seeds, widened
     .venv/bin/python experiments/default_tuning.py --quick    # 2 cells x 2 seeds, 20 steps
 
 The same sweep from the command line (then the page is not written)::
@@ -41,7 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from configs import default  # noqa: E402
-from experiments import common, pages  # noqa: E402
+from experiments import common, pages, tuning  # noqa: E402
 
 LRS = (1e-3, 3e-3, 1e-2)
 PATHS = {m: f"phases.{m}.optimizer.lr" for m in ("images", "signals")}
@@ -69,8 +71,20 @@ def collect(summary: dict) -> dict[str, dict[str, list[float]]]:
     return arms
 
 
+def widen_note(first: dict[str, list[float]] | None, grid: dict[str, list[float]] | None,
+               rounds: int) -> str:
+    """The intro's sentence on how the grid grew (empty when it did not)."""
+    if not first or first == grid:
+        return ""
+    grown = "; ".join(f"{m} to {grid[p]}" for m, p in PATHS.items() if grid[p] != first[p])
+    return (f" The choice on the first grid lay at an end of an axis, so the grid widened "
+            f"one value beyond that end at a time ({rounds} round(s), stopping when the choice "
+            f"was inside): {grown}.")
+
+
 def page(arms, chosen: str, baseline: str, *, steps: int, seeds, command: str, wall: float,
-         n_runs: int) -> dict[str, Any]:
+         n_runs: int, first: dict[str, list[float]] | None = None,
+         grid: dict[str, list[float]] | None = None, rounds: int = 0) -> dict[str, Any]:
     comparisons = [{"name": f"chosen vs before, {k}", "treatment": chosen, "baseline": baseline,
                     "metric": k, "claim": "greater"} for k in METRICS] if chosen != baseline else []
     return {
@@ -82,13 +96,14 @@ def page(arms, chosen: str, baseline: str, *, steps: int, seeds, command: str, w
             "shared trunk 128-128 and head, alternating one step of each, each phase with its "
             "own Adam state, 50 warm-up steps and cosine decay, batch 64) use? Before this "
             "sweep both used 1e-3, and the signals arm ended undertrained (86-88% test).",
-            f"Grid: images lr x signals lr over {list(LRS)}, {steps} optimizer steps per "
+            f"Grid: images lr x signals lr over "
+            f"{list(first[PATHS['images']]) if first else list(LRS)}, {steps} optimizer steps per "
             "modality, through `alternating.sweep.run`. Every cell trains on the first 80% of "
             "each training set and is scored on the held-out 20% (`configs/default.py` variant "
             "`val`: 1,149 / 288 digits, 3,200 / 800 signals); the test sets are not used. "
             f"Choice: the best validation accuracy averaged over the two modalities and the "
             f"seeds: **{chosen}**, which `configs/default.py` sets (its `LR`, one rate for "
-            "every phase).",
+            "every phase)." + widen_note(first, grid, rounds),
         ],
         "command": command, "provenance": pages.provenance(wall, n_runs),
         "seeds": list(seeds), "metrics": METRICS, "arms": arms,
@@ -116,6 +131,7 @@ def main(argv=None) -> dict[str, Any]:
                     help=f"steps per modality (default {default.STEPS})")
     ap.add_argument("--out", default=None, help="page folder (default docs/results)")
     ap.add_argument("--workdir", default=None, help="the sweep's folder (resumable; temp dir)")
+    tuning.add_widen_flag(ap, default=3)
     args = ap.parse_args(argv)
     seeds = list(range(args.seeds or (2 if args.quick else 3)))
     steps = args.steps or (20 if args.quick else default.STEPS)
@@ -127,15 +143,23 @@ def main(argv=None) -> dict[str, Any]:
     out = common.output_dir(args.out, args.quick)
     work = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="default_tuning_"))
     command = common.command("default_tuning.py", drop_flag(argv, "--out"))
-    summary = sweep.run(cfg, work, grid=grid, seeds=seeds, metric="signals_val/accuracy",
-                        vectorize="off", name="configs/default.py:val", command=command)
-    arms = collect(summary)
-    chosen = max(arms, key=lambda a: float(np.mean(arms[a]["mean_val"])))
+    first, rounds = {p: list(v) for p, v in grid.items()}, 0
+    while True:  # a resumed sweep runs only the cells the widening added
+        summary = sweep.run(cfg, work, grid=grid, seeds=seeds, metric="signals_val/accuracy",
+                            vectorize="off", name="configs/default.py:val", command=command)
+        arms = collect(summary)
+        chosen = max(arms, key=lambda a: float(np.mean(arms[a]["mean_val"])))
+        picked = next(r["overrides"] for r in summary["runs"]
+                      if arm_name(r["overrides"]) == chosen)
+        more = {p: tuning.widened(grid[p], {"chosen": picked[p]}) for p in grid}
+        if args.quick or rounds >= args.widen or not any(more.values()):
+            break
+        grid, rounds = {p: sorted(grid[p] + more[p]) for p in grid}, rounds + 1
     baseline = arm_name(BASELINE)
     data = page(arms, chosen, baseline if baseline in arms else chosen, steps=steps,
                 seeds=seeds, command=command,
                 wall=sum(r["wall_time_s"] or 0.0 for r in summary["runs"]),  # runs' own clocks
-                n_runs=len(summary["runs"]))
+                n_runs=len(summary["runs"]), first=first, grid=grid, rounds=rounds)
     pages.write_page(data, out)
     print(f"chosen: {chosen}; wrote {out / 'default_tuning.md'}")
     return {"arms": arms, "chosen": chosen, "out": str(out), "data": data}

@@ -104,3 +104,42 @@ def test_default_tuning_page_picks_the_best_mean_validation_cell():
                                seeds=[0, 1], command="cmd", wall=1.0, n_runs=8)
     text = pages.render_page(data)
     assert "**images 0.001, signals 0.01**" in text and "## Verdicts" in text
+
+
+def test_default_tuning_widens_an_axis_whose_choice_is_at_its_end(monkeypatch, tmp_path):
+    """Signals' accuracy peaks at lr 0.05, beyond the grid's top: each round adds one value
+    to the signals axis (the images axis, chosen inside, stays), and the resumed sweep is
+    called with the grown grid until the choice is inside."""
+    import math
+    from alternating import sweep
+
+    grids = []
+
+    def fake_run(cfg, work, *, grid, seeds, **kw):
+        grids.append({p: list(v) for p, v in grid.items()})
+        runs = []
+        for img in grid[default_tuning.PATHS["images"]]:
+            for sig in grid[default_tuning.PATHS["signals"]]:
+                ov = {default_tuning.PATHS["images"]: img, default_tuning.PATHS["signals"]: sig}
+                fe = {"images_val": {"accuracy": 0.98 - abs(math.log10(img / 3e-3)) / 100},
+                      "signals_val": {"accuracy": 0.9 - abs(math.log10(sig / 0.05)) / 10}}
+                runs += [{"cell": "c", "overrides": ov, "seed": s, "final_eval": fe,
+                          "wall_time_s": 1.0} for s in seeds]
+        return {"runs": runs}
+
+    monkeypatch.setattr(sweep, "run", fake_run)
+    out = default_tuning.main(["--steps", "5", "--seeds", "2", "--out", str(tmp_path),
+                               "--workdir", str(tmp_path / "w")])
+    sig = default_tuning.PATHS["signals"]
+    assert [g[sig] for g in grids] == [[1e-3, 3e-3, 1e-2], [1e-3, 3e-3, 1e-2, 0.03],
+                                       [1e-3, 3e-3, 1e-2, 0.03, 0.1]]
+    assert all(g[default_tuning.PATHS["images"]] == [1e-3, 3e-3, 1e-2] for g in grids)
+    assert out["chosen"] == "images 0.003, signals 0.03"  # 0.03 beats 0.1 (peak at 0.05)
+    text = (tmp_path / "default_tuning.md").read_text()
+    assert "widened one value beyond that end at a time (2 round(s)" in text
+    assert "signals to [0.001, 0.003, 0.01, 0.03, 0.1]" in text
+    # --widen 1 stops after one round, with the choice still at the end it moved to.
+    grids.clear()
+    out = default_tuning.main(["--steps", "5", "--seeds", "2", "--out", str(tmp_path / "o"),
+                               "--workdir", str(tmp_path / "w1"), "--widen", "1"])
+    assert len(grids) == 2 and out["chosen"] == "images 0.003, signals 0.03"
