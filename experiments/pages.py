@@ -146,8 +146,10 @@ def _grid(grid: Mapping[str, Any]) -> list[str]:
                   "chose) before the choice shown."]
     m = grid.get("method")  # experiments/tuning.py:tune_configs, a method hyperparameter
     if m:
-        lines += ["", f"The arms {', '.join(f'`{a}`' for a in m['chosen'])} also searched "
-                  f"their {m['param']} jointly with the rate: the scores above are at the "
+        one = len(m["chosen"]) == 1
+        lines += ["", f"The arm{'' if one else 's'} {', '.join(f'`{a}`' for a in m['chosen'])} "
+                  f"also searched {'its' if one else 'their'} {m['param']} jointly with the "
+                  "rate: the scores above are at the "
                   f"{m['param']} chosen below, and below, each {m['param']}'s best validation "
                   "score over the rates (that rate in parentheses).", "",
                   f"| arm | {m['param']}: score (rate) | chosen |", "|---|---|---|"]

@@ -136,3 +136,16 @@ def test_tame_quick_writes_a_page(tmp_path):
     # --quick runs the page's one rate (no tuning runs); the full grid has 3 or more values.
     assert data["grid"]["chosen"] == {"loss_shift": tame.LR, "oracle": tame.LR}
     assert len(tame.RATES) >= 3
+
+
+def test_tame_reading_blames_detection_errors_only_beyond_the_clean_seeds_spread():
+    size = tame.SIZES["full"]
+
+    def arms(bad_acc):
+        return {"loss_shift": {"acc": [0.82, 0.84, 0.83, bad_acc], "missed": [0, 0, 0, 1],
+                               "false_alarms": [0, 0, 0, 0]},
+                "oracle": {"acc": [0.95] * 4}}
+    far = tame.reading(arms(0.60), size)[0]
+    near = tame.reading(arms(0.825), size)[0]
+    assert "the earlier one is overwritten" in far and "do not explain" not in far
+    assert "do not explain the gap" in near and "overwritten" not in near
