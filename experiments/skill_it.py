@@ -191,12 +191,16 @@ def make_data(seed: int, size: Mapping[str, int]):
             pairs(te["x"], te["y"], 2000, rng))
 
 
-def schedule_for(arm: str, round_steps: int, eta: float | None = None) -> Any:
+def schedule_for(arm: str, round_steps: int, eta: float | None = None, seed: int = 0) -> Any:
+    """The arm's schedule; a :class:`SkillIt` object draws its phases from ``seed`` (the run's:
+    an object is used as given, so only a spec like stratified's gets the run's seed from the
+    loop)."""
     if arm == "stratified":
         return {"name": "weighted"}
     graph = GRAPH if arm == "skill_it" else {}
     return SkillIt(SKILLS, evals={s: f"val_{s}" for s in SKILLS}, graph=graph,
-                   eta=ETA if eta is None else eta, window=WINDOW, round_steps=round_steps)
+                   eta=ETA if eta is None else eta, window=WINDOW, round_steps=round_steps,
+                   seed=seed)
 
 
 def run_one(arm: str, seed: int, workdir: pathlib.Path, size: Mapping[str, int],
@@ -225,7 +229,7 @@ def run_one(arm: str, seed: int, workdir: pathlib.Path, size: Mapping[str, int],
                               "batch_size": 500}
     phases = [alternating.Phase(s, loss=loss_for(s), optimizer={"name": "adam", "lr": lr},
                                 optimizer_group=group) for s in SKILLS]
-    alternating.train(phases=phases, schedule=schedule_for(base, size["round_steps"], eta),
+    alternating.train(phases=phases, schedule=schedule_for(base, size["round_steps"], eta, seed),
                       data=data,
                       init=lambda r: net.init(r, jnp.zeros((1, 128)))["params"],
                       workdir=str(workdir), total_steps=size["steps"], seed=seed, evals=evals,

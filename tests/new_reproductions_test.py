@@ -99,6 +99,9 @@ def test_skill_it_quick_writes_a_page(tmp_path):
                                                 "skill_it_per_skill": [skill_it.ETA]}
     assert len(skill_it.ETAS) >= 3 and skill_it.ETAS[len(skill_it.ETAS) // 2] == skill_it.ETA
     assert skill_it.schedule_for("skill_it", 10, 5.0).eta == 5.0
+    # Each run's Skill-it draws from its own seed (a schedule object is used as given).
+    assert skill_it.schedule_for("skill_it", 10, seed=3).seed == 3
+    assert data["arms"]["skill_it"]["sum_share"][0] != data["arms"]["skill_it"]["sum_share"][1]
 
 
 def test_tame_schedules_switch_blind_or_at_the_true_boundaries():
