@@ -17,9 +17,13 @@ are on separate sets (``test_<group>``). Mean ± sample std over seeds.
 Fair arms (issue 16): every arm runs the learning-rate grid ``RATES`` on the
 first ``TUNE_SEEDS`` seeds and keeps the rate with the lowest mean validation
 loss; that rate is reported on test for every seed
-(``experiments/tuning.py:tune_per_seed``).
+(``experiments/tuning.py:tune_per_seed``, widening at an end an arm chose,
+``--widen`` rounds, default 3). Aioli's own eta, EMA and probe weight are the
+paper's and stay fixed; the multiplicative-weights baseline's eta is not given
+by the paper for this setting, so that arm searches it over ``MW_ETAS`` jointly
+with the rate.
 
-    python experiments/aioli.py            # 5 seeds, six arms
+    python experiments/aioli.py            # 10 seeds, six arms
     python experiments/aioli.py --quick    # smoke variant, two seeds, temp dir
 """
 
@@ -57,7 +61,10 @@ _LETTERS = "abcdefghijklmnopqrstuvwxyz \n"
 # Every arm's Adam learning-rate grid (the config's 3e-3 x 1/3, 1, 3), chosen per arm on the
 # mean validation loss over the first TUNE_SEEDS seeds; the chosen rate is reported on test.
 RATES = (1e-3, 3e-3, 1e-2)
-TUNE_SEEDS = 2
+TUNE_SEEDS = 3
+# The multiplicative-weights arm's eta grid (the config's 0.1 x 0.1, 1, 10), searched with
+# the rate.
+MW_ETAS = (0.01, 0.1, 1.0)
 
 
 def _chain(rng, v, beta):
@@ -120,11 +127,12 @@ _NOTE = (
 )
 
 
-def schedule_for(arm: str, cfg) -> dict[str, Any]:
+def schedule_for(arm: str, cfg, mw_eta: float | None = None) -> dict[str, Any]:
     if arm == "stratified":
         return {"name": "weighted"}
     if arm == "multiplicative_weights":
-        return {"name": "multiplicative_weights", "metric": "loss", "eta": cfg.mw_eta,
+        return {"name": "multiplicative_weights", "metric": "loss",
+                "eta": cfg.mw_eta if mw_eta is None else mw_eta,
                 "feedback_every": cfg.feedback_every}
     return {"name": "aioli", "evals": {g: f"val_{g}" for g in GROUPS},
             "probe_steps": cfg.probe_steps, "exploit_steps": cfg.exploit_steps, "eta": cfg.eta,
@@ -132,8 +140,9 @@ def schedule_for(arm: str, cfg) -> dict[str, Any]:
 
 
 def run_one(cfg, arm: str, seed: int, workdir: pathlib.Path,
-            lr: float | None = None) -> dict[str, Any]:
-    """One arm, one seed (Adam ``lr``, default the config's); an arm ending in
+            lr: float | None = None, mw_eta: float | None = None) -> dict[str, Any]:
+    """One arm, one seed (Adam ``lr``, default the config's; ``mw_eta``: the
+    multiplicative-weights arm's eta, default the config's); an arm ending in
     ``_one_optimizer`` shares one Adam state. ``avg_val_loss`` (the validation sets,
     the tuning score) and the test figures come from the same run."""
     v, ctx = cfg.vocab, cfg.context
@@ -159,7 +168,7 @@ def run_one(cfg, arm: str, seed: int, workdir: pathlib.Path,
                                 optimizer_group="shared" if one_optimizer else None)
               for g in GROUPS]
     t0 = time.time()
-    alternating.train(phases=phases, schedule=schedule_for(base, cfg), data=data,
+    alternating.train(phases=phases, schedule=schedule_for(base, cfg, mw_eta), data=data,
                       init=lambda r: net.init(r, jnp.zeros((1, ctx * v)))["params"],
                       workdir=str(workdir), total_steps=cfg.steps, seed=seed, evals=evals,
                       log_every_steps=cfg.feedback_every, progress=False, plot=False,
@@ -239,8 +248,9 @@ def page_data(cfg, runs, seconds: float, argv, grid, info, tune_seeds) -> dict[s
             f"group, {cfg.exploit_steps} exploit steps per round, eta {cfg.eta}; validation "
             f"sets of {cfg.val_size} windows per group, the windows that follow the training "
             f"windows in each group's sequence (held out of training; test: the next "
-            f"{cfg.val_size}). Multiplicative weights: eta "
-            f"{cfg.mw_eta} on the training loss, feedback every {cfg.feedback_every} steps.",
+            f"{cfg.val_size}). Multiplicative weights on the training loss, feedback every "
+            f"{cfg.feedback_every} steps, its eta searched over {list(MW_ETAS)} with the rate "
+            "(below; Aioli's eta, EMA and probe weight are the paper's, fixed).",
             "Optimizer state: each group is a phase; the plain arms keep one Adam state per "
             "phase (per group). The paper trains with one optimizer; the arms ending in "
             f"`{ONE_OPTIMIZER}` give every phase one shared Adam state (`optimizer_group`: one "
@@ -267,7 +277,7 @@ def main(argv=None):
     ap.add_argument("--arms", nargs="+", default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--workdir", default=None)
-    tuning.add_widen_flag(ap)
+    tuning.add_widen_flag(ap, default=3)
     args = ap.parse_args(argv)
     cfg = aioli_config.get_config("smoke" if args.quick else None)
     if args.seeds is not None:
@@ -279,8 +289,13 @@ def main(argv=None):
     t0 = time.time()
     grid, results, info = tune_per_seed(
         arms, (cfg.lr,) if args.quick else RATES, seeds, tune_seeds,
-        lambda arm, lr, seed: run_one(cfg, arm, seed, work / f"{arm}_lr{lr:g}_s{seed}", lr),
+        lambda arm, lr, seed, eta=None: run_one(
+            cfg, arm, seed, work / (f"{arm}_lr{lr:g}" + ("" if eta in (None, cfg.mw_eta) else
+                                                         f"_eta{eta:g}") + f"_s{seed}"),
+            lr, eta),
         lambda r: r["avg_val_loss"], maximize=False, quick=args.quick, widen=args.widen,
+        method={"multiplicative_weights": MW_ETAS} if "multiplicative_weights" in arms
+        else None, method_param="eta",
         metric="the average over the groups of the validation loss (nats)")
     runs = [results[arm][i] for i in range(len(seeds)) for arm in arms]
     out = common.output_dir(args.out, args.quick)

@@ -343,7 +343,7 @@ def main(argv=None) -> dict[str, Any]:
     grid, results, info = tune_per_seed(
         run_arms, (LR,) if args.quick else RATES,
         seeds, seeds if args.quick else seeds[:TUNE_SEEDS],
-        lambda arm, lr, seed, eta: run_one(
+        lambda arm, lr, seed, eta=None: run_one(
             arm, seed, args.workdir / (f"{arm}_lr{lr:g}" + ("" if eta in (None, ETA) else
                                                             f"_eta{eta:g}") + f"_s{seed}"),
             size, lr, eta),

@@ -281,7 +281,7 @@ def main(argv=None) -> dict[str, Any]:
     run_arms = [a for a in ARMS if not args.arms or a in args.arms]
     grid, results, info = tune_per_seed(
         run_arms, (LR,) if args.quick else RATES, seeds, tune_seeds,
-        lambda arm, lr, seed, z: run_one(
+        lambda arm, lr, seed, z=None: run_one(
             arm, seed, args.workdir / (f"{arm}_lr{lr:g}" + ("" if z in (None, Z) else
                                                             f"_z{z:g}") + f"_s{seed}"),
             size, lr, z),

@@ -65,6 +65,12 @@ def test_aioli_quick_aioli_arm_probes_each_group(tmp_path):
     assert [(x["arm"], x["seed"]) for x in result["runs"]] == [
         ("aioli", 0), ("stratified_one_optimizer", 0), ("aioli", 1), ("stratified_one_optimizer", 1)]
     assert len(r["per_group"]) == len(aioli.GROUPS) and np.isfinite(r["avg_test_loss"])
+    # The multiplicative-weights arm's eta is searched with the rate (the config's by default).
+    from configs import aioli as aioli_config
+    cfg = aioli_config.get_config()
+    assert aioli.schedule_for("multiplicative_weights", cfg)["eta"] == cfg.mw_eta
+    assert aioli.schedule_for("multiplicative_weights", cfg, 1.0)["eta"] == 1.0
+    assert cfg.mw_eta in aioli.MW_ETAS and len(aioli.MW_ETAS) >= 3 and len(cfg.seeds) == 10
     # Round = 10 exploit + 5 groups x 5 probe steps; step 20 is inside probe 3, whose
     # proportions (logged at step 20) up-weight the third group to 0.625.
     from alternating import metrics
