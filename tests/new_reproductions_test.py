@@ -152,3 +152,17 @@ def test_tame_reading_blames_detection_errors_only_beyond_the_clean_seeds_spread
     near = tame.reading(arms(0.825), size)[0]
     assert "the earlier one is overwritten" in far and "do not explain" not in far
     assert "do not explain the gap" in near and "overwritten" not in near
+
+
+def test_skill_it_eta_reading_says_when_the_search_ran_the_graph_down_to_uniform():
+    grid = {"chosen": {"stratified": 0.006, "skill_it": 0.006},
+            "scores": {"stratified": {"0.006": 0.90}},
+            "method": {"chosen": {"skill_it": 0.005},
+                       "scores": {"skill_it": {"0.005": 0.91, "0.05": 0.89, "0.5": 0.87,
+                                               "5.0": 0.70}}}}
+    text = skill_it.eta_reading(grid)[0]
+    assert "chose 0.005, below the first grid" in text and "is stratified sampling" in text
+    assert "eta 0.05, 0.5, 5 it scored below stratified's 0.900" in text
+    grid["method"]["chosen"]["skill_it"] = 0.5  # inside the grid: no such reading
+    assert "below the first grid" not in skill_it.eta_reading(grid)[0]
+    assert skill_it.eta_reading({"chosen": {}, "scores": {}}) == []
