@@ -323,24 +323,15 @@ def reading(m: Mapping[str, Mapping[str, float]]) -> list[str]:
 
 def eta_reading(grid: Mapping[str, Any]) -> list[str]:
     """What the eta search found for the graph arm (from the page's ``grid``)."""
-    m = grid.get("method") or {}
-    if "skill_it" not in (m.get("chosen") or {}):
+    out = tuning.method_reading(
+        grid, "skill_it", ETAS, weakest="on this task the graph's mixture helps at no "
+        "strength tried, and at the chosen eta its weights are within rounding of uniform, "
+        "so Skill-it draws almost exactly the skills stratified draws (the same seed gives "
+        "both arms the same per-step uniforms). The comparisons with stratified then measure "
+        "the best Skill-it this search found, which is stratified sampling.")
+    if not out:
         return []
-    eta, scores = m["chosen"]["skill_it"], m["scores"]["skill_it"]
-    vals = sorted(float(v) for v in scores)
-    falls = all(scores[str(a)] >= scores[str(b)] - 1e-9 for a, b in zip(vals, vals[1:]))
-    out = [f"Eta search: the graph arm's validation accuracy was "
-           + ", ".join(f"{scores[str(v)]:.3f} at {v:g}" for v in vals)
-           + f" (each at its best rate); it chose {eta:g}"]
-    if falls and eta < ETAS[0]:
-        out[0] += (", below the first grid: on this task the graph's mixture helps at no "
-                   "strength tried, and at the chosen eta its weights are within rounding of "
-                   "uniform, so Skill-it draws almost exactly the skills stratified draws (the "
-                   "same seed gives both arms the same per-step uniforms). The comparisons with "
-                   "stratified then measure the best Skill-it this search found, which is "
-                   "stratified sampling.")
-    else:
-        out[0] += "."
+    scores = grid["method"]["scores"]["skill_it"]
     st = grid.get("scores", {}).get("stratified", {}).get(str(grid["chosen"].get("stratified")))
     below = [v for v in ETAS if str(v) in scores and st is not None and scores[str(v)] < st]
     if below:

@@ -353,6 +353,28 @@ def tune_per_seed(arms: Sequence[str], rates: Sequence[float], seeds: Sequence[i
     return grid, results, {"first": w["first"], "added": w["added"], "runs": len(cache)}
 
 
+def method_reading(grid: Mapping[str, Any], arm: str, first: Sequence[float], *,
+                   maximize: bool = True, weakest: str = "") -> list[str]:
+    """A note on what an arm's method search found (from the page's ``grid``): its
+    validation score at each value, its choice, and ``weakest`` when the choice lies below
+    the ``first`` grid and beat every value of it (the method is best at a strength weaker
+    than any first tried); ``[]`` when the arm searched nothing."""
+    m = grid.get("method") or {}
+    if arm not in (m.get("chosen") or {}):
+        return []
+    v, scores = m["chosen"][arm], m["scores"][arm]
+    vals = sorted(float(x) for x in scores)
+    sign = 1.0 if maximize else -1.0
+    beat = all(sign * (scores[str(v)] - scores[str(float(x))]) > 0 for x in first
+               if str(float(x)) in scores)
+    text = (f"{m['param']} search for `{arm}`: validation score "
+            + ", ".join(f"{scores[str(x)]:.3f} at {x:g}" for x in vals)
+            + f" (each at its best rate); chosen {v:g}")
+    if beat and v < min(first) and weakest:
+        return [text + ", below the first grid: " + weakest]
+    return [text + "."]
+
+
 def tuning_notes(grid: Mapping[str, Any], info: Mapping[str, Any]) -> list[str]:
     """The widening (if any; a grid that records it says so in its own section) and
     :func:`experiments.rerun.edge_note` (a grid of 3 or more)."""

@@ -157,12 +157,27 @@ def test_tame_reading_blames_detection_errors_only_beyond_the_clean_seeds_spread
 def test_skill_it_eta_reading_says_when_the_search_ran_the_graph_down_to_uniform():
     grid = {"chosen": {"stratified": 0.006, "skill_it": 0.006},
             "scores": {"stratified": {"0.006": 0.90}},
-            "method": {"chosen": {"skill_it": 0.005},
+            "method": {"param": "eta", "chosen": {"skill_it": 0.005},
                        "scores": {"skill_it": {"0.005": 0.91, "0.05": 0.89, "0.5": 0.87,
                                                "5.0": 0.70}}}}
     text = skill_it.eta_reading(grid)[0]
-    assert "chose 0.005, below the first grid" in text and "is stratified sampling" in text
+    assert "chosen 0.005, below the first grid" in text and "is stratified sampling" in text
     assert "eta 0.05, 0.5, 5 it scored below stratified's 0.900" in text
     grid["method"]["chosen"]["skill_it"] = 0.5  # inside the grid: no such reading
     assert "below the first grid" not in skill_it.eta_reading(grid)[0]
     assert skill_it.eta_reading({"chosen": {}, "scores": {}}) == []
+
+
+def test_aioli_mw_reading_names_its_largest_share_and_a_search_run_to_uniform():
+    from experiments import aioli
+    shares = {f"share_{g}": [0.1] for g in aioli.GROUPS}
+    shares[f"share_{aioli.GROUPS[-1]}"] = [0.6]
+    grid = {"method": {"param": "eta", "chosen": {"multiplicative_weights": 1e-3},
+                       "scores": {"multiplicative_weights": {"0.001": 2.8, "0.01": 2.9,
+                                                             "0.1": 3.2, "1.0": 3.3}}}}
+    text = aioli.mw_reading({"multiplicative_weights": shares}, grid)
+    assert f"largest share of steps to {aioli.GROUPS[-1]} (0.60" in text[0]
+    assert "(eta 0.001)" in text[0] and "chosen 0.001, below the first grid" in text[1]
+    grid["method"]["scores"]["multiplicative_weights"]["0.01"] = 2.7  # lower loss: no claim
+    assert "below the first grid" not in aioli.mw_reading({"multiplicative_weights": shares},
+                                                          grid)[1]
