@@ -11,15 +11,18 @@ SFT-only, RL-only and static hybrid training.
 Base config ``configs/sasr.py``; every arm is one ``alternating.train`` run
 with phases ``sft`` and ``rl`` and the arm's schedule (the adaptive schedule
 observes feedback, so seeds run one at a time). Fair arms (issue 16): every
-arm runs the Adam learning-rate grid ``LRS`` on the first seed; the value with
-the best final *validation* expected reward (prompts carved from the training
-set, scored against the true answers) is the arm's, and the arm then runs the
-other seeds at it. Reported on the test prompts: the final expected reward
+arm runs the Adam learning-rate grid ``LRS`` on the first ``--tune-seeds`` seeds
+(default 2); the value with the best final *validation* expected reward
+(prompts carved from the training set, scored against the true answers) is the
+arm's, and the arm then runs the other seeds at it (``--widen`` rounds of
+widening at an end, default 3). The adaptive arm's ``scale`` (our stand-in for
+the paper's unconfirmed hyperparameter) is searched with the rate over
+``SCALES``. Reported on the test prompts: the final expected reward
 (probability of the exact answer under the policy), the final greedy
 exact-match accuracy and the share of SFT steps; verdicts by
 ``alternating.verdict`` (``experiments/pages.py``).
 
-    .venv/bin/python experiments/sasr.py              # 5 seeds, docs/results/sasr.{json,md}
+    .venv/bin/python experiments/sasr.py              # 10 seeds, docs/results/sasr.{json,md}
     .venv/bin/python experiments/sasr.py --noise 0    # docs/results/sasr_noise0.{json,md}
     .venv/bin/python experiments/sasr.py --quick      # smoke sizes, 2 seeds, temp dir
 """
@@ -48,12 +51,14 @@ from configs import sasr as sasr_config  # noqa: E402
 from experiments import common, pages, seqtasks, tuning  # noqa: E402
 
 LRS = (1e-3, 3e-3, 1e-2)
+# The adaptive rule's scale grid (x 1/3, 1, 3 around 1), searched with the rate (tuning.tune).
+SCALES = (0.3, 1.0, 3.0)
 METRICS = {"final": "final test expected reward (mean probability of the exact answer)",
            "greedy": "final test greedy exact-match accuracy",
            "sft_share": "share of the steps that were SFT steps"}
 
 
-def schedule_for(arm: str, cfg) -> dict[str, Any]:
+def schedule_for(arm: str, cfg, scale: float | None = None) -> dict[str, Any]:
     w = cfg.warmup_steps
     return {
         "sft_only": {"name": "single", "phase": "sft"},
@@ -61,7 +66,8 @@ def schedule_for(arm: str, cfg) -> dict[str, Any]:
         "sft_then_rl": {"name": "sequential", "stages": [["sft", w], ["rl", max(cfg.steps - w, 1)]]},
         "mix_50_50": {"name": "weighted", "weights": {"sft": 0.5, "rl": 0.5}},
         "adaptive": {"name": "sasr", "sft": "sft", "rl": "rl", "warmup_steps": w,
-                     "warmup_window": cfg.feedback_every, "feedback_every": cfg.feedback_every},
+                     "warmup_window": cfg.feedback_every, "feedback_every": cfg.feedback_every,
+                     "scale": 1.0 if scale is None else float(scale)},
     }[arm]
 
 
@@ -75,9 +81,10 @@ def split_data(cfg, seed: int) -> tuple[dict, dict, dict]:
     return train, val, seqtasks.pair_sums(cfg.test_size, cfg.length, seqtasks.seed_of(1, seed))
 
 
-def run_one(cfg, arm: str, seed: int, workdir: pathlib.Path, lr: float | None = None
-            ) -> dict[str, Any]:
-    """One arm, one seed, Adam at ``lr`` (default ``cfg.lr``) in both phases."""
+def run_one(cfg, arm: str, seed: int, workdir: pathlib.Path, lr: float | None = None,
+            scale: float | None = None) -> dict[str, Any]:
+    """One arm, one seed, Adam at ``lr`` (default ``cfg.lr``) in both phases; ``scale``: the
+    adaptive rule's (default 1)."""
     policy = seqtasks.Policy(cfg.length, 10, cfg.length, 10, hidden=tuple(cfg.hidden))
     train, val, test = split_data(cfg, seed)
     opt = {"name": "adam", "lr": float(cfg.lr if lr is None else lr)}
@@ -90,7 +97,8 @@ def run_one(cfg, arm: str, seed: int, workdir: pathlib.Path, lr: float | None = 
                     "batch_size": min(250, len(d["x"]))}
              for name, d in (("test", test), ("val", val)) if len(d["x"])}
     t0 = time.time()
-    alternating.train(phases=phases, schedule=schedule_for(arm, cfg), data=data,
+    alternating.train(phases=phases, schedule=schedule_for(arm, cfg, scale),
+                      data=data,
                       init=policy.init, workdir=str(workdir), total_steps=cfg.steps, seed=seed,
                       evals=evals, eval_every_steps=0, log_every_steps=cfg.eval_every,
                       progress=False, plot=False, print_fn=None, mesh=_one_device_mesh())
@@ -137,12 +145,13 @@ def intro(cfg) -> list[str]:
         "adaptive). Arms: `sft_only`, `rl_only`, `sft_then_rl` (warm-up then RL), `mix_50_50` "
         "(each step SFT or RL with probability 1/2), `adaptive` (schedule `sasr`).",
         "Switching rule of `adaptive`: after the warm-up each step is SFT with probability "
-        "min(1, g_t / g_warm), where g_t is the SFT gradient norm most recently observed "
+        "min(1, scale * g_t / g_warm), where g_t is the SFT gradient norm most recently observed "
         f"(every {cfg.feedback_every} steps) and g_warm its mean over the last warm-up "
         "observations. **This rule is our guess at the paper's rule**: its exact expression "
         "could not be confirmed from the material available to us "
         "([`../schedules.md`](../schedules.md)), so the verdicts below are about our rule, "
-        "not necessarily the paper's.",
+        "not necessarily the paper's. Its `scale` stands in for the paper's unconfirmed "
+        f"hyperparameter, so it is searched with the rate over {list(SCALES)} (below).",
         "Deviations from the paper: a tiny MLP policy on a synthetic task instead of a "
         "language model on math reasoning; each phase keeps its own Adam state (one optimizer "
         "over both kinds of step would be the set-up of a single fine-tuning run, as we read "
@@ -151,8 +160,9 @@ def intro(cfg) -> list[str]:
     ]
 
 
-def notes(arms: dict, noise: float, warmup_share: float) -> list[str]:
-    """Notes read off the page's arms (per-seed lists), so ``--notes-only`` can redo them."""
+def notes(arms: dict, noise: float, warmup_share: float, scale: float = 1.0) -> list[str]:
+    """Notes read off the page's arms (per-seed lists) and the adaptive arm's chosen
+    ``scale``, so ``--notes-only`` can redo them."""
     lines = ["Means of the final test expected reward: "
              + ", ".join(f"{a} {np.mean(v['final']):.3f}" for a, v in arms.items()) + "."]
     if "adaptive" in arms:
@@ -164,8 +174,9 @@ def notes(arms: dict, noise: float, warmup_share: float) -> list[str]:
         if share > 0.9 and noise > 0:
             lines.append(
                 "Why so few RL steps (a reading of the figures, not tested further): under our "
-                "guessed rule the SFT probability is min(1, g_t / g_warm), which stays at 1 "
-                "while the SFT gradient norm is at or above its warm-up value; with "
+                f"guessed rule the SFT probability is min(1, {scale:g} * g_t / g_warm) at the "
+                "chosen scale, which stays at 1 while the SFT gradient norm is at or above "
+                f"{1 / scale:.2g} times its warm-up value; with "
                 "systematically wrong demonstrations the SFT loss cannot be fitted, so its "
                 "minibatch gradient norm hardly falls after the warm-up and the rule rarely "
                 "hands a step to RL. The fixed schedules that force RL steps (sft_then_rl, "
@@ -179,13 +190,18 @@ def notes(arms: dict, noise: float, warmup_share: float) -> list[str]:
     return lines
 
 
+def _scale(grid: dict) -> float:
+    """The adaptive arm's chosen scale (1 on a page without the search)."""
+    return float((grid.get("method") or {}).get("chosen", {}).get("adaptive", 1.0))
+
+
 def renote(path: pathlib.Path, cfg) -> pathlib.Path:
     """Recomputes a written page's notes from its JSON arms and grid, and re-renders it."""
     data = json.loads(path.read_text(encoding="utf-8"))
     stem = path.stem
     noise = float(stem[len("sasr_noise"):]) if stem.startswith("sasr_noise") else cfg.noise
-    data["notes"] = (notes(data["arms"], noise, cfg.warmup_steps / cfg.steps)
-                     + tuning.edge_notes(data["grid"]))
+    data["notes"] = (notes(data["arms"], noise, cfg.warmup_steps / cfg.steps,
+                           _scale(data["grid"])) + tuning.edge_notes(data["grid"]))
     data.pop("format", None)
     return pages.write_page(data, path.parent)
 
@@ -208,7 +224,8 @@ def page(runs, grid, cfg, seeds, wall, argv, name, tune_seeds=1) -> dict[str, An
                                            - len(grid["scores"])),
             "seeds": list(seeds), "metrics": METRICS, "arms": arms, "grid": grid,
             "comparisons": comparisons,
-            "notes": notes(arms, cfg.noise, cfg.warmup_steps / cfg.steps) + tuning.edge_notes(grid)}
+            "notes": (notes(arms, cfg.noise, cfg.warmup_steps / cfg.steps, _scale(grid))
+                      + tuning.edge_notes(grid))}
 
 
 def main(argv=None):
@@ -217,21 +234,21 @@ def main(argv=None):
     ap.add_argument("--noise", type=float, default=None,
                     help="share of wrong demonstrations (default: the config's 0.4); a value "
                          "other than the default writes sasr_noise<value>.{json,md}")
-    tuning.add_seeds_flag(ap, 5)
+    tuning.add_seeds_flag(ap, 10)
     ap.add_argument("--arms", nargs="+", default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--workdir", default=None)
-    tuning.add_widen_flag(ap)
-    ap.add_argument("--tune-seeds", type=int, default=1,
+    tuning.add_widen_flag(ap, default=3)
+    ap.add_argument("--tune-seeds", type=int, default=2,
                     help="seeds 0..N-1 whose validation reward chooses each arm's rate "
-                         "(default 1)")
+                         "(default 2)")
     ap.add_argument("--notes-only", default=None, metavar="JSON",
                     help="recompute the notes of a written page from its JSON and re-render it")
     args = ap.parse_args(argv)
     if args.notes_only:
         return {"out": str(renote(pathlib.Path(args.notes_only), sasr_config.get_config()))}
     cfg = sasr_config.get_config("smoke" if args.quick else None)
-    seeds = tuning.seeds_from(args.seeds, 2 if args.quick else 5)
+    seeds = tuning.seeds_from(args.seeds, 2 if args.quick else 10)
     default_noise = cfg.noise
     if args.noise is not None:
         cfg.noise = args.noise
@@ -239,12 +256,17 @@ def main(argv=None):
     work = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="sasr_"))
     t0 = time.time()
 
-    def run(arm, lr, block):
-        return [run_one(cfg, arm, s, work / f"{arm}_lr{lr:g}_s{s}", lr) for s in block]
+    def run(arm, lr, block, scale=None):
+        tag = "" if scale in (None, 1.0) else f"_scale{scale:g}"
+        return [run_one(cfg, arm, s, work / f"{arm}_lr{lr:g}{tag}_s{s}", lr, scale)
+                for s in block]
 
+    scales = ([1.0] if args.quick else list(SCALES)) if "adaptive" in arms else None
     grid, results = tuning.tune(arms, LRS, seeds, seeds[:args.tune_seeds], run,
                                 lambda r: r["val"], metric="final validation expected reward",
-                                widen=args.widen)
+                                widen=args.widen, smoke=args.quick,
+                                method={"adaptive": scales} if scales else None,
+                                method_param="scale")
     runs = [r for s in range(len(seeds)) for arm in arms for r in [results[arm][s]]]
     name = "sasr" if cfg.noise == default_noise else f"sasr_noise{cfg.noise:g}"
     data = page(runs, grid, cfg, seeds, time.time() - t0, argv, name, args.tune_seeds)

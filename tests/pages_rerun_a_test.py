@@ -54,13 +54,14 @@ def test_sasr_page(tmp_path, monkeypatch):
     best = {"sft_only": 1e-2, "adaptive": 1e-3}
     calls = []
 
-    def fake(cfg, arm, seed, workdir, lr=None):
+    def fake(cfg, arm, seed, workdir, lr=None, scale=None):
+        assert scale == (1.0 if arm == "adaptive" else None)  # --quick: the middle scale
         calls.append((arm, seed, lr))
         return {"arm": arm, "seed": seed, "lr": lr, "final": 0.5 + 0.01 * seed,
                 "greedy": 0.6, "sft_steps": 30, "seconds": 0.0, "val": _score(lr, best[arm])}
     monkeypatch.setattr(sasr, "run_one", fake)
     sasr.main(["--quick", "--arms", "sft_only", "adaptive", "--seeds", "3", "--noise", "0",
-               "--out", str(tmp_path), "--workdir", str(tmp_path / "w")])
+               "--tune-seeds", "1", "--out", str(tmp_path), "--workdir", str(tmp_path / "w")])
     data = _written(tmp_path, "sasr_noise0", [0, 1, 2])
     assert data["grid"]["chosen"] == best
     # The grid ran on seed 0 only; the other seeds ran once, at the chosen rate.
@@ -68,6 +69,10 @@ def test_sasr_page(tmp_path, monkeypatch):
         ("adaptive", 1, 1e-3), ("adaptive", 2, 1e-3), ("sft_only", 1, 1e-2), ("sft_only", 2, 1e-2)]
     assert "our guess" in " ".join(data["intro"])
     assert [c["name"] for c in data["comparisons"]] == ["adaptive vs sft_only"]
+    # The adaptive rule's scale is searched with the rate (--quick: only the middle value).
+    assert data["grid"]["method"]["values"] == {"adaptive": [1.0]} and 1.0 in sasr.SCALES
+    from configs import sasr as sasr_config
+    assert sasr.schedule_for("adaptive", sasr_config.get_config(), 3.0)["scale"] == 3.0
 
 
 def test_mean_teacher_page(tmp_path, monkeypatch):
