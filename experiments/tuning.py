@@ -9,6 +9,11 @@ afterwards. The result is the page's ``grid`` field (``experiments/pages.py``).
 
 A run that stops on a non-finite loss (:class:`alternating.NonFiniteError`)
 scores nothing: its value is left out of the arm's row and cannot be chosen.
+
+A method hyperparameter the paper leaves free (a loss weight, a schedule's
+eta or threshold) is searched jointly with the rate by every tuner
+(``method=``); :class:`Candidates` holds the scores and makes the choice for
+all of them, and :func:`widen_rounds` grows both grids.
 """
 
 from __future__ import annotations
