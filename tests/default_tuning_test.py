@@ -104,6 +104,14 @@ def test_default_tuning_page_picks_the_best_mean_validation_cell():
                                seeds=[0, 1], command="cmd", wall=1.0, n_runs=8)
     text = pages.render_page(data)
     assert "**images 0.001, signals 0.01**" in text and "## Verdicts" in text
+    # The config keeps one rate (default.LR) for every phase: the page says so and tests the gap.
+    assert f"keeps one rate for every phase, its `LR` {default.LR:g}" in text
+    assert "chosen vs the config's setting, mean_val" in text
+    same = default_tuning.arm_name({p: default.LR for p in default_tuning.PATHS.values()})
+    text = pages.render_page(default_tuning.page(arms, same, "images 0.001, signals 0.001",
+                                                 steps=5, seeds=[0, 1], command="cmd", wall=1.0,
+                                                 n_runs=8))
+    assert "which `configs/default.py` sets" in text and "config's setting" not in text
 
 
 def test_default_tuning_widens_an_axis_whose_choice_is_at_its_end(monkeypatch, tmp_path):
