@@ -18,7 +18,8 @@ Results: ``docs/results/rt.md`` (``experiments/rt.py``).
 
 Variants: ``plain`` (default) | ``sc`` | ``predict_only`` | ``generate_only``
 (one phase, the single-task baselines); ``smoke``; ``steps=N``; ``lr=X``
-(Adam's rate, default 1e-3); ``val``: the last 512 of the 4,096 training
+(Adam's rate, default 1e-3); ``sc=W`` (arm ``sc`` only: the self-consistency
+term's weight, default 1); ``val``: the last 512 of the 4,096 training
 sequences are held out (``training_split``), the validation set on which
 ``experiments/rt.py`` chooses the learning rate.
 """
@@ -46,7 +47,7 @@ def training_split(val: bool):
 
 
 def parse(arg):
-    opts = {"arm": "plain", "smoke": False, "steps": 1000, "lr": 1e-3, "val": False}
+    opts = {"arm": "plain", "smoke": False, "steps": 1000, "lr": 1e-3, "val": False, "sc": None}
     for tok in filter(None, (arg or "").split(",")):
         if tok in ARMS or tok in SINGLE:
             opts["arm"] = tok
@@ -56,9 +57,15 @@ def parse(arg):
             opts["steps"] = int(tok.split("=", 1)[1])
         elif tok.startswith("lr="):
             opts["lr"] = float(tok.split("=", 1)[1])
+        elif tok.startswith("sc="):
+            opts["sc"] = float(tok.split("=", 1)[1])
         else:
             raise ValueError(f"configs/rt.py: unknown variant {tok!r}; valid: "
-                             f"{list(ARMS) + list(SINGLE)}, 'smoke', 'steps=N', 'lr=X', 'val'.")
+                             f"{list(ARMS) + list(SINGLE)}, 'smoke', 'steps=N', 'lr=X', "
+                             "'sc=W', 'val'.")
+    if opts["sc"] is not None and opts["arm"] != "sc":
+        raise ValueError(f"configs/rt.py: 'sc={opts['sc']:g}' is the self-consistency weight "
+                         f"of arm 'sc' only; this variant's arm is {opts['arm']!r}.")
     return opts
 
 
@@ -80,7 +87,8 @@ def get_config(arg=None):
         predict=dict(loss="rt_predict", data="train", optimizer=opt),
         generate=dict(loss="rt_generate", data="train", optimizer=opt,
                       loss_kwargs=dict(mask_frac=0.4,
-                                       consistency=1.0 if opts["arm"] == "sc" else 0.0)))
+                                       consistency=(1.0 if opts["sc"] is None else opts["sc"])
+                                       if opts["arm"] == "sc" else 0.0)))
     if opts["arm"] in SINGLE:
         only = SINGLE[opts["arm"]]
         c.phases = {only: phases[only]}

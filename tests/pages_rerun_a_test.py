@@ -96,7 +96,8 @@ def test_mean_teacher_page(tmp_path, monkeypatch):
 def test_rt_page_has_single_task_arms(tmp_path, monkeypatch):
     steps = {}
 
-    def fake(arm, seeds, n_steps, workdir, lr=None, val=False):
+    def fake(arm, seeds, n_steps, workdir, lr=None, val=False, sc=None):
+        assert sc == (1.0 if arm == "sc" else None)  # --quick: the middle weight only
         steps[arm] = n_steps
         good = lr == 1e-3
         return [{"arm": arm, "seed": s, "lr": lr, "seconds": 0.0, "prop_mae": 0.05,
@@ -114,6 +115,15 @@ def test_rt_page_has_single_task_arms(tmp_path, monkeypatch):
     assert set(data["arms"]["generate_only"]) == {"spearman"}
     baselines = {c["baseline"] for c in data["comparisons"]}
     assert {"predict_only", "generate_only", "plain"} <= baselines
+    # Arm sc's self-consistency weight is searched with the rate; the config refuses it
+    # on another arm.
+    assert data["grid"]["method"]["values"] == {"sc": [1.0]} and 1.0 in rt.SC_WEIGHTS
+    from configs import rt as rt_config
+    kw = rt_config.get_config("sc,sc=0.1").phases.generate.loss_kwargs
+    assert kw.consistency == 0.1
+    assert rt_config.get_config("sc").phases.generate.loss_kwargs.consistency == 1.0
+    with pytest.raises(ValueError, match="of arm 'sc' only"):
+        rt_config.get_config("plain,sc=0.1")
 
 
 def test_admm_page_tunes_on_separate_initializations(tmp_path, monkeypatch):
