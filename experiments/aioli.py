@@ -310,8 +310,8 @@ def main(argv=None):
     grid, results, info = tune_per_seed(
         arms, (cfg.lr,) if args.quick else RATES, seeds, tune_seeds,
         lambda arm, lr, seed, eta=None: run_one(
-            cfg, arm, seed, work / (f"{arm}_lr{lr:g}" + ("" if eta in (None, cfg.mw_eta) else
-                                                         f"_eta{eta:g}") + f"_s{seed}"),
+            cfg, arm, seed,
+            work / f"{tuning.run_name(arm, lr, 'eta', eta, cfg.mw_eta)}_s{seed}",
             lr, eta),
         lambda r: r["avg_val_loss"], maximize=False, quick=args.quick, widen=args.widen,
         method={"multiplicative_weights": MW_ETAS} if "multiplicative_weights" in arms

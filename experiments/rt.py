@@ -206,7 +206,7 @@ def main(argv=None) -> dict:
 
     def run(arm, lr, block, sc=None):
         steps = args.steps // 2 if arm in rt_config.SINGLE else args.steps
-        tag = f"{arm}_lr{lr:g}" + ("" if sc in (None, 1.0) else f"_sc{sc:g}")
+        tag = tuning.run_name(arm, lr, "sc", sc, 1.0)
         if vectorized:
             return run_seeds(arm, block, steps, base / tag, lr, val=True, sc=sc)
         return [run_one(arm, s, steps, base / f"{tag}_s{s}", lr, val=True, sc=sc)

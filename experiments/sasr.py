@@ -257,8 +257,8 @@ def main(argv=None):
     t0 = time.time()
 
     def run(arm, lr, block, scale=None):
-        tag = "" if scale in (None, 1.0) else f"_scale{scale:g}"
-        return [run_one(cfg, arm, s, work / f"{arm}_lr{lr:g}{tag}_s{s}", lr, scale)
+        tag = tuning.run_name(arm, lr, "scale", scale, 1.0)
+        return [run_one(cfg, arm, s, work / f"{tag}_s{s}", lr, scale)
                 for s in block]
 
     scales = ([1.0] if args.quick else list(SCALES)) if "adaptive" in arms else None

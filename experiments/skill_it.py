@@ -363,8 +363,7 @@ def main(argv=None) -> dict[str, Any]:
         run_arms, (LR,) if args.quick else RATES,
         seeds, seeds if args.quick else seeds[:TUNE_SEEDS],
         lambda arm, lr, seed, eta=None: run_one(
-            arm, seed, args.workdir / (f"{arm}_lr{lr:g}" + ("" if eta in (None, ETA) else
-                                                            f"_eta{eta:g}") + f"_s{seed}"),
+            arm, seed, args.workdir / f"{tuning.run_name(arm, lr, 'eta', eta, ETA)}_s{seed}",
             size, lr, eta),
         lambda r: r["val_acc"], quick=args.quick, widen=args.widen,
         method={a: ETAS for a in run_arms if a.removesuffix(PER_SKILL) != "stratified"},

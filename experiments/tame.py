@@ -282,8 +282,7 @@ def main(argv=None) -> dict[str, Any]:
     grid, results, info = tune_per_seed(
         run_arms, (LR,) if args.quick else RATES, seeds, tune_seeds,
         lambda arm, lr, seed, z=None: run_one(
-            arm, seed, args.workdir / (f"{arm}_lr{lr:g}" + ("" if z in (None, Z) else
-                                                            f"_z{z:g}") + f"_s{seed}"),
+            arm, seed, args.workdir / f"{tuning.run_name(arm, lr, 'z', z, Z)}_s{seed}",
             size, lr, z),
         lambda r: r["val_acc"], quick=args.quick, widen=args.widen,
         method={"loss_shift": ZS} if "loss_shift" in run_arms else None, method_param="z",

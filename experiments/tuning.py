@@ -595,6 +595,13 @@ def edge_notes(grid: dict[str, Any], scores: str = "validation") -> list[str]:
             f"{scores} (not tried): " + ", ".join(at) + "."]
 
 
+def run_name(arm: str, lr: float, key: str = "", value: float | None = None,
+             default: float | None = None) -> str:
+    """A tuning run's folder name, ``<arm>_lr<lr>`` plus ``_<key><value>`` when a method value
+    other than the config's ``default`` is set (so the default's runs keep their names)."""
+    return f"{arm}_lr{lr:g}" + ("" if value is None or value == default else f"_{key}{value:g}")
+
+
 def variant(arm: str, steps: int, lr: float | None = None, val: bool = False) -> str:
     """A config variant string ``<arm>,steps=N[,lr=X][,val]``."""
     return (f"{arm},steps={steps}" + (f",lr={lr!r}" if lr is not None else "")

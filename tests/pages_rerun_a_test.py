@@ -197,6 +197,12 @@ def test_a_choice_at_an_end_widens_the_grid_once_and_every_run_is_made_once():
     assert len(calls) == len(set(calls)) == 10  # 2 arms x 5 values, each once
 
 
+def test_run_names_keep_the_default_method_values_runs_where_they_were():
+    assert tuning.run_name("a", 3e-3) == "a_lr0.003"
+    assert tuning.run_name("a", 3e-3, "eta", 0.5, 0.5) == "a_lr0.003"
+    assert tuning.run_name("a", 3e-3, "eta", 5.0, 0.5) == "a_lr0.003_eta5"
+
+
 def test_per_seed_tuning_searches_a_method_value_with_the_rate_and_shares_the_choice_rule():
     """tune_per_seed's method grid: arm ``m`` is best at z 8 (an end, so 16 is tried and
     loses) and rate 3e-3; arm ``plain`` has no grid and its run gets ``None``. Every
