@@ -146,19 +146,35 @@ def _grid(grid: Mapping[str, Any]) -> list[str]:
                   "chose) before the choice shown."]
     m = grid.get("method")  # experiments/tuning.py:tune_configs, a method hyperparameter
     if m:
+        from experiments import tuning  # pylint: disable=g-import-not-at-top
         one = len(m["chosen"]) == 1
+        what = "value" if m.get("params") else m["param"]
         lines += ["", f"The arm{'' if one else 's'} {', '.join(f'`{a}`' for a in m['chosen'])} "
                   f"also searched {'its' if one else 'their'} {m['param']} jointly with the "
                   "rate: the scores above are at the "
-                  f"{m['param']} chosen below, and below, each {m['param']}'s best validation "
+                  f"{what} chosen below, and below, each {what}'s best validation "
                   "score over the rates (that rate in parentheses).", "",
                   f"| arm | {m['param']}: score (rate) | chosen |", "|---|---|---|"]
+        params = m.get("params") or {}  # arms searching several parameters at once
         for arm, per in m["scores"].items():
-            cells = "; ".join(f"{float(v):g}: {per[str(v)]:.4g} ({m['rates'][arm][str(v)]:g})"
-                              if str(v) in per else f"{float(v):g}: diverged"
-                              for v in m["values"][arm])
-            lines.append(f"| {arm} | {cells} | {m['chosen'][arm]:g} |")
+            names = params.get(arm)
+            cells = "; ".join(
+                f"{tuning.method_text(v, names)}: " + (
+                    f"{per[k]:.4g} ({m['rates'][arm][k]:g})" if k in per else "diverged")
+                for v in m["values"][arm] for k in [tuning.method_key(v)])
+            lines.append(f"| {arm} | {cells} | {tuning.method_text(m['chosen'][arm], names)} |")
+        for arm, names in params.items():
+            lines += ["", f"`{arm}` searched {', '.join(names)} together: every combination "
+                      "of their first grids, each at every rate."]
         for arm, w in (m.get("widened") or {}).items():
+            if arm in params:
+                lines += ["", f"`{arm}`: the choice had a parameter at an end of the values "
+                          "tried for it, so it also ran "
+                          + "; ".join(f"({tuning.method_text(v, params[arm])})"
+                                      for v in w["added"])
+                          + " (one value beyond that end at a time, the other parameters at "
+                          "the choice) before the choice shown."]
+                continue
             lines += ["", f"`{arm}`: the first {m['param']} grid {w['first']} had the choice "
                       f"at an end, so it also ran {w['added']} (one value beyond the end at a "
                       "time) before the choice shown."]

@@ -58,6 +58,22 @@ def widened(values: Sequence[float], chosen: Mapping[str, float]) -> list[float]
     return out
 
 
+def method_key(value: Any) -> str:
+    """A method value's key in a page's ``method`` record: ``str(float)`` for one parameter,
+    the values joined by commas for several (:class:`Candidates`)."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(float(x)) for x in value)
+    return str(float(value))
+
+
+def method_text(value: Any, names: Sequence[str] | None = None) -> str:
+    """A method value as the page shows it: ``4`` for one parameter, ``z 4, decay 0.05`` for
+    several (``names``: their names, in order)."""
+    if isinstance(value, (tuple, list)):
+        return ", ".join(f"{n} {float(x):g}" for n, x in zip(names or [], value))
+    return f"{float(value):g}"
+
+
 def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
          tune_seeds: Sequence[int], run: Callable[..., list[dict]],
          score: Callable[[dict], float], *, metric: str, maximize: bool = True,
@@ -122,7 +138,7 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
         try:
             runs = call(arm, v, list(tune_seeds), lam)
         except NonFiniteError as e:
-            print(f"{arm} {param}={v}" + ("" if lam is None else f" {method_param}={lam:g}")
+            print(f"{arm} {param}={v}" + ("" if lam is None else f" {cands.text(arm, lam)}")
                   + f": non-finite loss ({e}); not a candidate", flush=True)
             return
         done[arm][(lam, v)] = dict(zip(tune_seeds, runs))
@@ -150,7 +166,7 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
         if missing:
             have.update(zip(missing, call(arm, rate, missing, lam)))
         results[arm] = [have[s] for s in seeds]
-        print(f"{arm}: {param} {rate}" + ("" if lam is None else f" at {method_param} {lam:g}")
+        print(f"{arm}: {param} {rate}" + ("" if lam is None else f" at {cands.text(arm, lam)}")
               + f" (validation {cands.rate_scores(arm, lam, values)})", flush=True)
     grid = {"param": param, "values": values, "metric": metric,
             "scores": {a: cands.rate_scores(a, picks[a][0], values) for a in arms},
@@ -168,18 +184,22 @@ class Candidates:
 
     Each arm reads the runs of one group (``groups[arm]``: its config in
     :func:`tune_configs`, itself in :func:`tune`); a group in ``method`` has a
-    grid of method values, the others one value, ``None``. An arm's scores are
-    kept per (method value, rate). The choice: at each method value the best
-    rate (:func:`experiments.rerun.choose`: the first of ties in grid order;
-    a rate with no finite score is no candidate), then the value whose best rate
-    scores best; of values that tie, the one nearest the middle of the group's
-    first value grid (the config's own value), so that a weight too small to
-    change any prediction does not chase the grid's end.
+    grid of method values, the others one value, ``None``. A group's grid is a
+    list of values (one method hyperparameter) or ``{name: values}`` (several:
+    every combination, a tuple of values in the order of the names, each list
+    at least 3 values). An arm's scores are kept per (method value, rate). The
+    choice: at each method value the best rate (:func:`experiments.rerun.choose`:
+    the first of ties in grid order; a rate with no finite score is no
+    candidate), then the value whose best rate scores best; of values that tie,
+    the one nearest the middle of the group's first value grid (the config's own
+    value; for several parameters the sum of the log distances), so that a weight
+    too small to change any prediction does not chase the grid's end.
     """
 
-    def __init__(self, groups: Mapping[str, str], method: Mapping[str, Sequence[float]] | None,
+    def __init__(self, groups: Mapping[str, str], method: Mapping[str, Any] | None,
                  *, maximize: bool = True, param: str = "learning rate",
                  method_param: str = "lambda", smoke: bool = False):
+        import itertools  # pylint: disable=g-import-not-at-top
         self.groups, self.maximize = dict(groups), maximize
         self.param, self.method_param = param, method_param
         method = dict(method or {})
@@ -188,33 +208,57 @@ class Candidates:
             raise ValueError(f"method grid for {unknown}: not a config of this tuning; valid: "
                              f"{sorted(set(self.groups.values()))}.")
         self.lams: dict[str, list] = {g: [None] for g in self.groups.values()}
+        self.names: dict[str, tuple[str, ...]] = {}  # groups of several parameters
+        self.centre: dict[str, Any] = {}
         for g, vals in method.items():
-            self.lams[g] = [float(v) for v in vals]
-            if len(self.lams[g]) < 3 and not smoke:
-                raise ValueError(f"{g}: {method_param} grid {self.lams[g]}: the fair-arms "
-                                 "rule needs at least 3 values.")
+            if isinstance(vals, Mapping):
+                if not vals:
+                    raise ValueError(f"{g}: an empty method grid; give {{name: values}} with "
+                                     "at least one name.")
+                self.names[g] = tuple(str(n) for n in vals)
+                axes = [[float(v) for v in vals[n]] for n in vals]
+                for n, ax in zip(self.names[g], axes):
+                    self._check(g, n, ax, smoke)
+                self.lams[g] = sorted(itertools.product(*axes))
+                self.centre[g] = tuple(ax[len(ax) // 2] for ax in axes)
+            else:
+                self.lams[g] = [float(v) for v in vals]
+                self._check(g, method_param, self.lams[g], smoke)
+                self.centre[g] = self.lams[g][len(self.lams[g]) // 2]
         self.method = list(method)
         self.first = {g: list(v) for g, v in self.lams.items()}
-        self.added: dict[str, list[float]] = {}
-        self.centre = {g: v[len(v) // 2] for g, v in self.lams.items()}
+        self.added: dict[str, list] = {}
         self.per: dict[str, dict[tuple, list[float]]] = {a: {} for a in self.groups}
 
-    def add(self, arm: str, lam: float | None, rate: float, scores: Sequence[float]) -> None:
+    @staticmethod
+    def _check(group: str, name: str, values: list[float], smoke: bool) -> None:
+        if len(values) < 3 and not smoke:
+            raise ValueError(f"{group}: {name} grid {values}: the fair-arms rule needs at "
+                             "least 3 values.")
+        if len(set(values)) != len(values):
+            raise ValueError(f"{group}: {name} grid {values} repeats a value.")
+
+    def text(self, arm: str, lam: Any) -> str:
+        """``lam`` with its parameter's name (:func:`method_text`): ``lambda 0.1``."""
+        names = self.names.get(self.groups[arm])
+        return method_text(lam, names) if names else f"{self.method_param} {lam:g}"
+
+    def add(self, arm: str, lam: Any, rate: float, scores: Sequence[float]) -> None:
         """Validation scores of ``arm`` at (``lam``, ``rate``)."""
         self.per[arm].setdefault((lam, float(rate)), []).extend(float(s) for s in scores)
 
-    def mean(self, arm: str, lam: float | None, rate: float) -> float:
+    def mean(self, arm: str, lam: Any, rate: float) -> float:
         got = self.per[arm][(lam, rate)]
         return sum(got) / len(got)
 
-    def rate_scores(self, arm: str, lam: float | None, rates: Sequence[float],
+    def rate_scores(self, arm: str, lam: Any, rates: Sequence[float],
                     digits: int | None = None) -> dict[str, float]:
         """``{str(rate): mean score}`` of ``arm`` at ``lam`` (rates with a score)."""
         return {str(v): (self.mean(arm, lam, v) if digits is None
                          else round(self.mean(arm, lam, v), digits))
                 for v in rates if self.per[arm].get((lam, v))}
 
-    def best_rates(self, arm: str, rates: Sequence[float]) -> dict[float | None, float]:
+    def best_rates(self, arm: str, rates: Sequence[float]) -> dict[Any, float]:
         """Each method value's best rate (values with no finite score left out)."""
         from experiments import rerun  # pylint: disable=g-import-not-at-top
         out = {}
@@ -228,7 +272,7 @@ class Candidates:
                              f"of {list(rates)} (every run diverged).")
         return out
 
-    def choices(self, rates: Sequence[float]) -> dict[str, tuple[float | None, float]]:
+    def choices(self, rates: Sequence[float]) -> dict[str, tuple[Any, float]]:
         """``{arm: (method value, rate)}``."""
         out = {}
         for arm in self.groups:
@@ -236,20 +280,31 @@ class Candidates:
             s = {c: self.mean(arm, c, rate[c]) for c in rate}
             top = max(s.values()) if self.maximize else min(s.values())
             tied = [c for c in rate if abs(s[c] - top) <= 1e-12]
-            mid = self.centre[self.groups[arm]]
-            lam = min(tied, key=lambda c, mid=mid: 0.0 if c is None else abs(math.log(c / mid)))
+            mid = self.centre.get(self.groups[arm])
+            lam = min(tied, key=lambda c, mid=mid: _distance(c, mid))
             out[arm] = (lam, rate[lam])
         return out
 
     def widen_method(self, rates: Sequence[float],
-                     run: Callable[[str, float], Any]) -> bool:
+                     run: Callable[[str, Any], Any]) -> bool:
         """One round of widening the method grids: a value chosen at an end of its group's
         grid adds one beyond it (:func:`widened`), ``run(group, value)`` at every rate;
-        whether any grid grew."""
+        whether any grid grew. For several parameters, each parameter whose chosen value
+        is at an end of the values tried for it adds one beyond it, the others held at the
+        choice."""
         picks, grew = self.choices(rates), False
         for g in self.method:
-            more = widened(self.lams[g], {a: picks[a][0] for a, k in self.groups.items()
-                                          if k == g})
+            chosen = {a: picks[a][0] for a, k in self.groups.items() if k == g}
+            if g in self.names:
+                more = []
+                for i in range(len(self.names[g])):
+                    axis = sorted({c[i] for c in self.lams[g]})
+                    for a, c in chosen.items():
+                        more += [c[:i] + (v,) + c[i + 1:]
+                                 for v in widened(axis, {a: c[i]})]
+                more = [c for c in dict.fromkeys(more) if c not in self.lams[g]]
+            else:
+                more = widened(self.lams[g], chosen)
             for lam in more:
                 run(g, lam)
             if more:
@@ -258,21 +313,46 @@ class Candidates:
         return grew
 
     def method_record(self, rates: Sequence[float]) -> dict[str, Any]:
-        """The grid's ``method`` entry (:func:`tune_configs`)."""
+        """The grid's ``method`` entry (:func:`tune_configs`); with several parameters also
+        ``params: {arm: names}``, and their values as lists."""
         marms = [a for a in self.groups if self.groups[a] in self.method]
         rate = {a: self.best_rates(a, rates) for a in marms}
         picks = self.choices(rates)
+
+        def val(v):
+            return list(v) if isinstance(v, tuple) else v
         out = {"param": self.method_param,
-               "values": {a: self.lams[self.groups[a]] for a in marms},
-               "scores": {a: {str(lam): round(self.mean(a, lam, r), 4)
+               "values": {a: [val(v) for v in self.lams[self.groups[a]]] for a in marms},
+               "scores": {a: {method_key(lam): round(self.mean(a, lam, r), 4)
                               for lam, r in rate[a].items()} for a in marms},
-               "rates": {a: {str(lam): r for lam, r in rate[a].items()} for a in marms},
-               "chosen": {a: picks[a][0] for a in marms}}
-        grown = {a: {"first": self.first[self.groups[a]], "added": self.added[self.groups[a]]}
+               "rates": {a: {method_key(lam): r for lam, r in rate[a].items()} for a in marms},
+               "chosen": {a: val(picks[a][0]) for a in marms}}
+        several = {a: list(self.names[self.groups[a]]) for a in marms
+                   if self.groups[a] in self.names}
+        if several:
+            out["params"] = several
+        grown = {a: {"first": [val(v) for v in self.first[self.groups[a]]],
+                     "added": [val(v) for v in self.added[self.groups[a]]]}
                  for a in marms if self.groups[a] in self.added}
         if grown:
             out["widened"] = grown
         return out
+
+
+def _tag(value: Any) -> str:
+    """A method value in a folder name: ``0.1``, or ``4_0.05`` for several parameters."""
+    if isinstance(value, tuple):
+        return "_".join(f"{x:g}" for x in value)
+    return f"{value:g}"
+
+
+def _distance(value: Any, centre: Any) -> float:
+    """Log distance of a method value from its grid's centre (summed over parameters)."""
+    if value is None or centre is None:
+        return 0.0
+    if isinstance(value, tuple):
+        return sum(abs(math.log(v / c)) for v, c in zip(value, centre))
+    return abs(math.log(value / centre))
 
 
 def widen_rounds(values: Sequence[float], rounds: int,
@@ -341,7 +421,9 @@ def tune_per_seed(arms: Sequence[str], rates: Sequence[float], seeds: Sequence[i
     """
     cache: dict[tuple, dict] = {}
     if method and quick:
-        method = {a: [list(v)[len(v) // 2]] for a, v in method.items()}
+        method = {a: ({n: [list(x)[len(x) // 2]] for n, x in v.items()}
+                      if isinstance(v, Mapping) else [list(v)[len(v) // 2]])
+                  for a, v in method.items()}
 
     def cached(arm, lr, block, lam=None):
         for s in block:
@@ -363,19 +445,25 @@ def method_reading(grid: Mapping[str, Any], arm: str, first: Sequence[float], *,
     """A note on what an arm's method search found (from the page's ``grid``): its
     validation score at each value, its choice, and ``weakest`` when the choice lies below
     the ``first`` grid and beat every value of it (the method is best at a strength weaker
-    than any first tried); ``[]`` when the arm searched nothing."""
+    than any first tried); ``[]`` when the arm searched nothing. For several parameters,
+    ``first`` is the first parameter's grid, compared on that parameter."""
     m = grid.get("method") or {}
     if arm not in (m.get("chosen") or {}):
         return []
+    names = (m.get("params") or {}).get(arm)
     v, scores = m["chosen"][arm], m["scores"][arm]
-    vals = sorted(float(x) for x in scores)
+    vals = sorted(tuple(x) if names else float(x) for x in m["values"][arm]
+                  if method_key(x) in scores)
+    lead = (lambda x: float(x[0])) if names else float
     sign = 1.0 if maximize else -1.0
-    beat = all(sign * (scores[str(v)] - scores[str(float(x))]) > 0 for x in first
-               if str(float(x)) in scores)
-    text = (f"{m['param']} search for `{arm}`: validation score "
-            + ", ".join(f"{scores[str(x)]:.3f} at {x:g}" for x in vals)
-            + f" (each at its best rate); chosen {v:g}")
-    if beat and v < min(first) and weakest:
+    beat = all(sign * (scores[method_key(v)] - scores[method_key(x)]) > 0 for x in vals
+               if lead(x) in {float(f) for f in first})
+    text = ((", ".join(names) if names else m["param"]) + f" search for `{arm}`: validation "
+            "score " + ", ".join(f"{scores[method_key(x)]:.3f} at "
+                                  + (f"({method_text(x, names)})" if names else f"{x:g}")
+                                  for x in vals)
+            + f" (each at its best rate); chosen {method_text(v, names)}")
+    if beat and lead(v) < min(first) and weakest:
         return [text + ", below the first grid: " + weakest]
     return [text + "."]
 
@@ -502,7 +590,7 @@ def tune_configs(configs: Mapping[str, Any], seeds: Sequence[int], workdir: path
         if lam is not None:
             vcfg = method[key]["set"](copy.deepcopy(vcfg), lam)
         cells = [{f"phases.{p}.optimizer.lr": r for p in vcfg.phases} for r in grid]
-        root = pathlib.Path(workdir) / (key + ("" if lam is None else f"@{lam:g}") + suffix)
+        root = pathlib.Path(workdir) / (key + ("" if lam is None else "@" + _tag(lam)) + suffix)
         out = sweep.run(vcfg, root, cells=cells, seeds=seeds, vectorize="grid", print_fn=None)
         ids = [c["id"] for c in out["cells"]]
         for run in out["runs"]:
@@ -534,7 +622,7 @@ def tune_configs(configs: Mapping[str, Any], seeds: Sequence[int], workdir: path
     picks = cands.choices(values)
     scores = {a: cands.rate_scores(a, picks[a][0], values, digits=4) for a in arms}
     for arm, s in scores.items():
-        print(f"{arm}: validation {s}" + (f" at {method_param} {picks[arm][0]:g}"
+        print(f"{arm}: validation {s}" + (f" at {cands.text(arm, picks[arm][0])}"
                                           if picks[arm][0] is not None else ""), flush=True)
     out = {"param": param, "values": values,
            "metric": f"{description}, mean over seeds {seeds}", "scores": scores,
@@ -585,21 +673,26 @@ def edge_notes(grid: dict[str, Any], scores: str = "validation") -> list[str]:
     at = [f"`{a}` ({ends[v]}, {v:g})" for a, v in grid["chosen"].items() if v in ends]
     m = grid.get("method") or {}
     for a, v in (m.get("chosen") or {}).items():
-        own = list(m["values"][a])
-        if v in (own[0], own[-1]):
-            at.append(f"`{a}` ({m['param']}, {'smallest' if v == own[0] else 'largest'}, "
-                      f"{v:g})")
+        names = (m.get("params") or {}).get(a)
+        for i, name in enumerate(names or [m["param"]]):
+            axis = sorted({float(c[i]) if names else float(c) for c in m["values"][a]})
+            x = float(v[i]) if names else float(v)
+            if x in (axis[0], axis[-1]):
+                at.append(f"`{a}` ({name}, {'smallest' if x == axis[0] else 'largest'}, "
+                          f"{x:g})")
     if not at:
         return []
     return ["Chosen at an end of the grid, so a value beyond it might have scored better on "
             f"{scores} (not tried): " + ", ".join(at) + "."]
 
 
-def run_name(arm: str, lr: float, key: str = "", value: float | None = None,
-             default: float | None = None) -> str:
+def run_name(arm: str, lr: float, key: str = "", value: Any = None,
+             default: Any = None) -> str:
     """A tuning run's folder name, ``<arm>_lr<lr>`` plus ``_<key><value>`` when a method value
-    other than the config's ``default`` is set (so the default's runs keep their names)."""
-    return f"{arm}_lr{lr:g}" + ("" if value is None or value == default else f"_{key}{value:g}")
+    other than the config's ``default`` is set (so the default's runs keep their names); a
+    value of several parameters is joined by ``_``."""
+    return f"{arm}_lr{lr:g}" + ("" if value is None or value == default
+                                else f"_{key}{_tag(value)}")
 
 
 def variant(arm: str, steps: int, lr: float | None = None, val: bool = False) -> str:

@@ -244,6 +244,51 @@ def test_per_seed_tuning_searches_a_method_value_with_the_rate_and_shares_the_ch
     assert grid["chosen"] == {"m": 3e-3} and grid["method"]["chosen"] == {"m": 8.0}
 
 
+def test_several_method_parameters_search_their_product_and_widen_one_at_a_time():
+    """Arm ``m`` searches z and decay together: every combination of the first grids (9)
+    at each rate. The best has z 8, an end, so z 16 is tried with decay held at its choice
+    (and loses); decay 0.05 is inside. Every run is made once."""
+    calls = []
+
+    def run(arm, lr, seed, lam):
+        calls.append((arm, lr, lam, seed))
+        return {"val": _score(lr, 3e-3) + _score(lam[0], 9.0) + _score(lam[1], 0.05),
+                "test": lam}
+
+    grids = {"z": [2.0, 4.0, 8.0], "decay": [0.02, 0.05, 0.1]}
+    grid, results, info = tuning.tune_per_seed(
+        ["m"], [1e-3, 3e-3, 1e-2], [0, 1], [0], run, lambda r: r["val"], metric="v",
+        widen=3, method={"m": grids}, method_param="detector settings")
+    m = grid["method"]
+    assert m["params"] == {"m": ["z", "decay"]} and m["chosen"] == {"m": [8.0, 0.05]}
+    assert m["widened"] == {"m": {"first": [[z, d] for z in grids["z"] for d in grids["decay"]],
+                                  "added": [[16.0, 0.05]]}}
+    assert len(m["values"]["m"]) == 10 and m["rates"]["m"]["8.0,0.05"] == 3e-3
+    assert [r["test"] for r in results["m"]] == [(8.0, 0.05)] * 2
+    assert len(calls) == len(set(calls)) == info["runs"] == 10 * 3 + 1
+    text = "\n".join(pages._grid(grid))  # pylint: disable=protected-access
+    assert "z 8, decay 0.05: " in text and "`m` searched z, decay together" in text
+    assert "ran (z 16, decay 0.05)" in text and tuning.edge_notes(grid) == []
+    note = tuning.method_reading(grid, "m", grids["z"])[0]
+    assert note.startswith("z, decay search for `m`: validation score ")
+    assert note.endswith("chosen z 8, decay 0.05.")
+    assert tuning.run_name("m", 1e-3, "zd", (8.0, 0.05), (4.0, 0.05)) == "m_lr0.001_zd8_0.05"
+    # A quick run takes each parameter's middle value; a short grid is refused by name.
+    quick, _, _ = tuning.tune_per_seed(["m"], [1e-3], [0, 1], [0, 1], run, lambda r: r["val"],
+                                       metric="v", quick=True, method={"m": grids})
+    assert quick["method"]["values"] == {"m": [[4.0, 0.05]]}
+    with pytest.raises(ValueError, match=r"m: decay grid \[0.02, 0.05\]: the fair-arms rule"):
+        tuning.tune(["m"], [1e-3, 3e-3, 1e-2], [0], [0], run, lambda r: r["val"], metric="v",
+                    method={"m": {"z": [2.0, 4.0, 8.0], "decay": [0.02, 0.05]}})
+    # At an end after the rounds run out, the end note names the parameter.
+    grid, _, _ = tuning.tune_per_seed(
+        ["m"], [1e-3, 3e-3, 1e-2], [0], [0], run, lambda r: r["val"], metric="v", widen=0,
+        method={"m": {"z": [1.0, 2.0, 4.0], "decay": [0.02, 0.05, 0.1]}})
+    assert tuning.edge_notes(grid) == [
+        "Chosen at an end of the grid, so a value beyond it might have scored better on "
+        "validation (not tried): `m` (z, largest, 4)."]
+
+
 def test_config_tuning_widens_at_an_end_and_skips_diverged_rates(monkeypatch, tmp_path):
     from alternating import sweep
     from configs import default
