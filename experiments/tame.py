@@ -26,9 +26,11 @@ Fair arms (issue 16): every arm runs the learning-rate grid ``RATES`` on seeds
 0-2 and keeps the rate with the best mean validation accuracy (a fifth of the
 training digits, held out of training); that rate is reported on test for
 seeds 0-9 (``experiments/tuning.py:tune_per_seed``, widening the grid at an end an
-arm chose, ``--widen`` rounds, default 3). The detector's threshold ``z`` is
-our reading of the paper's test, not a value it fixes, so ``loss_shift``
-searches it over ``ZS`` jointly with the rate.
+arm chose, ``--widen`` rounds, default 3). The detector's threshold ``z`` and
+its EMA rate ``decay`` are our reading of the paper's test, not values it
+fixes, so ``loss_shift`` searches every combination of ``ZS`` and ``DECAYS``
+jointly with the rate; the minimum count before a shift can fire is tied to
+the EMA rate (``2 / decay`` records: twice the EMA's horizon).
 
     .venv/bin/python experiments/tame.py            # 10 seeds, docs/results
     .venv/bin/python experiments/tame.py --quick    # 2 seeds, tiny, temp dir
@@ -64,8 +66,11 @@ ARMS = ("loss_shift", "fixed", "single", "oracle")
 SIZES = {"full": dict(segments=(150, 300, 100, 250), min_count=40, feedback=10),
          "quick": dict(segments=(20, 30, 20), min_count=8, feedback=5)}
 Z, DECAY, BATCH, LR = 4.0, 0.05, 32, 2e-3
-# loss_shift's z-score threshold grid (Z x 0.5, 1, 2), searched with the rate (tuning.tune).
+# loss_shift's z-score threshold grid (Z x 0.5, 1, 2) and EMA-rate grid (DECAY x 0.5, 1, 2),
+# every combination searched with the rate (tuning.tune). The minimum count scales as
+# 1 / decay (SIZES' min_count is the one at DECAY: 40 = 2 / 0.05 records in the full size).
 ZS = (2.0, 4.0, 8.0)
+DECAYS = (0.025, 0.05, 0.1)
 # Every arm's Adam learning-rate grid (LR x about 1/3, 1, 3), chosen per arm on the mean
 # validation accuracy over TUNE_SEEDS; the chosen rate is reported on SEEDS seeds.
 RATES = (7e-4, 2e-3, 6e-3)
@@ -111,12 +116,19 @@ def tasks(seed: int, n: int) -> tuple[list[dict], list[dict], list[dict]]:
             [view(tr, p, order[:n_val]) for p in perms], [view(te, p) for p in perms])
 
 
-def schedule_for(arm: str, size: Mapping[str, Any], seed: int, z: float | None = None) -> Any:
+def min_count(size: Mapping[str, Any], decay: float) -> int:
+    """Records before a shift can fire: the size's ``min_count`` at ``DECAY``, scaled as
+    ``1 / decay`` (the EMA's horizon)."""
+    return max(2, round(size["min_count"] * DECAY / decay))
+
+
+def schedule_for(arm: str, size: Mapping[str, Any], seed: int, z: float | None = None,
+                 decay: float = DECAY) -> Any:
     seg, k = list(size["segments"]), len(size["segments"])
     names = [f"expert_{i}" for i in range(k)]
     if arm == "loss_shift":
-        return LossShift(names, order=names, z=Z if z is None else z, decay=DECAY,
-                         min_count=size["min_count"],
+        return LossShift(names, order=names, z=Z if z is None else z, decay=decay,
+                         min_count=min_count(size, decay),
                          feedback_every=size["feedback"], seed=seed)
     if arm == "single":
         return {"name": "sequential", "stages": [["expert_0", sum(seg)]]}
@@ -126,8 +138,9 @@ def schedule_for(arm: str, size: Mapping[str, Any], seed: int, z: float | None =
 
 
 def run_one(arm: str, seed: int, workdir: pathlib.Path, size: Mapping[str, Any],
-            lr: float = LR, z: float | None = None) -> dict:
-    """One arm, one seed (``z``: loss_shift's threshold, default ``Z``); ``val_acc`` (the
+            lr: float = LR, z: float | None = None, decay: float = DECAY) -> dict:
+    """One arm, one seed (``z``, ``decay``: loss_shift's threshold, default ``Z``, and EMA
+    rate); ``val_acc`` (the
     tuning score) is ``acc`` on the held-out training digits, the other figures are on
     test."""
     seg = np.array(size["segments"])
@@ -152,7 +165,7 @@ def run_one(arm: str, seed: int, workdir: pathlib.Path, size: Mapping[str, Any],
         return acc.mean(), {f"acc_e{e}": acc[e] for e in range(k)}
 
     used = k if arm != "single" else 1
-    schedule = schedule_for(arm, size, seed, z)
+    schedule = schedule_for(arm, size, seed, z, decay)
     phases = [alternating.Phase(f"expert_{e}", loss=loss_for(e), data=names,
                                 params=[(f"expert_{e}_.*", True), (".*", None)],
                                 optimizer={"name": "adam", "lr": lr}) for e in range(used)]
@@ -202,8 +215,9 @@ def intro(size: Mapping[str, Any]) -> list[str]:
         "Adam (learning rate tuned per arm, below); "
         "each expert is a phase training only its own parameters, on the batch of whichever "
         "task the stream is in. Arms: `loss_shift` (schedule `loss_shift` with an order of "
-        f"experts: z-score threshold searched over {list(ZS)} with the rate (below), EMA "
-        f"rate {DECAY}, at least {size['min_count']} records before a "
+        f"experts: z-score threshold over {list(ZS)} and EMA rate over {list(DECAYS)}, "
+        f"every combination searched with the rate (below), at least {size['min_count']} "
+        f"records at EMA rate {DECAY} (scaled as 1 / (EMA rate), the EMA's horizon) before a "
         f"shift can fire, feedback every {size['feedback']} steps; on a shift the next expert "
         "takes over for good), `fixed` (experts switched at equal intervals), `single` (one "
         "MLP through the stream), `oracle` (experts switched at the true boundaries: task "
@@ -266,8 +280,9 @@ def reading(arms: Mapping[str, Mapping[str, list]], size: Mapping[str, Any]) -> 
             "overwrite part of what it learned (more so at a high learning rate); the oracle "
             "switches at the boundary itself.")
     if out:
-        out.append("Not tried: other EMA rates or minimum counts; more experts than tasks; "
-                   "rolling an expert back to its state at the detected shift.")
+        out.append("Not tried: a minimum count searched apart from the EMA rate (it is tied "
+                   "to it); more experts than tasks; rolling an expert back to its state at "
+                   "the detected shift.")
     return out
 
 
@@ -281,11 +296,12 @@ def main(argv=None) -> dict[str, Any]:
     run_arms = [a for a in ARMS if not args.arms or a in args.arms]
     grid, results, info = tune_per_seed(
         run_arms, (LR,) if args.quick else RATES, seeds, tune_seeds,
-        lambda arm, lr, seed, z=None: run_one(
-            arm, seed, args.workdir / f"{tuning.run_name(arm, lr, 'z', z, Z)}_s{seed}",
-            size, lr, z),
+        lambda arm, lr, seed, zd=None: run_one(
+            arm, seed, args.workdir / f"{tuning.run_name(arm, lr, 'z', zd, (Z, DECAY))}_s{seed}",
+            size, lr, *(zd or (None, DECAY))),
         lambda r: r["val_acc"], quick=args.quick, widen=args.widen,
-        method={"loss_shift": ZS} if "loss_shift" in run_arms else None, method_param="z",
+        method={"loss_shift": {"z": ZS, "decay": DECAYS}} if "loss_shift" in run_arms
+        else None, method_param="detector's z and EMA rate",
         metric="the validation accuracy (the mean over tasks of the best expert's accuracy on "
                "the 20% of each task's training digits held out of training)")
     arms = arms_table(results, METRICS)

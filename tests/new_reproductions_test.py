@@ -115,6 +115,10 @@ def test_tame_schedules_switch_blind_or_at_the_true_boundaries():
     shift = tame.schedule_for("loss_shift", size, 3)
     assert shift.order == [f"expert_{i}" for i in range(len(size["segments"]))]
     assert shift.z == tame.Z and tame.schedule_for("loss_shift", size, 3, 8.0).z == 8.0
+    # The minimum count follows the EMA rate's horizon: 40 records at 0.05, 20 at 0.1.
+    assert (shift.decay, shift.min_count) == (0.05, 40)
+    fast = tame.schedule_for("loss_shift", size, 3, 8.0, 0.1)
+    assert (fast.decay, fast.min_count) == (0.1, 20)
 
 
 def test_tame_scores_detections_against_the_true_boundaries():
@@ -132,8 +136,9 @@ def test_tame_quick_writes_a_page(tmp_path):
     assert all(0.0 <= a <= 1.0 for a in data["arms"]["oracle"]["acc"])
     assert "shifts" not in data["arms"]["oracle"]
     assert len(data["arms"]["loss_shift"]["missed"]) == 2
-    assert data["grid"]["method"]["chosen"] == {"loss_shift": tame.Z}  # --quick: the middle z
-    assert "z: score (rate)" in (tmp_path / "tame.md").read_text()
+    # --quick: the middle z and EMA rate
+    assert data["grid"]["method"]["chosen"] == {"loss_shift": [tame.Z, tame.DECAY]}
+    assert "EMA rate: score (rate)" in (tmp_path / "tame.md").read_text()
     assert "| oracle vs loss shift (the price of not knowing) | greater |" in (
         tmp_path / "tame.md").read_text()
     # --quick runs the page's one rate (no tuning runs); the full grid has 3 or more values.
