@@ -78,8 +78,9 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
          tune_seeds: Sequence[int], run: Callable[..., list[dict]],
          score: Callable[[dict], float], *, metric: str, maximize: bool = True,
          param: str = "learning rate", widen: bool = True, smoke: bool = False,
-         method: Mapping[str, Sequence[float]] | None = None,
-         method_param: str = "lambda") -> tuple[dict[str, Any], dict[str, list[dict]]]:
+         method: Mapping[str, Any] | None = None, method_param: str = "lambda",
+         snap: Mapping[str, Callable[[float], float | None]] | None = None,
+         ) -> tuple[dict[str, Any], dict[str, list[dict]]]:
     """Grid per arm on ``tune_seeds``, then the chosen value on every one of ``seeds``.
 
     When an arm's best value is an end of the grid and ``widen`` (not in a
@@ -110,8 +111,11 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
       smoke: a ``--quick`` run, which may give fewer values (each value of
         each arm is a compiled program; a smoke run checks the plumbing) and
         never widens.
-      method: ``{arm: method values}``, above.
+      method: ``{arm: method values}`` (or ``{arm: {name: values}}``, several
+        parameters: :class:`Candidates`), above.
       method_param: the method hyperparameter's name on the page.
+      snap: ``{parameter name: fn}``, the value a widened value runs at
+        (:class:`Candidates`).
 
     Returns:
       ``(grid, results)``: the page's ``grid`` field (with ``widened: {first,
@@ -130,7 +134,7 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
                          "values.")
     values = [float(v) for v in values]
     cands = Candidates({a: a for a in arms}, method, maximize=maximize, param=param,
-                       method_param=method_param, smoke=smoke)
+                       method_param=method_param, smoke=smoke, snap=snap)
     done: dict[str, dict[tuple, dict]] = {arm: {} for arm in arms}
     call = run if method else (lambda arm, v, s, lam: run(arm, v, s))
 
@@ -194,12 +198,20 @@ class Candidates:
     the one nearest the middle of the group's first value grid (the config's own
     value; for several parameters the sum of the log distances), so that a weight
     too small to change any prediction does not chase the grid's end.
+
+    ``snap`` maps a parameter's name (``method_param`` for a one-parameter grid)
+    to the value a widened value actually runs at (an integer count, a multiple
+    of a feedback interval), or ``None`` where none can (a window below 1); a
+    widened value that snaps to ``None`` or to a value already tried is not
+    added, so that end stops growing.
     """
 
     def __init__(self, groups: Mapping[str, str], method: Mapping[str, Any] | None,
                  *, maximize: bool = True, param: str = "learning rate",
-                 method_param: str = "lambda", smoke: bool = False):
+                 method_param: str = "lambda", smoke: bool = False,
+                 snap: Mapping[str, Callable[[float], float | None]] | None = None):
         import itertools  # pylint: disable=g-import-not-at-top
+        self.snap = dict(snap or {})
         self.groups, self.maximize = dict(groups), maximize
         self.param, self.method_param = param, method_param
         method = dict(method or {})
@@ -297,20 +309,27 @@ class Candidates:
             chosen = {a: picks[a][0] for a, k in self.groups.items() if k == g}
             if g in self.names:
                 more = []
-                for i in range(len(self.names[g])):
+                for i, name in enumerate(self.names[g]):
                     axis = sorted({c[i] for c in self.lams[g]})
                     for a, c in chosen.items():
                         more += [c[:i] + (v,) + c[i + 1:]
-                                 for v in widened(axis, {a: c[i]})]
+                                 for v in self._snapped(name, widened(axis, {a: c[i]}), axis)]
                 more = [c for c in dict.fromkeys(more) if c not in self.lams[g]]
             else:
-                more = widened(self.lams[g], chosen)
+                more = self._snapped(self.method_param, widened(self.lams[g], chosen),
+                                     self.lams[g])
             for lam in more:
                 run(g, lam)
             if more:
                 self.lams[g], grew = sorted(self.lams[g] + more), True
                 self.added[g] = self.added.get(g, []) + more
         return grew
+
+    def _snapped(self, name: str, values: list[float], tried: Sequence[float]) -> list[float]:
+        """``values`` as they run (``snap``), less those that cannot or already ran."""
+        fn = self.snap.get(name)
+        out = [v if fn is None else fn(v) for v in values]
+        return [float(v) for v in out if v is not None and float(v) not in tried]
 
     def method_record(self, rates: Sequence[float]) -> dict[str, Any]:
         """The grid's ``method`` entry (:func:`tune_configs`); with several parameters also
@@ -396,8 +415,9 @@ def add_widen_flag(ap: argparse.ArgumentParser, default: int = 1) -> None:
 def tune_per_seed(arms: Sequence[str], rates: Sequence[float], seeds: Sequence[int],
                   tune_seeds: Sequence[int], run, score, *, metric: str, maximize: bool = True,
                   quick: bool = False, widen: int = 1,
-                  method: Mapping[str, Sequence[float]] | None = None,
+                  method: Mapping[str, Any] | None = None,
                   method_param: str = "lambda",
+                  snap: Mapping[str, Callable[[float], float | None]] | None = None,
                   ) -> tuple[dict[str, Any], dict[str, list[dict]], dict]:
     """Fair arms for scripts whose arms are run functions, not configs (one run per seed).
 
@@ -435,7 +455,7 @@ def tune_per_seed(arms: Sequence[str], rates: Sequence[float], seeds: Sequence[i
     grid, results = tune(arms, rates, list(seeds), list(tune_seeds), cached, score,
                          metric=metric, maximize=maximize,
                          param="Adam learning rate (every phase)", smoke=quick, widen=widen,
-                         method=method, method_param=method_param)
+                         method=method, method_param=method_param, snap=snap)
     w = grid.get("widened") or {"first": [float(r) for r in rates], "added": []}
     return grid, results, {"first": w["first"], "added": w["added"], "runs": len(cache)}
 

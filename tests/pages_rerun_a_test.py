@@ -287,6 +287,17 @@ def test_several_method_parameters_search_their_product_and_widen_one_at_a_time(
     assert tuning.edge_notes(grid) == [
         "Chosen at an end of the grid, so a value beyond it might have scored better on "
         "validation (not tried): `m` (z, largest, 4)."]
+    # ``snap``: a widened value runs as the nearest whole count; one that cannot run (below
+    # 1) or snaps onto a value tried adds nothing, so that end stops growing.
+    for best, added in ((0.3, []), (30.0, [[8.0, 0.05], [16.0, 0.05]])):
+        grid, _, _ = tuning.tune_per_seed(
+            ["m"], [1e-3, 3e-3, 1e-2], [0], [0],
+            lambda arm, lr, seed, lam, best=best: {"val": _score(lr, 3e-3)
+                                                   + _score(lam[0], best)},
+            lambda r: r["val"], metric="v", widen=2,
+            method={"m": {"n": [1.0, 2.0, 4.0], "decay": [0.02, 0.05, 0.1]}},
+            snap={"n": lambda v: None if v < 1 else float(round(v))})
+        assert grid["method"].get("widened", {}).get("m", {}).get("added", []) == added
 
 
 def test_config_tuning_widens_at_an_end_and_skips_diverged_rates(monkeypatch, tmp_path):
