@@ -16,11 +16,12 @@ arm runs the Adam learning-rate grid ``LRS`` on the first ``--tune-seeds`` seeds
 (prompts carved from the training set, scored against the true answers) is the
 arm's, and the arm then runs the other seeds at it (``--widen`` rounds of
 widening at an end, default 3). The adaptive arm's ``scale`` (our stand-in for
-the paper's unconfirmed hyperparameter) is searched with the rate over
-``SCALES``. Reported on the test prompts: the final expected reward
-(probability of the exact answer under the policy), the final greedy
-exact-match accuracy and the share of SFT steps; verdicts by
-``alternating.verdict`` (``experiments/pages.py``).
+the paper's unconfirmed hyperparameter) and its warm-up length are searched
+together with the rate (every combination of ``SCALES`` and ``WARMUPS`` times
+the config's warm-up); ``sft_then_rl`` searches its warm-up the same way.
+Reported on the test prompts: the final expected reward (probability of the
+exact answer under the policy), the final greedy exact-match accuracy and the
+share of SFT steps; verdicts by ``alternating.verdict`` (``experiments/pages.py``).
 
     .venv/bin/python experiments/sasr.py              # 10 seeds, docs/results/sasr.{json,md}
     .venv/bin/python experiments/sasr.py --noise 0    # docs/results/sasr_noise0.{json,md}
@@ -53,13 +54,18 @@ from experiments import common, pages, seqtasks, tuning  # noqa: E402
 LRS = (1e-3, 3e-3, 1e-2)
 # The adaptive rule's scale grid (x 1/3, 1, 3 around 1), searched with the rate (tuning.tune).
 SCALES = (0.3, 1.0, 3.0)
+# The warm-up grid, as multiples of the config's warm-up (x 1/2, 1, 2: 150, 300, 600 steps of
+# 1500), for both arms that warm up; a widened value runs at a multiple of the feedback
+# interval (the rule's warm-up must end on a feedback point).
+WARMUPS = (0.5, 1.0, 2.0)
 METRICS = {"final": "final test expected reward (mean probability of the exact answer)",
            "greedy": "final test greedy exact-match accuracy",
            "sft_share": "share of the steps that were SFT steps"}
 
 
-def schedule_for(arm: str, cfg, scale: float | None = None) -> dict[str, Any]:
-    w = cfg.warmup_steps
+def schedule_for(arm: str, cfg, scale: float | None = None,
+                 warmup: float | None = None) -> dict[str, Any]:
+    w = int(cfg.warmup_steps if warmup is None else warmup)
     return {
         "sft_only": {"name": "single", "phase": "sft"},
         "rl_only": {"name": "single", "phase": "rl"},
@@ -82,9 +88,10 @@ def split_data(cfg, seed: int) -> tuple[dict, dict, dict]:
 
 
 def run_one(cfg, arm: str, seed: int, workdir: pathlib.Path, lr: float | None = None,
-            scale: float | None = None) -> dict[str, Any]:
+            scale: float | None = None, warmup: float | None = None) -> dict[str, Any]:
     """One arm, one seed, Adam at ``lr`` (default ``cfg.lr``) in both phases; ``scale``: the
-    adaptive rule's (default 1)."""
+    adaptive rule's (default 1); ``warmup``: the SFT steps before RL (default the
+    config's)."""
     policy = seqtasks.Policy(cfg.length, 10, cfg.length, 10, hidden=tuple(cfg.hidden))
     train, val, test = split_data(cfg, seed)
     opt = {"name": "adam", "lr": float(cfg.lr if lr is None else lr)}
@@ -97,7 +104,7 @@ def run_one(cfg, arm: str, seed: int, workdir: pathlib.Path, lr: float | None = 
                     "batch_size": min(250, len(d["x"]))}
              for name, d in (("test", test), ("val", val)) if len(d["x"])}
     t0 = time.time()
-    alternating.train(phases=phases, schedule=schedule_for(arm, cfg, scale),
+    alternating.train(phases=phases, schedule=schedule_for(arm, cfg, scale, warmup),
                       data=data,
                       init=policy.init, workdir=str(workdir), total_steps=cfg.steps, seed=seed,
                       evals=evals, eval_every_steps=0, log_every_steps=cfg.eval_every,
@@ -141,8 +148,9 @@ def intro(cfg) -> list[str]:
         f"Validation: {cfg.val_size} more prompts drawn with the training set (true answers); "
         f"test: {cfg.test_size} fresh prompts. MLP {list(cfg.hidden)} policy with {cfg.length} "
         f"independent output tokens; batch {cfg.batch_size} prompts, GRPO group {cfg.group}; "
-        f"{cfg.steps} steps per arm; warm-up {cfg.warmup_steps} SFT steps (sft_then_rl, "
-        "adaptive). Arms: `sft_only`, `rl_only`, `sft_then_rl` (warm-up then RL), `mix_50_50` "
+        f"{cfg.steps} steps per arm; a warm-up of SFT steps (sft_then_rl, adaptive) searched "
+        f"over {warmups(cfg)} with the rate (below). Arms: `sft_only`, `rl_only`, "
+        "`sft_then_rl` (warm-up then RL), `mix_50_50` "
         "(each step SFT or RL with probability 1/2), `adaptive` (schedule `sasr`).",
         "Switching rule of `adaptive`: after the warm-up each step is SFT with probability "
         "min(1, scale * g_t / g_warm), where g_t is the SFT gradient norm most recently observed "
@@ -151,13 +159,19 @@ def intro(cfg) -> list[str]:
         "could not be confirmed from the material available to us "
         "([`../schedules.md`](../schedules.md)), so the verdicts below are about our rule, "
         "not necessarily the paper's. Its `scale` stands in for the paper's unconfirmed "
-        f"hyperparameter, so it is searched with the rate over {list(SCALES)} (below).",
+        f"hyperparameter, so it is searched over {list(SCALES)}, every combination with the "
+        "warm-up lengths, with the rate (below).",
         "Deviations from the paper: a tiny MLP policy on a synthetic task instead of a "
         "language model on math reasoning; each phase keeps its own Adam state (one optimizer "
         "over both kinds of step would be the set-up of a single fine-tuning run, as we read "
         "the paper); the switching rule is guessed (above); the GRPO step is a plain "
         "group-normalized policy gradient without clipping or a KL term.",
     ]
+
+
+def warmups(cfg) -> list[float]:
+    """The warm-up grid in steps (``WARMUPS`` times the config's warm-up)."""
+    return [float(cfg.warmup_steps * f) for f in WARMUPS]
 
 
 def notes(arms: dict, noise: float, warmup_share: float, scale: float = 1.0) -> list[str]:
@@ -190,9 +204,12 @@ def notes(arms: dict, noise: float, warmup_share: float, scale: float = 1.0) -> 
     return lines
 
 
-def _scale(grid: dict) -> float:
-    """The adaptive arm's chosen scale (1 on a page without the search)."""
-    return float((grid.get("method") or {}).get("chosen", {}).get("adaptive", 1.0))
+def _adaptive(grid: dict, cfg) -> tuple[float, float]:
+    """The adaptive arm's chosen scale and warm-up steps (1 and the config's warm-up on a page
+    without the search; the config's warm-up on one that searched the scale alone)."""
+    got = (grid.get("method") or {}).get("chosen", {}).get("adaptive", 1.0)
+    return ((float(got[0]), float(got[1])) if isinstance(got, list)
+            else (float(got), float(cfg.warmup_steps)))
 
 
 def renote(path: pathlib.Path, cfg) -> pathlib.Path:
@@ -200,8 +217,9 @@ def renote(path: pathlib.Path, cfg) -> pathlib.Path:
     data = json.loads(path.read_text(encoding="utf-8"))
     stem = path.stem
     noise = float(stem[len("sasr_noise"):]) if stem.startswith("sasr_noise") else cfg.noise
-    data["notes"] = (notes(data["arms"], noise, cfg.warmup_steps / cfg.steps,
-                           _scale(data["grid"])) + tuning.edge_notes(data["grid"]))
+    scale, warmup = _adaptive(data["grid"], cfg)
+    data["notes"] = (notes(data["arms"], noise, warmup / cfg.steps, scale)
+                     + tuning.edge_notes(data["grid"]))
     data.pop("format", None)
     return pages.write_page(data, path.parent)
 
@@ -224,8 +242,8 @@ def page(runs, grid, cfg, seeds, wall, argv, name, tune_seeds=1) -> dict[str, An
                                            - len(grid["scores"])),
             "seeds": list(seeds), "metrics": METRICS, "arms": arms, "grid": grid,
             "comparisons": comparisons,
-            "notes": (notes(arms, cfg.noise, cfg.warmup_steps / cfg.steps, _scale(grid))
-                      + tuning.edge_notes(grid))}
+            "notes": (notes(arms, cfg.noise, _adaptive(grid, cfg)[1] / cfg.steps,
+                            _adaptive(grid, cfg)[0]) + tuning.edge_notes(grid))}
 
 
 def main(argv=None):
@@ -256,17 +274,26 @@ def main(argv=None):
     work = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="sasr_"))
     t0 = time.time()
 
-    def run(arm, lr, block, scale=None):
-        tag = tuning.run_name(arm, lr, "scale", scale, 1.0)
-        return [run_one(cfg, arm, s, work / f"{tag}_s{s}", lr, scale)
+    def run(arm, lr, block, lam=None):
+        scale, warmup = ((None, None) if lam is None else
+                         (lam[0], lam[1]) if arm == "adaptive" else (None, lam[0]))
+        tag = tuning.run_name(arm, lr, "", lam, {"adaptive": (1.0, float(cfg.warmup_steps)),
+                                                 "sft_then_rl": (float(cfg.warmup_steps),)
+                                                 }.get(arm))
+        return [run_one(cfg, arm, s, work / f"{tag}_s{s}", lr, scale, warmup)
                 for s in block]
 
-    scales = ([1.0] if args.quick else list(SCALES)) if "adaptive" in arms else None
+    steps = warmups(cfg)
+    method = {a: m for a, m in (("adaptive", {"scale": list(SCALES), "warm-up": steps}),
+                                ("sft_then_rl", {"warm-up": steps})) if a in arms}
+    every = cfg.feedback_every  # the rule's warm-up ends on a feedback point
     grid, results = tuning.tune(arms, LRS, seeds, seeds[:args.tune_seeds], run,
                                 lambda r: r["val"], metric="final validation expected reward",
-                                widen=args.widen, smoke=args.quick,
-                                method={"adaptive": scales} if scales else None,
-                                method_param="scale")
+                                widen=args.widen, smoke=args.quick, method=method or None,
+                                method_param="switching settings (scale, warm-up steps)",
+                                snap={"warm-up": lambda v: (every * round(v / every)
+                                                            if every <= v < cfg.steps
+                                                            else None)})
     runs = [r for s in range(len(seeds)) for arm in arms for r in [results[arm][s]]]
     name = "sasr" if cfg.noise == default_noise else f"sasr_noise{cfg.noise:g}"
     data = page(runs, grid, cfg, seeds, time.time() - t0, argv, name, args.tune_seeds)

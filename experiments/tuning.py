@@ -109,8 +109,8 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
       param: the tuned parameter's name.
       widen: the rounds of widening at an end an arm chose (``True``: one).
       smoke: a ``--quick`` run, which may give fewer values (each value of
-        each arm is a compiled program; a smoke run checks the plumbing) and
-        never widens.
+        each arm is a compiled program; a smoke run checks the plumbing), runs
+        each method grid's middle value only and never widens.
       method: ``{arm: method values}`` (or ``{arm: {name: values}}``, several
         parameters: :class:`Candidates`), above.
       method_param: the method hyperparameter's name on the page.
@@ -133,6 +133,10 @@ def tune(arms: Sequence[str], values: Sequence[float], seeds: Sequence[int],
         raise ValueError(f"tuning grid {list(values)}: the fair-arms rule needs at least 3 "
                          "values.")
     values = [float(v) for v in values]
+    if method and smoke:  # each grid's middle value only
+        method = {a: ({n: [list(x)[len(x) // 2]] for n, x in v.items()}
+                      if isinstance(v, Mapping) else [list(v)[len(v) // 2]])
+                  for a, v in method.items()}
     cands = Candidates({a: a for a in arms}, method, maximize=maximize, param=param,
                        method_param=method_param, smoke=smoke, snap=snap)
     done: dict[str, dict[tuple, dict]] = {arm: {} for arm in arms}
@@ -440,10 +444,6 @@ def tune_per_seed(arms: Sequence[str], rates: Sequence[float], seeds: Sequence[i
       "added": the values added, "runs": runs trained}``.
     """
     cache: dict[tuple, dict] = {}
-    if method and quick:
-        method = {a: ({n: [list(x)[len(x) // 2]] for n, x in v.items()}
-                      if isinstance(v, Mapping) else [list(v)[len(v) // 2]])
-                  for a, v in method.items()}
 
     def cached(arm, lr, block, lam=None):
         for s in block:

@@ -54,8 +54,9 @@ def test_sasr_page(tmp_path, monkeypatch):
     best = {"sft_only": 1e-2, "adaptive": 1e-3}
     calls = []
 
-    def fake(cfg, arm, seed, workdir, lr=None, scale=None):
-        assert scale == (1.0 if arm == "adaptive" else None)  # --quick: the middle scale
+    def fake(cfg, arm, seed, workdir, lr=None, scale=None, warmup=None):
+        # --quick: the middle scale and warm-up (the smoke config's 20 steps)
+        assert (scale, warmup) == ((1.0, 20.0) if arm == "adaptive" else (None, None))
         calls.append((arm, seed, lr))
         return {"arm": arm, "seed": seed, "lr": lr, "final": 0.5 + 0.01 * seed,
                 "greedy": 0.6, "sft_steps": 30, "seconds": 0.0, "val": _score(lr, best[arm])}
@@ -69,10 +70,17 @@ def test_sasr_page(tmp_path, monkeypatch):
         ("adaptive", 1, 1e-3), ("adaptive", 2, 1e-3), ("sft_only", 1, 1e-2), ("sft_only", 2, 1e-2)]
     assert "our guess" in " ".join(data["intro"])
     assert [c["name"] for c in data["comparisons"]] == ["adaptive vs sft_only"]
-    # The adaptive rule's scale is searched with the rate (--quick: only the middle value).
-    assert data["grid"]["method"]["values"] == {"adaptive": [1.0]} and 1.0 in sasr.SCALES
+    # The adaptive rule's scale and warm-up are searched with the rate (--quick: only the
+    # middle values).
+    assert data["grid"]["method"]["values"] == {"adaptive": [[1.0, 20.0]]}
+    assert data["grid"]["method"]["params"] == {"adaptive": ["scale", "warm-up"]}
     from configs import sasr as sasr_config
-    assert sasr.schedule_for("adaptive", sasr_config.get_config(), 3.0)["scale"] == 3.0
+    cfg = sasr_config.get_config()
+    assert sasr.schedule_for("adaptive", cfg, 3.0)["scale"] == 3.0
+    assert sasr.warmups(cfg) == [150.0, 300.0, 600.0]
+    assert sasr.schedule_for("adaptive", cfg, 3.0, 600.0)["warmup_steps"] == 600
+    assert sasr.schedule_for("sft_then_rl", cfg, None, 150.0)["stages"] == [
+        ["sft", 150], ["rl", cfg.steps - 150]]
 
 
 def test_mean_teacher_page(tmp_path, monkeypatch):
