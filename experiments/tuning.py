@@ -472,8 +472,8 @@ def method_reading(grid: Mapping[str, Any], arm: str, first: Sequence[float], *,
         return []
     names = (m.get("params") or {}).get(arm)
     v, scores = m["chosen"][arm], m["scores"][arm]
-    vals = sorted(tuple(x) if names else float(x) for x in m["values"][arm]
-                  if method_key(x) in scores)
+    vals = (sorted(tuple(x) for x in m["values"][arm] if method_key(x) in scores) if names
+            else sorted(float(x) for x in scores))
     lead = (lambda x: float(x[0])) if names else float
     sign = 1.0 if maximize else -1.0
     beat = all(sign * (scores[method_key(v)] - scores[method_key(x)]) > 0 for x in vals

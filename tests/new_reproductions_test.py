@@ -94,11 +94,16 @@ def test_skill_it_quick_writes_a_page(tmp_path):
     # --quick runs the page's one rate (no tuning runs); the full grid has 3 or more values.
     assert data["grid"]["values"] == [skill_it.LR] and len(skill_it.RATES) >= 3
     assert set(data["grid"]["chosen"]) == set(data["arms"])
-    # eta is searched with the rate by the Skill-it arms only; --quick runs its middle value.
-    assert data["grid"]["method"]["values"] == {"skill_it": [skill_it.ETA],
-                                                "skill_it_per_skill": [skill_it.ETA]}
+    # eta and window are searched with the rate by the Skill-it arms only; --quick runs their
+    # middle values.
+    middle = [skill_it.ETA, float(skill_it.WINDOW)]
+    assert data["grid"]["method"]["values"] == {"skill_it": [middle],
+                                                "skill_it_per_skill": [middle]}
+    assert data["grid"]["method"]["params"]["skill_it"] == ["eta", "window"]
     assert len(skill_it.ETAS) >= 3 and skill_it.ETAS[len(skill_it.ETAS) // 2] == skill_it.ETA
+    assert len(skill_it.WINDOWS) >= 3 and skill_it.WINDOWS[1] == skill_it.WINDOW
     assert skill_it.schedule_for("skill_it", 10, 5.0).eta == 5.0
+    assert skill_it.schedule_for("skill_it", 10, 5.0, window=9.0).window == 9
     # Each run's Skill-it draws from its own seed (a schedule object is used as given).
     assert skill_it.schedule_for("skill_it", 10, seed=3).seed == 3
     assert data["arms"]["skill_it"]["sum_share"][0] != data["arms"]["skill_it"]["sum_share"][1]
@@ -170,6 +175,19 @@ def test_skill_it_eta_reading_says_when_the_search_ran_the_graph_down_to_uniform
     assert "eta 0.05, 0.5, 5 it scored below stratified's 0.900" in text
     grid["method"]["chosen"]["skill_it"] = 0.5  # inside the grid: no such reading
     assert "below the first grid" not in skill_it.eta_reading(grid)[0]
+    # With the window searched too, each eta reads its best window.
+    several = {"param": "eta and window", "params": {"skill_it": ["eta", "window"]},
+               "chosen": {"skill_it": [0.005, 3.0]},
+               "values": {"skill_it": [[e, w] for e in (0.005, 0.05, 0.5, 5.0)
+                                       for w in (1.0, 3.0)]},
+               "scores": {"skill_it": {f"{e},{w}": s - (0.0 if w == 3.0 else 0.01)
+                                       for e, s in (("0.005", 0.91), ("0.05", 0.89),
+                                                    ("0.5", 0.87), ("5.0", 0.70))
+                                       for w in ("1.0", "3.0")}}}
+    text = skill_it.eta_reading({**grid, "method": several})[0]
+    assert text.startswith("eta, window search for `skill_it`")
+    assert "chosen eta 0.005, window 3, below the first grid" in text
+    assert "eta 0.05, 0.5, 5 it scored (at its best window) below stratified's 0.900" in text
     assert skill_it.eta_reading({"chosen": {}, "scores": {}}) == []
 
 
