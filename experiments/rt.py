@@ -164,11 +164,14 @@ def intro(steps: int, floor: float, n_seeds: int) -> list[str]:
     ]
 
 
-def notes(arms: dict) -> list[str]:
+def notes(arms: dict, grid: dict | None = None) -> list[str]:
     m = {a: {k: float(np.mean(v)) for k, v in vals.items()} for a, vals in arms.items()}
     parts = [f"{a}: " + ", ".join(f"{k} {v:.3f}" for k, v in d.items()) for a, d in m.items()]
     return ["Means: " + "; ".join(parts) + ". A single-task arm is scored only on its task "
-            "(the other head is untrained)."]
+            "(the other head is untrained)."] + tuning.method_reading(
+        grid or {}, "sc", SC_WEIGHTS,
+        weakest="the self-consistency term scores best on validation at a weight smaller "
+        "than any first tried (at weight 0 its loss is the `plain` arm's).")
 
 
 def page(results, grid, seeds, steps, floor, wall, argv) -> dict:
@@ -195,7 +198,7 @@ def page(results, grid, seeds, steps, floor, wall, argv) -> dict:
         intro=intro(steps, floor, len(seeds)) + [tuning.grid_sentence(grid, seeds, seeds)],
         script="rt.py", argv=argv, wall=wall, n_runs=n_runs,
         seeds=seeds, metrics=PAGE_METRICS, arms=arms, grid=grid,
-        comparisons=comparisons, notes=notes(arms))
+        comparisons=comparisons, notes=notes(arms, grid))
 
 
 def main(argv=None) -> dict:
