@@ -164,8 +164,9 @@ def _grid(grid: Mapping[str, Any]) -> list[str]:
                 for v in m["values"][arm] for k in [tuning.method_key(v)])
             lines.append(f"| {arm} | {cells} | {tuning.method_text(m['chosen'][arm], names)} |")
         for arm, names in params.items():
-            lines += ["", f"`{arm}` searched {', '.join(names)} together: every combination "
-                      "of their first grids, each at every rate."]
+            if len(names) > 1:
+                lines += ["", f"`{arm}` searched {', '.join(names)} together: every "
+                          "combination of their first grids, each at every rate."]
         for arm, w in (m.get("widened") or {}).items():
             if arm in params:
                 lines += ["", f"`{arm}`: the choice had a parameter at an end of the values "

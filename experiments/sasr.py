@@ -149,7 +149,8 @@ def intro(cfg) -> list[str]:
         f"test: {cfg.test_size} fresh prompts. MLP {list(cfg.hidden)} policy with {cfg.length} "
         f"independent output tokens; batch {cfg.batch_size} prompts, GRPO group {cfg.group}; "
         f"{cfg.steps} steps per arm; a warm-up of SFT steps (sft_then_rl, adaptive) searched "
-        f"over {warmups(cfg)} with the rate (below). Arms: `sft_only`, `rl_only`, "
+        f"over {[int(w) for w in warmups(cfg)]} with the rate (below). Arms: `sft_only`, "
+        "`rl_only`, "
         "`sft_then_rl` (warm-up then RL), `mix_50_50` "
         "(each step SFT or RL with probability 1/2), `adaptive` (schedule `sasr`).",
         "Switching rule of `adaptive`: after the warm-up each step is SFT with probability "
@@ -238,8 +239,8 @@ def page(runs, grid, cfg, seeds, wall, argv, name, tune_seeds=1) -> dict[str, An
     return {"name": name, "title": "SASR-style adaptive SFT/RL switching"
             + ("" if name == "sasr" else f" (demonstration noise {cfg.noise:g})"),
             "intro": intro_lines, "command": common.command("sasr.py", argv),
-            "provenance": pages.provenance(wall, len(runs) + sum(map(len, grid["scores"].values()))
-                                           - len(grid["scores"])),
+            "provenance": pages.provenance(wall, tuning.tuning_runs(grid, arms, seeds[:tune_seeds])
+                                           + len(arms) * (len(seeds) - tune_seeds)),
             "seeds": list(seeds), "metrics": METRICS, "arms": arms, "grid": grid,
             "comparisons": comparisons,
             "notes": (notes(arms, cfg.noise, _adaptive(grid, cfg)[1] / cfg.steps,
