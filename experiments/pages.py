@@ -167,6 +167,11 @@ def _grid(grid: Mapping[str, Any]) -> list[str]:
             if len(names) > 1:
                 lines += ["", f"`{arm}` searched {', '.join(names)} together: every "
                           "combination of their first grids, each at every rate."]
+        for arm, lim in (m.get("limits") or {}).items():
+            lines += ["", f"`{arm}`: " + "; ".join(
+                f"{name} {x:g}" for name, xs in lim.items() for x in xs)
+                + " is as far as that end can go (the next value beyond it cannot run), so "
+                "the choice there is the search's limit, not an untried direction."]
         for arm, w in (m.get("widened") or {}).items():
             if arm in params:
                 lines += ["", f"`{arm}`: the choice had a parameter at an end of the values "

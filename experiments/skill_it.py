@@ -86,6 +86,7 @@ ETAS = (0.05, 0.5, 5.0)
 # Their window grid (WINDOW x 1/3, 1, 3 rounds), every combination with ETAS; a widened window
 # runs as a whole number of rounds, and none below 1.
 WINDOWS = (1.0, 3.0, 9.0)
+SNAP = {"window": lambda v: None if v < 1 else float(round(v))}  # tuning.Candidates' snap
 # Every arm's Adam learning-rate grid (LR x about 1/3, 1, 3), chosen per arm on the mean
 # validation accuracy over TUNE_SEEDS; the chosen rate is reported on SEEDS seeds.
 RATES = (7e-4, 2e-3, 6e-3)
@@ -384,8 +385,7 @@ def main(argv=None) -> dict[str, Any]:
         lambda r: r["val_acc"], quick=args.quick, widen=args.widen,
         method={a: {"eta": ETAS, "window": WINDOWS} for a in run_arms
                 if a.removesuffix(PER_SKILL) != "stratified"},
-        method_param="eta and window", snap={"window": lambda v: None if v < 1 else
-                                             float(round(v))},
+        method_param="eta and window", snap=SNAP,
         metric=f"the mean validation accuracy over the three skills ({size['val']} pairs of "
                "the 20% of training digits held out of training)")
     arms = arms_table(results, METRICS)

@@ -359,7 +359,33 @@ class Candidates:
                  for a in marms if self.groups[a] in self.added}
         if grown:
             out["widened"] = grown
+        limits = method_limits(out, self.snap)
+        if limits:
+            out["limits"] = limits
         return out
+
+
+def method_limits(record: Mapping[str, Any],
+                  snap: Mapping[str, Callable[[float], float | None]] | None,
+                  ) -> dict[str, dict[str, list[float]]]:
+    """The chosen values of a ``method`` record that sit at an end no value can go beyond:
+    the next value there (:func:`widened`) snaps to nothing or to a value tried
+    (:class:`Candidates`' ``snap``). ``{arm: {parameter: [value]}}``; such an end is the
+    search's limit, not an untried direction (:func:`edge_notes`)."""
+    out: dict[str, dict[str, list[float]]] = {}
+    params = record.get("params") or {}
+    for arm, v in record["chosen"].items():
+        names = params.get(arm)
+        for i, name in enumerate(names or [record["param"]]):
+            fn = (snap or {}).get(name)
+            if fn is None:
+                continue
+            axis = sorted({float(c[i]) if names else float(c) for c in record["values"][arm]})
+            x = float(v[i]) if names else float(v)
+            beyond = widened(axis, {arm: x})
+            if beyond and all(fn(b) is None or float(fn(b)) in axis for b in beyond):
+                out.setdefault(arm, {})[name] = [x]
+    return out
 
 
 def _tag(value: Any) -> str:
@@ -697,6 +723,8 @@ def edge_notes(grid: dict[str, Any], scores: str = "validation") -> list[str]:
         for i, name in enumerate(names or [m["param"]]):
             axis = sorted({float(c[i]) if names else float(c) for c in m["values"][a]})
             x = float(v[i]) if names else float(v)
+            if x in (m.get("limits") or {}).get(a, {}).get(name, []):
+                continue  # no value beyond it can run (method_limits)
             if x in (axis[0], axis[-1]):
                 at.append(f"`{a}` ({name}, {'smallest' if x == axis[0] else 'largest'}, "
                           f"{x:g})")

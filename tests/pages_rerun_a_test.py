@@ -306,6 +306,15 @@ def test_several_method_parameters_search_their_product_and_widen_one_at_a_time(
             method={"m": {"n": [1.0, 2.0, 4.0], "decay": [0.02, 0.05, 0.1]}},
             snap={"n": lambda v: None if v < 1 else float(round(v))})
         assert grid["method"].get("widened", {}).get("m", {}).get("added", []) == added
+        # An end that cannot grow is the search's limit: no "might have scored better" note.
+        if best < 1:
+            assert grid["method"]["limits"] == {"m": {"n": [1.0]}}
+            assert tuning.edge_notes(grid) == []
+            assert "`m`: n 1 is as far as that end can go" in "\n".join(
+                pages._grid(grid))  # pylint: disable=protected-access
+        else:
+            assert "limits" not in grid["method"]
+            assert "`m` (n, largest, 16)" in tuning.edge_notes(grid)[0]
 
 
 def test_config_tuning_widens_at_an_end_and_skips_diverged_rates(monkeypatch, tmp_path):
