@@ -192,7 +192,7 @@ def page(results, grid, seeds, steps, floor, wall, argv) -> dict:
          "baseline": "generate_only", "metric": "spearman", "claim": "greater"},
         {"name": "alternating (sc) vs prediction only: MAE", "treatment": "sc",
          "baseline": "predict_only", "metric": "prop_mae", "claim": "less"}]
-    n_runs = len(grid["values"]) * len(seeds) * len(results)
+    n_runs = tuning.tuning_runs(grid, list(results), seeds)  # every seed tunes; runs reused
     return tuning.page_data(
         name="rt", title="Regression-Transformer-style alternation (scheme 13)",
         intro=intro(steps, floor, len(seeds)) + [tuning.grid_sentence(grid, seeds, seeds)],
