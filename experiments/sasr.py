@@ -213,14 +213,19 @@ def _adaptive(grid: dict, cfg) -> tuple[float, float]:
             else (float(got), float(cfg.warmup_steps)))
 
 
+def page_notes(arms: dict, noise: float, grid: dict, cfg) -> list[str]:
+    """A page's notes from its arms and grid (the adaptive arm's chosen scale and warm-up),
+    and the end-of-grid note."""
+    scale, warmup = _adaptive(grid, cfg)
+    return notes(arms, noise, warmup / cfg.steps, scale) + tuning.edge_notes(grid)
+
+
 def renote(path: pathlib.Path, cfg) -> pathlib.Path:
     """Recomputes a written page's notes from its JSON arms and grid, and re-renders it."""
     data = json.loads(path.read_text(encoding="utf-8"))
     stem = path.stem
     noise = float(stem[len("sasr_noise"):]) if stem.startswith("sasr_noise") else cfg.noise
-    scale, warmup = _adaptive(data["grid"], cfg)
-    data["notes"] = (notes(data["arms"], noise, warmup / cfg.steps, scale)
-                     + tuning.edge_notes(data["grid"]))
+    data["notes"] = page_notes(data["arms"], noise, data["grid"], cfg)
     data.pop("format", None)
     return pages.write_page(data, path.parent)
 
@@ -243,8 +248,7 @@ def page(runs, grid, cfg, seeds, wall, argv, name, tune_seeds=1) -> dict[str, An
                                            + len(arms) * (len(seeds) - tune_seeds)),
             "seeds": list(seeds), "metrics": METRICS, "arms": arms, "grid": grid,
             "comparisons": comparisons,
-            "notes": (notes(arms, cfg.noise, _adaptive(grid, cfg)[1] / cfg.steps,
-                            _adaptive(grid, cfg)[0]) + tuning.edge_notes(grid))}
+            "notes": page_notes(arms, cfg.noise, grid, cfg)}
 
 
 def main(argv=None):
